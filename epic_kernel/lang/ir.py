@@ -1,0 +1,161 @@
+"""The intermediate representation: a small lambda calculus in A-normal form.
+
+Every operand is a variable; a statement binds fresh variables:
+
+    def    f := Function(params, body)        a closure; its body is never reduced before a call
+    call   y, io' := f(x1..xn; io)            f a closure (beta) or a host callable (delta / dispatch)
+    pack   p := (x1..xn)                      tuple/list; components may still be pending (partial data)
+    unpack (y1..ym) := p                      projection
+    prim   y := <host value>                  str, int, None, host callables, intrinsics
+    global y := NAME                          looked up in the host namespace at instantiation
+
+(`task` exists only at run time: a dispatched external call.) `io` is the implicit token the
+translator threads through calls that may print, so output appears in program order while nothing
+else is ordered by statements; calls that cannot print carry no token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Call", "Def", "Function", "Global", "Op", "Pack", "Prim", "Stmt", "Unbound", "Unpack", "Var", "pretty"]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Var:
+    id: int
+    name: str = ""
+
+    def __repr__(self) -> str:
+        return f"{self.name}{self.id}" if self.name and not self.name.startswith("%") else f"v{self.id}"
+
+
+class Stmt:
+    __slots__ = ()
+    line: int | None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Prim(Stmt):
+    out: Var
+    value: Any
+    line: int | None = None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Global(Stmt):
+    out: Var
+    name: str
+    line: int | None = None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Pack(Stmt):
+    out: Var
+    items: tuple[Var, ...]
+    kind: str = "tuple"          # "tuple" | "list": how it looks when handed to Python
+    line: int | None = None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Unpack(Stmt):
+    outs: tuple[Var, ...]
+    src: Var
+    line: int | None = None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Call(Stmt):
+    out: Var
+    fn: Var
+    args: tuple[Var, ...]
+    kwnames: tuple[str, ...] = ()      # the last len(kwnames) args are keyword arguments
+    io_in: Var | None = None
+    io_out: Var | None = None
+    line: int | None = None
+    name: str = ""                     # the callee as written ("llm", "xs.append"), for records and errors
+
+
+@dataclass(eq=False)
+class Function:
+    name: str
+    params: tuple[Var, ...]
+    body: list[Stmt]
+    ret: Var
+    io_in: Var
+    io_out: Var
+    ndefaults: int = 0
+    line: int | None = None
+    free: tuple[Var, ...] = ()          # variables captured from the enclosing scope, in a fixed order
+    compiled: Any = field(default=None, repr=False)   # runtime template cache
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Def(Stmt):
+    out: Var
+    fn: Function
+    defaults: tuple[Var, ...] = ()
+    line: int | None = None
+
+
+def _fmt_value(v: Any) -> str:
+    name = getattr(v, "epic_name", None)
+    if name:
+        return name
+    r = repr(v)
+    return r if len(r) <= 40 else r[:37] + "..."
+
+
+def pretty(fn: Function, indent: int = 0) -> str:
+    """One binding per line, nested functions indented: how tests and the trace show programs."""
+    pad = "  " * indent
+    params = ", ".join(map(repr, fn.params))
+    lines = [f"{pad}fun {fn.name}({params}; {fn.io_in!r}) captures ({', '.join(map(repr, fn.free))}):"]
+    inner = pad + "  "
+    for s in fn.body:
+        match s:
+            case Prim(out, value):
+                lines.append(f"{inner}{out!r} := {_fmt_value(value)}")
+            case Global(out, name):
+                lines.append(f"{inner}{out!r} := global {name}")
+            case Pack(out, items, kind):
+                br = "[]" if kind == "list" else "()"
+                lines.append(f"{inner}{out!r} := {br[0]}{', '.join(map(repr, items))}{br[1]}")
+            case Unpack(outs, src):
+                lines.append(f"{inner}({', '.join(map(repr, outs))}) := {src!r}")
+            case Call(out, f, args, kwnames, io_in, io_out):
+                pos = [repr(a) for a in args[: len(args) - len(kwnames)]]
+                kws = [f"{k}={a!r}" for k, a in zip(kwnames, args[len(args) - len(kwnames):], strict=True)]
+                io = f"; {io_in!r}" if io_in is not None else ""
+                outs = f"{out!r}, {io_out!r}" if io_out is not None else repr(out)
+                lines.append(f"{inner}{outs} := {f!r}({', '.join(pos + kws)}{io})")
+            case Def(out, f, _):
+                lines.append(f"{inner}{out!r} :=")
+                lines.append(pretty(f, indent + 2))
+    lines.append(f"{inner}return {fn.ret!r}; {fn.io_out!r}")
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """A reference to an evaluator intrinsic (`add`, `getitem`, `fold`, ...), bound by the runtime.
+
+    The translator only names intrinsics, so `lang` never imports `runtime`."""
+
+    name: str
+
+    @property
+    def epic_name(self) -> str:
+        return f"%{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Unbound:
+    """The value of a local name read before any assignment reached it (Python's UnboundLocalError)."""
+
+    name: str
+
+    @property
+    def epic_name(self) -> str:
+        return f"<unbound {self.name}>"

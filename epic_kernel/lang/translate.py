@@ -1,0 +1,652 @@
+"""Python subset -> IR (see `ir.py`).
+
+Names become SSA variables. Control flow is Church-encoded so that one set of reduction rules covers
+it: `if` is `bool(test)(then_thunk, else_thunk)()`, so an untaken branch is never entered and its
+calls never dispatched; names assigned in a branch leave it in a pack (an SSA join).
+
+Loops: a loop with no `break`/`continue`/`return` is a pure fold (`%fold(xs, state, step)`): every
+iteration is instantiated at once and only the parts that read the loop-carried state wait. A loop
+that can exit early is a recursive closure whose body returns a *completion record*
+`(kind, value, *carried)`, kind in {NORMAL, RETURN, BREAK, CONTINUE}; the next iteration starts only
+once the exit test is known (no speculative calls). The same records carry an early `return` out of
+nested branches: after a statement that may exit, the rest of the block becomes a continuation thunk
+chosen by `%is_normal(kind)`.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import EpicSyntaxError
+from .expressions import BINOPS
+from .ir import Call, Def, Function, Global, Op, Pack, Prim, Stmt, Unbound, Unpack, Var
+from .syntax import check_supported, walk_local
+
+__all__ = ["NORMAL", "RETURN", "BREAK", "CONTINUE", "compile_program", "compile_function"]
+
+NORMAL, RETURN, BREAK, CONTINUE = 0, 1, 2, 3
+IO = "%io"
+
+# list methods written as statements are rebindings: `xs.append(v)` means `xs = xs + [v]`
+REBINDING_METHODS = {"append": "append", "extend": "extend"}
+
+
+@dataclass
+class PyScope:
+    """One Python function scope: which names are local (assigned anywhere in it) and the
+    enclosing scope's bindings at the moment this function was defined."""
+
+    locals: set[str]
+    outer_env: dict[str, Var] | None
+    outer: PyScope | None
+    top: bool = False              # the program itself: an unassigned name is the notebook's global
+
+
+@dataclass
+class Builder:
+    """Emits the body of one IR Function (a Python function, a branch thunk or a loop step)."""
+
+    tr: Translator
+    scope: PyScope
+    env: dict[str, Var]
+    body: list[Stmt] = field(default_factory=list)
+    consts: dict[Any, Var] = field(default_factory=dict)
+
+    # -- emitting ------------------------------------------------------------------------------------
+    def emit(self, s: Stmt) -> None:
+        self.body.append(s)
+
+    def prim(self, value: Any, line: int | None = None) -> Var:
+        key = (type(value), value) if _hashable(value) else None
+        if key is not None and key in self.consts:
+            return self.consts[key]
+        v = self.tr.var("c")
+        self.emit(Prim(v, value, line))
+        if key is not None:
+            self.consts[key] = v
+        return v
+
+    def op(self, name: str) -> Var:
+        return self.prim(Op(name))
+
+    def call(self, fn: Var, args: list[Var], kwnames: tuple[str, ...] = (), *, io: bool = True,
+             line: int | None = None, name: str = "", out_name: str = "") -> Var:
+        out = self.tr.var(out_name)
+        if io and self.tr.uses_io:
+            io_in = self.env[IO]
+            io_out = self.tr.var(IO)
+            self.env[IO] = io_out
+        else:
+            io_in = io_out = None
+        self.emit(Call(out, fn, tuple(args), kwnames, io_in, io_out, line, name))
+        return out
+
+    def intrinsic(self, name: str, args: list[Var], line: int | None = None, io: bool = False) -> Var:
+        return self.call(self.op(name), args, io=io, line=line, name=name)
+
+    def pack(self, items: list[Var], kind: str = "tuple", line: int | None = None) -> Var:
+        out = self.tr.var("p")
+        self.emit(Pack(out, tuple(items), kind, line))
+        return out
+
+    def unpack(self, src: Var, names: list[str], line: int | None = None) -> list[Var]:
+        outs = [self.tr.var(n) for n in names]
+        self.emit(Unpack(tuple(outs), src, line))
+        return outs
+
+    def define(self, fn: Function, defaults: list[Var] = (), out: Var | None = None) -> Var:
+        out = out or self.tr.var(fn.name)
+        self.emit(Def(out, fn, tuple(defaults), fn.line))
+        return out
+
+    def branch(self, test: Var, then_fn: Var, else_fn: Var, line: int | None) -> Var:
+        """bool(test)(then, else)(): the Church encoding of a conditional."""
+        cb = self.intrinsic("bool", [test], line)
+        sel = self.call(cb, [then_fn, else_fn], io=False, line=line, name="if")
+        return self.call(sel, [], line=line, name="branch")
+
+    # -- names ---------------------------------------------------------------------------------------
+    def lookup(self, name: str, node: ast.AST) -> Var:
+        if name in self.env:
+            return self.env[name]
+        if name in self.scope.locals and not self.scope.top:
+            return self.prim(Unbound(name))
+        scope = self.scope
+        while scope.outer_env is not None:
+            if name in scope.outer_env:
+                return scope.outer_env[name]
+            scope = scope.outer
+            if name in scope.locals and not scope.top:        # assigned later in the enclosing function: Python would late-bind
+                raise self.tr.error(node, "a nested function reads a name before it is assigned",
+                                    f"assign {name!r} before the `def`/`lambda` that uses it")
+        return self._global(name, node)
+
+    def _global(self, name: str, node: ast.AST) -> Var:
+        key = ("global", name)
+        if key in self.consts:
+            return self.consts[key]
+        v = self.tr.var(name)
+        self.emit(Global(v, name, getattr(node, "lineno", None)))
+        self.consts[key] = v
+        return v
+
+    def child(self, scope: PyScope | None = None, env: dict[str, Var] | None = None) -> Builder:
+        return Builder(self.tr, scope or self.scope, dict(self.env) if env is None else env)
+
+
+def _hashable(v: Any) -> bool:
+    try:
+        hash(v)
+    except TypeError:
+        return False
+    return True
+
+
+class Translator:
+    def __init__(self, source: str, filename: str = "<epic>", first_line: int = 1):
+        self.source = source
+        self.lines = source.splitlines()
+        self.filename = filename
+        self.line_offset = first_line - 1
+        self._next = 0
+        self.uses_io = False
+
+    def var(self, name: str = "") -> Var:
+        self._next += 1
+        return Var(self._next, name)
+
+    def error(self, node: ast.AST, message: str, hint: str = "", construct: str = "") -> EpicSyntaxError:
+        line = getattr(node, "lineno", None)
+        text = self.lines[line - 1] if line and line <= len(self.lines) else None
+        return EpicSyntaxError(message, construct=construct or type(node).__name__,
+                               line=(line + self.line_offset) if line else None,
+                               col=getattr(node, "col_offset", None), hint=hint, filename=self.filename,
+                               source_line=text)
+
+    def line(self, node: ast.AST) -> int | None:
+        ln = getattr(node, "lineno", None)
+        return ln + self.line_offset if ln else None
+
+    # ======================================================================================= functions
+    def function(self, name: str, args: ast.arguments | None, body: list[ast.stmt], node: ast.AST,
+                 outer: Builder | None, *, is_lambda: bool = False, top: bool = False) -> tuple[Function, list[Var]]:
+        """Compile a Python function (or the program itself when `top`). Returns it and its default vars."""
+        params = _param_names(self, args, node) if args else []
+        local_names = set(params) | _assigned(body)
+        scope = PyScope(local_names, outer.env if outer else None, outer.scope if outer else None, top)
+        io_in = self.var(IO)
+        pvars = [self.var(p) for p in params]
+        env = dict(zip(params, pvars, strict=True))
+        env[IO] = io_in
+        b = Builder(self, scope, env)
+        defaults = [outer.expr(d) for d in args.defaults] if args and outer else []
+        self._declare_defs(b, body)
+        if is_lambda:
+            ret = b.expr(body[0].value)
+        else:
+            ret = b.function_body(body, top=top)
+        fn = Function(name, tuple(pvars), b.body, ret, io_in, b.env[IO], len(defaults), self.line(node))
+        fn.param_names = tuple(params)
+        finalize(fn)
+        return fn, defaults
+
+    def _declare_defs(self, b: Builder, body: list[ast.stmt]) -> None:
+        """`def`s bound once at the top of a body are letrec: visible before their statement, so
+        recursion and mutual recursion work as in Python."""
+        counts: dict[str, int] = {}
+        for s in body:
+            for n in _assigned([s]):
+                counts[n] = counts.get(n, 0) + 1
+        for s in body:
+            if isinstance(s, ast.FunctionDef) and counts.get(s.name) == 1 and not _assigned_nested(body, s.name):
+                b.env[s.name] = self.var(s.name)
+                b.tr_letrec = getattr(b, "tr_letrec", set()) | {s.name}
+
+
+def _param_names(tr: Translator, args: ast.arguments, node: ast.AST) -> list[str]:
+    if args.vararg or args.kwarg or args.kwonlyargs or args.posonlyargs:
+        raise tr.error(node, "*args, **kwargs, keyword-only and positional-only parameters are not supported",
+                       "use plain positional parameters with defaults", construct="parameters")
+    return [a.arg for a in args.args]
+
+
+def _assigned(stmts: list[ast.stmt]) -> set[str]:
+    """Names a block assigns (Python's local-variable rule), not looking inside nested functions."""
+    out: set[str] = set()
+    for node in walk_local(stmts):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            out.add(node.id)
+        elif isinstance(node, ast.FunctionDef):
+            out.add(node.name)
+        elif isinstance(node, ast.Expr) and _rebinding_call(node.value):
+            out.add(node.value.func.value.id)
+    return out
+
+
+def _assigned_nested(body: list[ast.stmt], name: str) -> bool:
+    """True if `name` is assigned inside a compound statement (so it is not a simple letrec def)."""
+    for s in body:
+        if isinstance(s, ast.FunctionDef):
+            continue
+        if name in _assigned([s]):
+            return True
+    return False
+
+
+def _rebinding_call(e: ast.expr) -> bool:
+    return (isinstance(e, ast.Call) and isinstance(e.func, ast.Attribute) and e.func.attr in REBINDING_METHODS
+            and isinstance(e.func.value, ast.Name) and len(e.args) == 1 and not e.keywords)
+
+
+def _exits(stmts: list[ast.stmt], loop_level: bool = True) -> bool:
+    """Can control leave this block other than by falling off its end? (return, or break/continue of
+    the enclosing loop when `loop_level`)."""
+    for s in stmts:
+        for node in walk_local([s], into_loops=True):
+            if isinstance(node, ast.Return):
+                return True
+        if loop_level and _has_loop_exit(s):
+            return True
+    return False
+
+
+def _has_loop_exit(s: ast.stmt) -> bool:
+    if isinstance(s, ast.Break | ast.Continue):
+        return True
+    if isinstance(s, ast.For | ast.While):
+        return False                      # break/continue inside belong to the inner loop
+    if isinstance(s, ast.If):
+        return any(_has_loop_exit(x) for x in s.body + s.orelse)
+    return False
+
+
+def finalize(fn: Function) -> None:
+    """Compute the variables a function captures: used but not bound inside it."""
+    defined: set[Var] = set(fn.params) | {fn.io_in}
+    used: list[Var] = []
+    for s in fn.body:
+        match s:
+            case Prim(out) | Global(out):
+                defined.add(out)
+            case Pack(out, items):
+                defined.add(out)
+                used.extend(items)
+            case Unpack(outs, src):
+                defined.update(outs)
+                used.append(src)
+            case Call(out, f, args, _, io_in, io_out):
+                defined.add(out)
+                if io_out is not None:
+                    defined.add(io_out)
+                used.append(f)
+                used.extend(args)
+                if io_in is not None:
+                    used.append(io_in)
+            case Def(out, inner, defaults):
+                defined.add(out)
+                used.extend(inner.free)
+                used.extend(defaults)
+    used.extend([fn.ret, fn.io_out])
+    seen: dict[Var, None] = {}
+    for v in used:
+        if v not in defined:
+            seen.setdefault(v)
+    fn.free = tuple(seen)
+
+
+# ============================================================================== statements & blocks
+def _function_body(self: Builder, body: list[ast.stmt], top: bool = False) -> Var:
+    """Compile a function body; returns the variable holding the return value."""
+    if not _exits_nested_return(body):
+        for i, s in enumerate(body):
+            if isinstance(s, ast.Return):
+                return self.expr(s.value) if s.value else self.prim(None)
+            if top and i == len(body) - 1 and isinstance(s, ast.Expr) and not _rebinding_call(s.value):
+                return self.expr(s.value)          # a program's value is its last expression, like a cell
+            self.stmt(s)
+        return self.prim(None)
+    rec = self.block_x(body, [])
+    _, value = self.unpack(rec, ["kind", "ret"])
+    return value
+
+
+def _exits_nested_return(body: list[ast.stmt]) -> bool:
+    for s in body:
+        if isinstance(s, ast.Return):
+            continue
+        if any(isinstance(n, ast.Return) for n in walk_local([s], into_loops=True)):
+            return True
+    return False
+
+
+def _block(self: Builder, stmts: list[ast.stmt]) -> None:
+    for s in stmts:
+        self.stmt(s)
+
+
+def _block_x(self: Builder, stmts: list[ast.stmt], carried: list[str]) -> Var:
+    """Compile a block that may exit; returns its completion record (kind, value, *carried)."""
+    for i, s in enumerate(stmts):
+        line = self.tr.line(s)
+        if isinstance(s, ast.Return):
+            v = self.expr(s.value) if s.value else self.prim(None)
+            return self.record(RETURN, v, carried, line)
+        if isinstance(s, ast.Break | ast.Continue):
+            return self.record(BREAK if isinstance(s, ast.Break) else CONTINUE, self.prim(None), carried, line)
+        if isinstance(s, ast.If | ast.For | ast.While) and _exits([s]):
+            kind, value, rec, names = self.compound_x(s, carried)
+            rest = stmts[i + 1:]
+            if not rest:
+                if names == carried:
+                    return rec
+                return self.pack([kind, value, *[self.lookup(n, s) for n in carried]], line=line)
+            normal = self.intrinsic("is_normal", [kind], line)
+            # the fill callbacks run inside thunk() before this iteration returns: late binding is safe
+            cont_fn = self.thunk(self.child(), "rest", line, lambda c: c.block_x(rest, carried))  # noqa: B023
+            exit_fn = self.thunk(self.child(), "exit", line,
+                                 lambda c: c.pack([kind, value, *[c.lookup(n, s) for n in carried]],  # noqa: B023
+                                                  line=line))  # noqa: B023
+            return self.select(normal, cont_fn, exit_fn, line)
+        self.stmt(s)
+    return self.record(NORMAL, self.prim(None), carried, self.tr.line(stmts[-1]) if stmts else None)
+
+
+def _select_call(self: Builder, church: Var, then_fn: Var, else_fn: Var, line: int | None) -> Var:
+    sel = self.call(church, [then_fn, else_fn], io=False, line=line, name="if")
+    return self.call(sel, [], line=line, name="branch")
+
+
+def _record(self: Builder, kind: int, value: Var, carried: list[str], line: int | None) -> Var:
+    node = ast.Name(id="?", lineno=line)
+    return self.pack([self.prim(kind), value, *[self.lookup(n, node) for n in carried]], line=line)
+
+
+def _thunk(self: Builder, child: Builder, name: str, line: int | None, fill) -> Var:
+    """A zero-argument closure whose body `fill(child)` compiles; returns the closure variable."""
+    io_in = self.tr.var(IO)
+    child.env[IO] = io_in
+    ret = fill(child)
+    fn = Function(name, (), child.body, ret, io_in, child.env[IO], 0, line)
+    fn.param_names = ()
+    finalize(fn)
+    return self.define(fn)
+
+
+def _lambda_fn(self: Builder, name: str, params: list[str], line: int | None, fill) -> Var:
+    """A closure over the *current block's* names (a loop step or comprehension body), not a new
+    Python scope: it reads enclosing names directly."""
+    child = self.child()
+    pvars = [self.tr.var(p) for p in params]
+    child.env.update(zip(params, pvars, strict=True))
+    io_in = self.tr.var(IO)
+    child.env[IO] = io_in
+    ret = fill(child, pvars)
+    fn = Function(name, tuple(pvars), child.body, ret, io_in, child.env[IO], 0, line)
+    fn.param_names = tuple(params)
+    finalize(fn)
+    return fn
+
+
+# ----------------------------------------------------------------------------------- simple stmts
+def _stmt(self: Builder, s: ast.stmt) -> None:
+    check_supported(self.tr, s)
+    line = self.tr.line(s)
+    match s:
+        case ast.Expr(value=value):
+            if _rebinding_call(value):
+                name = value.func.value.id
+                xs = self.lookup(name, value.func.value)
+                item = self.expr(value.args[0])
+                self.env[name] = self.intrinsic(REBINDING_METHODS[value.func.attr], [xs, item], line)
+            else:
+                self.expr(value)
+        case ast.Assign(targets=targets, value=value):
+            v = self.expr(value)
+            for t in targets:
+                self.bind(t, v)
+        case ast.AnnAssign(target=target, value=value):
+            if value is not None:
+                self.bind(target, self.expr(value))
+        case ast.AugAssign(target=ast.Name(id=name) as target, op=op, value=value):
+            cur = self.lookup(name, target)
+            self.env[name] = self.intrinsic(BINOPS[type(op)], [cur, self.expr(value)], line)
+        case ast.AugAssign():
+            raise self.tr.error(s, "augmented assignment to an attribute or subscript is not supported",
+                                "build a new value instead: `xs = xs[:i] + [v] + xs[i+1:]`",
+                                construct="augmented assignment")
+        case ast.Pass():
+            pass
+        case ast.Assert(test=test, msg=msg):
+            t = self.expr(test)
+            m = self.expr(msg) if msg is not None else self.prim(None)
+            self.intrinsic("assert_", [t, m, self.prim(line)], line)
+        case ast.FunctionDef():
+            self.funcdef(s)
+        case ast.If():
+            self.if_stmt(s)
+        case ast.For():
+            self.for_stmt(s)
+        case ast.While():
+            self.while_stmt(s)
+        case ast.Return() | ast.Break() | ast.Continue():   # only reached outside functions/loops
+            raise self.tr.error(s, f"'{type(s).__name__.lower()}' outside a function or loop")
+        case _:
+            raise self.tr.error(s, f"{type(s).__name__} is not supported in epic code")
+
+
+def _bind(self: Builder, target: ast.expr, v: Var) -> None:
+    match target:
+        case ast.Name(id=name):
+            self.env[name] = v
+        case ast.Tuple(elts=elts) | ast.List(elts=elts):
+            if any(isinstance(e, ast.Starred) for e in elts):
+                raise self.tr.error(target, "starred assignment is not supported",
+                                    "index or slice the list instead", construct="starred assignment")
+            outs = self.unpack(v, [e.id if isinstance(e, ast.Name) else "t" for e in elts], self.tr.line(target))
+            for e, o in zip(elts, outs, strict=True):
+                self.bind(e, o)
+        case ast.Subscript() | ast.Attribute():
+            kind = "subscript" if isinstance(target, ast.Subscript) else "attribute"
+            raise self.tr.error(target, f"{kind} assignment is not supported: epic values are immutable",
+                                "build a new list/dict (`d = {**d, k: v}`, `xs = xs + [v]`) or do it in a Python cell",
+                                construct=f"{kind} assignment")
+        case _:
+            raise self.tr.error(target, f"cannot assign to {type(target).__name__}")
+
+
+def _funcdef(self: Builder, s: ast.FunctionDef) -> None:
+    if s.decorator_list:
+        raise self.tr.error(s, "decorators are not supported on functions inside epic code",
+                            "decorate a Python function instead, or call the decorator explicitly",
+                            construct="decorator")
+    fn, defaults = self.tr.function(s.name, s.args, s.body, s, self)
+    preset = self.env.get(s.name) if s.name in getattr(self, "tr_letrec", ()) else None
+    self.env[s.name] = self.define(fn, defaults, out=preset)
+
+
+# ------------------------------------------------------------------------------------ compound
+def _if_stmt(self: Builder, s: ast.If) -> None:
+    """An `if` no branch of which exits: thunks return the names they assign, joined by unpack."""
+    line = self.tr.line(s)
+    names = sorted(n for n in _assigned(s.body) | _assigned(s.orelse))
+    test = self.expr(s.test)
+
+    def arm(stmts):
+        def fill(c: Builder) -> Var:
+            c.block(stmts)
+            return c.pack([c.lookup(n, s) for n in names], line=line)
+        return self.thunk(self.child(), "then" if stmts is s.body else "else", line, fill)
+
+    r = self.branch(test, arm(s.body), arm(s.orelse), line)
+    if names:
+        for n, v in zip(names, self.unpack(r, names, line), strict=True):
+            self.env[n] = v
+
+
+def _compound_x(self: Builder, s: ast.stmt, carried: list[str]) -> tuple[Var, Var, Var, list[str]]:
+    """An if/for/while that may exit. Returns (kind, value, record, record names); updates env."""
+    line = self.tr.line(s)
+    names = sorted(_assigned([s]) | set(carried))
+    if isinstance(s, ast.If):
+        test = self.expr(s.test)
+        arms = [self.thunk(self.child(), nm, line, lambda c, st=st: c.block_x(st, names))
+                for nm, st in (("then", s.body), ("else", s.orelse))]
+        rec = self.branch(test, arms[0], arms[1], line)
+    else:
+        rec = self.loop_x(s, names)
+    kind, value, *vals = self.unpack(rec, ["kind", "value", *names], line)
+    for n, v in zip(names, vals, strict=True):
+        self.env[n] = v
+    return kind, value, rec, names
+
+
+def _loop_x(self: Builder, s: ast.For | ast.While, names: list[str]) -> Var:
+    """A loop with break/continue/return: a recursive closure, one iteration at a time."""
+    line = self.tr.line(s)
+    if s.orelse:
+        raise self.tr.error(s, "`else` on a loop is not supported", "use a flag variable", construct="loop else")
+    loop_var = self.tr.var("loop")
+    is_for = isinstance(s, ast.For)
+    params = (["%cur"] if is_for else []) + names
+
+    def iteration(c: Builder, pvars: list[Var]) -> Var:
+        c.env["%loop"] = loop_var
+
+        def body(cb: Builder) -> Var:
+            if is_for:
+                cb.bind(s.target, cb.env["%x"])
+            rec = cb.block_x(s.body, names)
+            kind, value, *vals = cb.unpack(rec, ["kind", "value", *names], line)
+            again = cb.intrinsic("loop_again", [kind], line)
+
+            def go_on(cc: Builder) -> Var:
+                args = ([cc.env["%next"]] if is_for else []) + vals
+                return cc.call(loop_var, args, line=line, name="loop")
+
+            def stop(cc: Builder) -> Var:
+                return cc.pack([cc.intrinsic("loop_exit", [kind], line), value, *vals], line=line)
+
+            return cb.select(again, cb.thunk(cb.child(), "next", line, go_on),
+                             cb.thunk(cb.child(), "stop", line, stop), line)
+
+        def done(cd: Builder) -> Var:
+            return cd.pack([cd.prim(NORMAL), cd.prim(None), *[cd.lookup(n, s) for n in names]], line=line)
+
+        if is_for:
+            has, x, nxt = c.unpack(c.intrinsic("next", [pvars[0]], line), ["has", "x", "next"], line)
+            c.env["%x"], c.env["%next"] = x, nxt
+            test = has
+        else:
+            test = c.expr(s.test)
+        return c.branch(test, c.thunk(c.child(), "body", line, body), c.thunk(c.child(), "done", line, done),
+                        line)
+
+    fn = self.lambda_fn("loop", params, line, iteration)
+    self.define(fn, out=loop_var)
+    start = ([self.intrinsic("iter", [self.expr(s.iter)], line)] if is_for else [])
+    return self.call(loop_var, start + [self.lookup(n, s) for n in names], line=line, name="loop")
+
+
+def _for_stmt(self: Builder, s: ast.For) -> None:
+    if s.orelse:
+        raise self.tr.error(s, "`else` on a loop is not supported", "use a flag variable", construct="loop else")
+    if _exits(s.body):
+        raise self.tr.error(s, "internal: exiting loop reached the fold path")  # pragma: no cover
+    line = self.tr.line(s)
+    names = sorted(_assigned(s.body) | _target_names(s.target))
+    xs = self.expr(s.iter)
+    state0 = self.pack([self.lookup(n, s) for n in names], line=line)
+
+    def step(c: Builder, pvars: list[Var]) -> Var:
+        st, x = pvars
+        for n, v in zip(names, c.unpack(st, names, line), strict=True):
+            c.env[n] = v
+        c.bind(s.target, x)
+        c.block(s.body)
+        return c.pack([c.lookup(n, s) for n in names], line=line)
+
+    step_fn = self.define(self.lambda_fn("step", ["%state", "%x"], line, step))
+    final = self.call(self.op("fold"), [xs, state0, step_fn], line=line, name="for")
+    for n, v in zip(names, self.unpack(final, names, line), strict=True):
+        self.env[n] = v
+
+
+def _while_stmt(self: Builder, s: ast.While) -> None:
+    names = sorted(_assigned(s.body))
+    rec = self.loop_x(s, names)
+    _, _, *vals = self.unpack(rec, ["kind", "value", *names], self.tr.line(s))
+    for n, v in zip(names, vals, strict=True):
+        self.env[n] = v
+
+
+def _target_names(t: ast.expr) -> set[str]:
+    return {n.id for n in ast.walk(t) if isinstance(n, ast.Name)}
+
+
+Builder.function_body = _function_body
+Builder.block = _block
+Builder.block_x = _block_x
+Builder.record = _record
+Builder.thunk = _thunk
+Builder.lambda_fn = _lambda_fn
+Builder.stmt = _stmt
+Builder.bind = _bind
+Builder.funcdef = _funcdef
+Builder.if_stmt = _if_stmt
+Builder.compound_x = _compound_x
+Builder.loop_x = _loop_x
+Builder.for_stmt = _for_stmt
+Builder.while_stmt = _while_stmt
+Builder.select = _select_call
+
+from .expressions import install as _install_expressions  # noqa: E402
+
+_install_expressions(Builder)
+
+
+# ==================================================================================== entry points
+def compile_program(source: str, filename: str = "<epic>", first_line: int = 1) -> Function:
+    """Compile a whole program (a cell). Its value is the last expression statement's."""
+    try:
+        tree = ast.parse(source, filename=filename)
+    except SyntaxError as e:
+        raise EpicSyntaxError(f"invalid syntax: {e.msg}", construct="syntax",
+                              line=(e.lineno or 1) + first_line - 1, col=(e.offset or 1) - 1, filename=filename,
+                              source_line=e.text) from None
+    tr = Translator(source, filename, first_line)
+    tr.uses_io = _uses_print(tree)
+    for node in ast.walk(tree):
+        check_supported(tr, node)
+    fn, _ = tr.function("<program>", None, tree.body, tree, None, top=True)
+    fn.exports = _top_names(tree.body)
+    return fn
+
+
+def compile_function(source: str, filename: str = "<epic>", first_line: int = 1) -> Function:
+    """Compile a single `def` (the `@epic` decorator path): returns that function."""
+    tree = ast.parse(source, filename=filename)
+    defs = [s for s in tree.body if isinstance(s, ast.FunctionDef)]
+    if len(defs) != 1:
+        raise EpicSyntaxError("@epic expects the source of exactly one function", line=first_line,
+                              filename=filename)
+    d = defs[0]
+    d.decorator_list = []
+    tr = Translator(source, filename, first_line)
+    tr.uses_io = _uses_print(tree)
+    for node in ast.walk(d):
+        check_supported(tr, node)
+    fn, _ = tr.function(d.name, d.args, d.body, d, None)
+    return fn
+
+
+def _uses_print(tree: ast.AST) -> bool:
+    return any(isinstance(n, ast.Name) and n.id == "print" for n in ast.walk(tree))
+
+
+def _top_names(body: list[ast.stmt]) -> list[str]:
+    names: dict[str, None] = {}
+    for n in sorted(_assigned(body)):
+        names[n] = None
+    return list(names)

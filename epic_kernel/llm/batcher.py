@@ -1,0 +1,567 @@
+"""One decode thread per model: iteration-level batching with a hand-written DynamicCache loop.
+
+Requests come from any number of event loops (notebook runs, `epic serve`, benchmarks). Each becomes
+a `Ticket`; the worker thread owns every tensor and all decode state, and hands results back with
+`ticket.loop.call_soon_threadsafe`, so nothing in here ever blocks an event loop.
+
+Scheduling policy (the loop in `_run`):
+
+* Idle -> start a batch when the evaluator says every feeding run is quiescent (`flush()`), when
+  `max_batch_size` requests are pending, or `flush_ms` after the first pending request, whichever
+  comes first. Waiting longer than that cannot grow the batch, and waiting less wastes a prefill.
+* Running -> at every step boundary: evict finished and cancelled rows, admit pending requests (up
+  to `max_batch_size` rows), then decode one token for every row. Newcomers join at once when they
+  are at least as many as the running rows, or every feeding run is quiescent (nothing more is
+  coming); otherwise they wait up to `join_ms` (30 ms, a few decode steps) so that requests arriving
+  close together share one prefill: each prefill stalls every running row, and on the 10 M model a
+  one-row prefill costs about 1.5 decode steps (30 ms beat 0 and 60 ms in bench_batcher's staggered
+  run, one arrival per 30 ms). Newcomers are prefilled on their own (left-padded together) and
+  their KV cache is merged into the running one: both caches are left-padded to the same length and
+  concatenated along the batch axis, with the attention mask extended by zeros. Merging costs one small prefill, whereas restarting the batch
+  would re-prefill every running row, and waiting for the batch to end would make a 4-token call
+  wait for a 256-token one. Models whose cache layers are not plain `DynamicLayer`s (sliding
+  windows, ...) fall back to re-prefilling every row's full sequence, which is always correct.
+* Left padding + attention mask + explicit position ids per row make a prompt's greedy tokens the
+  same alone or in any batch (notes/models.md section 5); each sampled row draws from its own
+  `torch.Generator`, so a seeded sample does not depend on its batch companions.
+* Rows leave when they hit EOS, a stop string (checked on decoded text, not included in the
+  output), `max_tokens`, or cancellation; the cache drops their rows and any all-padding columns.
+
+Why a hand-written loop rather than `generate()` or transformers' ContinuousBatchingManager: per-row
+stop strings, streaming, cancellation and logits hooks need control at each step; the manual loop is
+as fast as `generate` on CPU, and the CB manager adds ~1 ms/step and slows other torch work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import secrets
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+from .base import Feeders, LLMRequest, LLMResponse, StreamChunk
+from .errors import BackendError
+
+__all__ = ["Batcher", "BatcherFull", "LogitsHook", "Ticket"]
+
+LogitsHook = Callable[[Sequence[int], Any], Any]
+"""Per-request logits mask: `hook(generated_ids, logits[V] float32) -> logits`, called every step.
+
+The seam for constrained decoding (regex=, choices=): return the logits with disallowed tokens set to
+-inf. It runs on the decode thread, so it must not touch the event loop."""
+
+
+class BatcherFull(BackendError):
+    """More requests are waiting than `max_queue` allows: the caller is outrunning the model."""
+
+
+class Ticket:
+    """One request's handle. The caller's loop reads `events`; every other field is the worker's.
+
+    events carries ("text", delta) only when streaming, then exactly one ("done", (rest, response))
+    or ("error", exc). `cancelled` may be set from any thread; the worker honours it at the next
+    step boundary (a pending ticket is dropped from the queue at once).
+    """
+
+    def __init__(self, request: LLMRequest, prompt_ids: list[int], loop: asyncio.AbstractEventLoop, *,
+                 stream: bool, ignore_eos: bool, hook: LogitsHook | None):
+        self.request = request
+        self.params = request.params
+        self.prompt_ids = prompt_ids
+        self.loop = loop
+        self.events: asyncio.Queue = asyncio.Queue()
+        self.stream = stream
+        self.ignore_eos = ignore_eos
+        self.hook = hook
+        self.cancelled = False
+        self.finished = False              # the consumer saw "done" or "error"
+        self.submitted = time.monotonic()
+        self.deadline = self.submitted      # set by the batcher: when it must start at the latest
+        self.batch_id: int | None = None
+        self.token_ids: list[int] = []     # every generated token, a final EOS included
+        # worker-only decode state
+        self.track_text = stream or bool(self.params.stop)
+        self.text = ""
+        self.emitted = 0                   # len(text) already streamed
+        self.text_ids: list[int] = []      # generated tokens without EOS
+        self.prefix_off = 0                # incremental detokenisation window (TGI/vLLM style)
+        self.read_off = 0
+        self.next_token = 0                # sampled, not yet fed to the model
+        self.pos = 0                       # position id of next_token
+        self.generator: Any = None
+        self.cancel_hook: Callable[[Ticket], None] | None = None
+
+    def cancel(self) -> None:
+        """Give up on this request (no-op once finished)."""
+        if not self.finished and self.cancel_hook is not None:
+            self.cancel_hook(self)
+
+    async def result(self) -> LLMResponse:
+        while True:
+            kind, val = await self.events.get()
+            if kind == "done":
+                self.finished = True
+                return val[1]
+            if kind == "error":
+                self.finished = True
+                raise val
+
+    async def chunks(self) -> AsyncIterator[StreamChunk]:
+        while True:
+            kind, val = await self.events.get()
+            if kind == "text":
+                yield StreamChunk(val)
+            elif kind == "done":
+                self.finished = True
+                yield StreamChunk(val[0], val[1])
+                return
+            else:
+                self.finished = True
+                raise val
+
+
+class Batcher:
+    """Shared decode worker for one loaded model (see the module docstring for the policy)."""
+
+    def __init__(self, model: Any, tokenizer: Any, *, name: str = "model", max_batch_size: int = 32,
+                 flush_ms: float = 5.0, join_ms: float = 30.0, max_queue: int = 1024):
+        if max_batch_size < 1 or max_queue < 1:
+            raise ValueError("max_batch_size and max_queue must be >= 1")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+        self.max_batch_size = max_batch_size
+        self.flush_s = flush_ms / 1000.0
+        self.join_s = join_ms / 1000.0
+        self.max_queue = max_queue
+        self.device = next(model.parameters()).device
+        self.eos_ids = _eos_ids(model, tokenizer)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.feeders = Feeders(self.flush)   # shared by every backend object on this batcher
+        self._tok_lock = threading.Lock()    # fast tokenizers raise "Already borrowed" if used concurrently
+        self._cond = threading.Condition()
+        self._pending: deque[Ticket] = deque()
+        self._flush_requested = False
+        self._closed = False
+        self._batch_ids = itertools.count(1)
+        # running batch: worker thread only
+        self._rows: list[Ticket] = []
+        self._cache: Any = None
+        self._mask: Any = None
+        self._batch_id: int | None = None
+        self._stats: dict[str, Any] = {"batches": 0, "steps": 0, "prefills": 0, "merges": 0, "reprefills": 0,
+                                       "requests": 0, "finished": 0, "cancelled": 0, "tokens_out": 0}
+        self._sizes: Counter[int] = Counter()
+        self._thread = threading.Thread(target=self._run, name=f"epic-batcher[{name}]", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ caller side (any thread/loop)
+
+    def encode(self, request: LLMRequest) -> list[int]:
+        """Prompt token ids: the chat template + generation prompt (+ prefill), or the raw text."""
+        tok = self.tokenizer
+        if request.raw:
+            text, special = (request.prompt or "") + (request.prefill or ""), True
+        else:
+            msgs = [dict(m) for m in request.messages or ()]
+            if getattr(tok, "chat_template", None):
+                with self._tok_lock:
+                    text = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+            else:   # base models: a plain transcript the model can continue
+                text = "".join(f"{m['role']}: {m['content']}\n" for m in msgs) + "assistant:"
+            text, special = text + (request.prefill or ""), False
+        with self._tok_lock:
+            ids = list(tok(text, add_special_tokens=special).input_ids)
+        if not ids:
+            first = tok.bos_token_id if tok.bos_token_id is not None else self.pad_id
+            ids = [first]
+        return ids
+
+    def submit(self, request: LLMRequest, *, stream: bool = False, ignore_eos: bool = False,
+               logits_hook: LogitsHook | None = None) -> Ticket:
+        """Queue a request from inside a running event loop; await `ticket.result()` or iterate `chunks()`."""
+        loop = asyncio.get_running_loop()
+        ticket = Ticket(request, self.encode(request), loop, stream=stream, ignore_eos=ignore_eos,
+                        hook=logits_hook)
+        ticket.cancel_hook = self._cancel
+        if request.params.max_tokens <= 0:
+            resp = LLMResponse("", tokens_in=len(ticket.prompt_ids), finish_reason="length")
+            ticket.events.put_nowait(("done", ("", resp)))
+            return ticket
+        with self._cond:
+            if self._closed:
+                raise BackendError("the local model's batcher is closed", model=self.name, backend="transformers")
+            if len(self._pending) >= self.max_queue:
+                raise BatcherFull(
+                    f"{len(self._pending)} requests are already waiting (max_queue={self.max_queue}); "
+                    "await some results before sending more, or raise max_queue",
+                    model=self.name, backend="transformers")
+            # the latest start: flush_ms when idle, join_ms when it would join a running batch
+            ticket.deadline = ticket.submitted + (self.join_s if self._rows else self.flush_s)
+            self._pending.append(ticket)
+            self._stats["requests"] += 1
+            self._cond.notify()
+        return ticket
+
+    def flush(self) -> None:
+        """Start a batch now instead of waiting for the timer (every feeding run is quiescent)."""
+        with self._cond:
+            self._flush_requested = True
+            self._cond.notify()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for benchmarks and `epic serve`: batches, steps, rows per step, tokens."""
+        with self._cond:
+            sizes = dict(sorted(self._sizes.items()))
+            out = dict(self._stats, pending=len(self._pending), running=len(self._rows), batch_sizes=sizes)
+        steps = sum(sizes.values())
+        out["mean_batch_size"] = round(sum(k * v for k, v in sizes.items()) / steps, 2) if steps else 0.0
+        return out
+
+    def reset_stats(self) -> None:
+        with self._cond:
+            for k in self._stats:
+                self._stats[k] = 0
+            self._sizes.clear()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Stop the worker; pending and running requests fail with BackendError. Safe to call twice."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            pending, self._pending = list(self._pending), deque()
+            self._cond.notify()
+        for t in pending:
+            self._post(t, ("error", BackendError("the local model's batcher was closed", model=self.name,
+                                                 backend="transformers")))
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=30)
+
+    def _cancel(self, ticket: Ticket) -> None:
+        with self._cond:
+            ticket.cancelled = True
+            try:
+                self._pending.remove(ticket)
+                self._stats["cancelled"] += 1
+            except ValueError:
+                pass              # running (the worker evicts it at the next step) or already done
+
+    # ------------------------------------------------------------------ worker thread
+
+    def _run(self) -> None:
+        import torch
+
+        with torch.inference_mode():
+            while True:
+                newcomers = self._wait_for_work()
+                if newcomers is None:
+                    break
+                try:
+                    if any(t.cancelled for t in self._rows):
+                        gone = sum(t.cancelled for t in self._rows)
+                        self._select([not t.cancelled for t in self._rows])
+                        with self._cond:
+                            self._stats["cancelled"] += gone
+                    if newcomers:
+                        self._admit(newcomers)
+                    if self._rows:
+                        self._step()
+                except Exception as exc:   # a failed forward fails this batch, not the worker
+                    err = BackendError(f"local decode failed: {type(exc).__name__}: {exc}", model=self.name,
+                                       backend="transformers")
+                    err.__cause__ = exc
+                    for t in {id(t): t for t in [*self._rows, *newcomers]}.values():
+                        if not t.cancelled:
+                            self._post(t, ("error", err))
+                    self._rows, self._cache, self._mask, self._batch_id = [], None, None, None
+        err = BackendError("the local model's batcher was closed", model=self.name, backend="transformers")
+        for t in self._rows:
+            self._post(t, ("error", err))
+
+    def _wait_for_work(self) -> list[Ticket] | None:
+        with self._cond:
+            while True:
+                if self._closed:
+                    return None
+                if self._rows:                  # decoding: newcomers join at a step boundary
+                    if not self._pending:
+                        return []
+                    if len(self._rows) >= self.max_batch_size:
+                        self._flush_requested = True        # no room: start them the moment rows free
+                        return []
+                    if (self._flush_requested or len(self._pending) >= len(self._rows)
+                            or time.monotonic() >= self._pending[0].deadline):
+                        return self._take()
+                    return []
+                if self._pending:
+                    wait = self._pending[0].deadline - time.monotonic()
+                    if self._flush_requested or len(self._pending) >= self.max_batch_size or wait <= 0:
+                        return self._take()
+                    self._cond.wait(wait)
+                else:
+                    self._cond.wait()
+
+    def _take(self) -> list[Ticket]:
+        room = self.max_batch_size - len(self._rows)
+        out = []
+        while self._pending and len(out) < room:
+            out.append(self._pending.popleft())
+        # requests left behind for lack of room have waited long enough: they start as soon as rows free
+        self._flush_requested = bool(self._pending)
+        return out
+
+    def _admit(self, newcomers: list[Ticket]) -> None:
+        import torch
+
+        if self._batch_id is None:
+            self._batch_id = next(self._batch_ids)
+            self._bump("batches")
+        for t in newcomers:
+            t.batch_id = self._batch_id
+            if not t.params.greedy:
+                t.generator = torch.Generator().manual_seed(
+                    t.params.seed if t.params.seed is not None else secrets.randbits(63))
+        if self._rows and not _mergeable(self._cache):
+            rows = self._rows + newcomers          # re-prefill: one step for old rows, prefill for new
+            seqs = [t.prompt_ids + t.token_ids for t in self._rows] + [t.prompt_ids for t in newcomers]
+            self._rows, self._cache, self._mask = [], None, None
+            self._bump("reprefills")
+            self._prefill(rows, seqs)
+            return
+        self._prefill(newcomers, [t.prompt_ids for t in newcomers])
+
+    def _prefill(self, rows: list[Ticket], seqs: list[list[int]]) -> None:
+        import torch
+
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, width - len(s):] = torch.tensor(s)
+            mask[i, width - len(s):] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = _new_cache(self.model)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                         use_cache=True, logits_to_keep=1)
+        self._bump("prefills")
+        for t, s in zip(rows, seqs, strict=True):
+            t.pos = len(s)
+        alive = self._consume(rows, out.logits[:, -1])
+        cache = out.past_key_values
+        if not any(alive):
+            return
+        if not all(alive):
+            idx = torch.tensor([i for i, a in enumerate(alive) if a], device=self.device)
+            cache, mask = _select_rows(cache, mask, idx)
+            rows = [t for t, a in zip(rows, alive, strict=True) if a]
+        if self._rows:
+            self._cache, self._mask = _merge(self._cache, self._mask, cache, mask)
+            self._bump("merges")
+        else:
+            self._cache, self._mask = cache, mask
+        self._rows = self._rows + rows
+
+    def _step(self) -> None:
+        import torch
+
+        rows = self._rows
+        inp = torch.tensor([[t.next_token] for t in rows], device=self.device)
+        pos = torch.tensor([[t.pos] for t in rows], device=self.device)
+        self._mask = torch.cat([self._mask, self._mask.new_ones((len(rows), 1))], dim=1)
+        out = self.model(input_ids=inp, attention_mask=self._mask, position_ids=pos,
+                         past_key_values=self._cache, use_cache=True, logits_to_keep=1)
+        self._cache = out.past_key_values
+        for t in rows:
+            t.pos += 1
+        with self._cond:
+            self._stats["steps"] += 1
+            self._sizes[len(rows)] += 1
+        alive = self._consume(rows, out.logits[:, -1])
+        if not all(alive):
+            self._select(alive)
+
+    def _select(self, keep: list[bool]) -> None:
+        """Keep only the rows marked True, then drop cache columns that are padding for every row."""
+        import torch
+
+        self._rows = [t for t, k in zip(self._rows, keep, strict=True) if k]
+        if not self._rows:
+            self._cache, self._mask, self._batch_id = None, None, None
+            return
+        idx = torch.tensor([i for i, k in enumerate(keep) if k], device=self.device)
+        self._cache, self._mask = _select_rows(self._cache, self._mask, idx)
+
+    # ------------------------------------------------------------------ tokens -> text -> events
+
+    def _consume(self, rows: list[Ticket], logits: Any) -> list[bool]:
+        """Sample one token per row and account for it; returns which rows keep decoding."""
+        return [self._accept(t, tok) for t, tok in zip(rows, self._sample(rows, logits), strict=True)]
+
+    def _sample(self, rows: list[Ticket], logits: Any) -> list[int]:
+        import torch
+
+        logits = logits.float()
+        if all(t.params.greedy and t.hook is None for t in rows):
+            return logits.argmax(-1).tolist()
+        out = []
+        for i, t in enumerate(rows):
+            row = logits[i]
+            if t.hook is not None:
+                row = t.hook(t.token_ids, row)
+            if t.params.greedy:
+                out.append(int(row.argmax()))
+                continue
+            probs = torch.softmax(row.cpu() / t.params.temperature, dim=-1)
+            if t.params.top_p < 1.0:
+                sp, si = probs.sort(descending=True)
+                sp[(sp.cumsum(0) - sp) >= t.params.top_p] = 0.0   # smallest prefix reaching top_p
+                out.append(int(si[torch.multinomial(sp, 1, generator=t.generator)]))
+            else:
+                out.append(int(torch.multinomial(probs, 1, generator=t.generator)))
+        return out
+
+    def _accept(self, t: Ticket, tok: int) -> bool:
+        t.token_ids.append(tok)
+        self._bump("tokens_out")
+        if tok in self.eos_ids and not t.ignore_eos:
+            return self._finish(t, "stop")
+        t.text_ids.append(tok)
+        if t.track_text and self._add_text(t, self._detok(t)):
+            return self._finish(t, "stop", stopped=True)
+        if len(t.token_ids) >= t.params.max_tokens:
+            return self._finish(t, "length")
+        t.next_token = tok
+        return True
+
+    def _detok(self, t: Ticket, final: bool = False) -> str:
+        """Text newly completed by the last token; holds back bytes of an unfinished UTF-8 character."""
+        with self._tok_lock:
+            prefix = self.tokenizer.decode(t.text_ids[t.prefix_off:t.read_off], skip_special_tokens=True)
+            full = self.tokenizer.decode(t.text_ids[t.prefix_off:], skip_special_tokens=True)
+        if len(full) > len(prefix) and (final or not full.endswith("\ufffd")):
+            t.prefix_off, t.read_off = t.read_off, len(t.text_ids)
+            return full[len(prefix):]
+        return ""
+
+    def _add_text(self, t: Ticket, delta: str) -> bool:
+        """Append decoded text; True when a stop string appeared (the text is cut before it)."""
+        if not delta:
+            return False
+        stops = t.params.stop
+        start = len(t.text)
+        t.text += delta
+        if stops:
+            lookback = max(0, start - max(len(s) for s in stops) + 1)
+            hits = [i for i in (t.text.find(s, lookback) for s in stops if s) if i >= 0]
+            if hits:
+                t.text = t.text[:min(hits)]
+                return True
+        if t.stream:
+            safe = len(t.text) - _holdback(t.text, stops)
+            if safe > t.emitted:
+                self._post(t, ("text", t.text[t.emitted:safe]))
+                t.emitted = safe
+        return False
+
+    def _finish(self, t: Ticket, reason: str, stopped: bool = False) -> bool:
+        if not t.track_text:
+            with self._tok_lock:
+                t.text = self.tokenizer.decode(t.text_ids, skip_special_tokens=True)
+        elif not stopped and self._add_text(t, self._detok(t, final=True)):
+            reason = "stop"
+        resp = LLMResponse(t.text, tokens_in=len(t.prompt_ids), tokens_out=len(t.token_ids),
+                           finish_reason=reason, batch_id=t.batch_id)
+        self._post(t, ("done", (t.text[t.emitted:], resp)))
+        self._bump("finished")
+        return False
+
+    def _post(self, t: Ticket, item: tuple[str, Any]) -> None:
+        try:
+            t.loop.call_soon_threadsafe(t.events.put_nowait, item)
+        except RuntimeError:          # the caller's loop is closed: nobody is listening any more
+            t.cancelled = True
+
+    def _bump(self, key: str, n: int = 1) -> None:
+        with self._cond:
+            self._stats[key] += n
+
+
+# ---------------------------------------------------------------------- cache helpers (pure tensors)
+
+def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
+    ids: set[int] = set()
+    gen = getattr(model, "generation_config", None)
+    eos = getattr(gen, "eos_token_id", None)
+    ids.update(eos if isinstance(eos, list | tuple) else [eos] if eos is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return frozenset(ids)
+
+
+def _holdback(text: str, stops: Sequence[str]) -> int:
+    """How many trailing chars could still grow into a stop string (so they are not streamed yet)."""
+    best = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), best, -1):
+            if text.endswith(s[:k]):
+                best = k
+                break
+    return best
+
+
+def _new_cache(model: Any) -> Any:
+    from transformers import DynamicCache
+
+    try:
+        return DynamicCache(config=model.config)
+    except TypeError:           # older transformers
+        return DynamicCache()
+
+
+def _mergeable(cache: Any) -> bool:
+    try:
+        from transformers.cache_utils import DynamicLayer
+    except ImportError:
+        return False
+    layers = getattr(cache, "layers", None)
+    return bool(layers) and all(type(layer) is DynamicLayer and layer.is_initialized for layer in layers)
+
+
+def _select_rows(cache: Any, mask: Any, idx: Any) -> tuple[Any, Any]:
+    cache.batch_select_indices(idx)
+    mask = mask[idx]
+    first = int(mask.any(0).int().argmax())        # leading columns that are padding in every row
+    if first > 0 and _mergeable(cache):
+        for layer in cache.layers:
+            layer.keys = layer.keys[..., first:, :]
+            layer.values = layer.values[..., first:, :]
+        mask = mask[:, first:]
+    return cache, mask
+
+
+def _merge(cache_a: Any, mask_a: Any, cache_b: Any, mask_b: Any) -> tuple[Any, Any]:
+    """Stack two left-padded caches along the batch axis, left-padding the shorter one with zeros."""
+    import torch
+    import torch.nn.functional as F
+
+    width = max(mask_a.shape[1], mask_b.shape[1])
+
+    def pad(x: Any, n: int) -> Any:         # x: [B, heads, T, dim] -> zeros on the left of T
+        return F.pad(x, (0, 0, n, 0)) if n else x
+
+    na, nb = width - mask_a.shape[1], width - mask_b.shape[1]
+    for la, lb in zip(cache_a.layers, cache_b.layers, strict=True):
+        la.keys = torch.cat([pad(la.keys, na), pad(lb.keys, nb)], dim=0)
+        la.values = torch.cat([pad(la.values, na), pad(lb.values, nb)], dim=0)
+    mask = torch.cat([F.pad(mask_a, (na, 0)), F.pad(mask_b, (nb, 0))], dim=0)
+    return cache_a, mask

@@ -1,0 +1,177 @@
+"""The local-model backend: Hugging Face `transformers` on a batcher shared per (model, device, dtype).
+
+Every `TransformersBackend` naming the same model on the same device talks to one `Batcher` (one
+model copy, one decode thread), so several notebook runs, kernels in one process, and `epic serve`
+all land in the same decode batches. The registry is reference-counted: the batcher stops when the
+last backend using it is closed. Batcher settings (max_batch_size, flush_ms, join_ms, max_queue) come from
+the first backend that creates it; pass `shared=False` for a private batcher with other settings.
+
+torch and transformers are imported only when a backend is constructed, so `import epic_kernel`
+stays light.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+from .base import Backend, LLMRequest, LLMResponse, StreamChunk
+from .batcher import Batcher, LogitsHook
+from .models import model_key, resolve_model
+
+__all__ = ["TransformersBackend", "pick_device", "pick_dtype", "shared_batcher"]
+
+_registry: dict[tuple[str, str, str], Batcher] = {}
+_refs: dict[tuple[str, str, str], int] = {}
+_registry_lock = threading.Lock()
+
+
+def pick_device(device: str = "auto") -> str:
+    """"auto" -> CUDA, then Apple MPS, then CPU; anything else is normalised by torch.device."""
+    import torch
+
+    if device != "auto":
+        return str(torch.device(device))
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(dtype: Any, device: str) -> Any:
+    """None -> bf16 on CUDA when supported (else fp16), fp16 on MPS, fp32 on CPU (fp16 matmuls are slow there)."""
+    import torch
+
+    if dtype == "auto":
+        dtype = None
+    if isinstance(dtype, str):
+        return getattr(torch, dtype.removeprefix("torch."))
+    if dtype is not None:
+        return dtype
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.startswith("mps"):
+        return torch.float16
+    return torch.float32
+
+
+def load_batcher(model: str | None, *, device: str, dtype: Any, **settings: Any) -> Batcher:
+    """Load tokenizer + weights and start a (private) batcher for them."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model(model)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    weights = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+    return Batcher(weights, tokenizer, name=model_key(model), **settings)
+
+
+def shared_batcher(model: str | None, *, device: str = "auto", dtype: Any = None, **settings: Any) -> Batcher:
+    """The process-wide batcher for (model, device, dtype), created on first use; counts a reference."""
+    dev = pick_device(device)
+    dt = pick_dtype(dtype, dev)
+    key = (model_key(model), dev, str(dt))
+    with _registry_lock:
+        b = _registry.get(key)
+        if b is None or b.closed:
+            b = load_batcher(model, device=dev, dtype=dt, **settings)
+            _registry[key], _refs[key] = b, 0
+        _refs[key] += 1
+        return b
+
+
+def release_batcher(batcher: Batcher) -> None:
+    """Drop one reference; the last one closes the batcher (and frees the model)."""
+    with _registry_lock:
+        for key, b in list(_registry.items()):
+            if b is batcher:
+                _refs[key] -= 1
+                if _refs[key] > 0:
+                    return
+                del _registry[key], _refs[key]
+                break
+    batcher.close()
+
+
+class TransformersBackend(Backend):
+    """Local generation with `transformers` (see the batcher module for the scheduling policy).
+
+    `model`: "smollm2" (default), "tiny"/"tiny10m", a local HF directory or a hub id (offline cache).
+    `ignore_eos` keeps decoding past EOS (benchmarks that need full-length rows).
+    Subclasses add constrained decoding by overriding `logits_hook()`.
+    """
+
+    name = "transformers"
+    capabilities = frozenset({"stream", "prefill", "raw", "seed"})
+
+    def __init__(self, model: str | None = None, *, device: str = "auto", dtype: Any = None,
+                 max_batch_size: int = 32, flush_ms: float = 5.0, join_ms: float = 30.0,
+                 max_queue: int = 1024, shared: bool = True, ignore_eos: bool = False):
+        super().__init__()
+        settings = dict(max_batch_size=max_batch_size, flush_ms=flush_ms, join_ms=join_ms, max_queue=max_queue)
+        self._settings = dict(device=device, dtype=dtype, **settings)
+        self._shared = shared
+        if shared:
+            self.batcher = shared_batcher(model, **self._settings)
+        else:
+            dev = pick_device(device)
+            self.batcher = load_batcher(model, device=dev, dtype=pick_dtype(dtype, dev), **settings)
+        self.feeders = self.batcher.feeders     # one quiescence count for every run on this batcher
+        self.default_model = self.batcher.name
+        self.ignore_eos = ignore_eos
+        self._others: dict[str, Batcher] = {}   # batchers for requests naming another model
+        self._closed = False
+
+    def logits_hook(self, request: LLMRequest) -> LogitsHook | None:
+        """Per-request logits mask (regex=/choices= plug in here); None means unconstrained."""
+        return None
+
+    async def _batcher_for(self, request: LLMRequest) -> Batcher:
+        if request.model is None or model_key(request.model) == self.batcher.name:
+            return self.batcher
+        key = model_key(request.model)
+        if key not in self._others:        # loading takes seconds: keep it off the event loop
+            self._others[key] = await asyncio.to_thread(shared_batcher, request.model, **self._settings)
+        return self._others[key]
+
+    async def generate(self, request: LLMRequest) -> LLMResponse:
+        self.check(request)
+        batcher = await self._batcher_for(request)
+        ticket = batcher.submit(request, ignore_eos=self.ignore_eos, logits_hook=self.logits_hook(request))
+        try:
+            return await ticket.result()
+        finally:
+            ticket.cancel()                # no-op once finished; frees the slot if we were cancelled
+
+    async def stream(self, request: LLMRequest) -> AsyncIterator[StreamChunk]:
+        self.check(request)
+        batcher = await self._batcher_for(request)
+        ticket = batcher.submit(request, stream=True, ignore_eos=self.ignore_eos,
+                                logits_hook=self.logits_hook(request))
+        try:
+            async for chunk in ticket.chunks():
+                yield chunk
+        finally:
+            ticket.cancel()
+
+    def on_all_quiescent(self) -> None:
+        self.batcher.flush()
+
+    def stats(self) -> dict[str, Any]:
+        return self.batcher.stats()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for b in [self.batcher, *self._others.values()]:
+            if self._shared or b is not self.batcher:
+                release_batcher(b)
+            else:
+                b.close()
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
