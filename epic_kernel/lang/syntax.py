@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .translate import Translator
 
-__all__ = ["UNSUPPORTED", "check_supported", "walk_local"]
+__all__ = ["UNSUPPORTED", "check_program", "check_supported", "control_error", "misplaced_control", "walk_local"]
 
 # node type -> (construct name, hint)
 UNSUPPORTED: dict[type, tuple[str, str]] = {
@@ -51,11 +51,64 @@ def check_supported(tr: Translator, node: ast.AST) -> None:
     if isinstance(node, ast.Starred) and not isinstance(getattr(node, "ctx", None), ast.Store):
         raise tr.error(node, "starred expressions are not supported", "concatenate lists with +",
                        construct="starred expression")
+    if isinstance(node, _COMPREHENSIONS) and any(g.is_async for g in node.generators):
+        raise tr.error(node, "async comprehensions are not supported",
+                       "use a plain comprehension: streams are lists in epic", construct="async comprehension")
     if isinstance(node, ast.Lambda):
         a = node.args
         if a.vararg or a.kwarg or a.kwonlyargs or a.posonlyargs:
             raise tr.error(node, "*args/**kwargs in lambda are not supported", "use plain parameters",
                            construct="parameters")
+
+
+_COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+
+_RETURN_HINT = ("a cell's value is its last expression: write the value on a line of its own "
+                "(or put the code in a `def` and call it)")
+_LOOP_HINT = "`break` and `continue` only work inside a `for` or `while` loop (not in a `def` nested in one)"
+
+
+def misplaced_control(stmts: list[ast.stmt], in_function: bool, in_loop: bool = False) -> list[ast.stmt]:
+    """The `return`s outside any function and the `break`/`continue`s outside any loop of their own
+    function, in `stmts` and the statements nested in them (expressions hold no statements)."""
+    out: list[ast.stmt] = []
+    for s in stmts:
+        if isinstance(s, ast.Return) and not in_function:
+            out.append(s)
+        elif isinstance(s, ast.Break | ast.Continue) and not in_loop:
+            out.append(s)
+        elif isinstance(s, ast.FunctionDef | ast.AsyncFunctionDef):
+            out += misplaced_control(s.body, True, False)
+        elif isinstance(s, ast.ClassDef):
+            out += misplaced_control(s.body, False, False)
+        elif isinstance(s, ast.For | ast.AsyncFor | ast.While):
+            out += misplaced_control(s.body, in_function, True)
+            out += misplaced_control(s.orelse, in_function, in_loop)   # a loop's else belongs outside it
+        else:
+            for child in ast.iter_child_nodes(s):
+                if isinstance(child, ast.stmt):
+                    out += misplaced_control([child], in_function, in_loop)
+                elif isinstance(child, ast.excepthandler | ast.match_case):
+                    out += misplaced_control(child.body, in_function, in_loop)
+    return out
+
+
+def check_program(tr: Translator, root: ast.AST, stmts: list[ast.stmt], in_function: bool) -> None:
+    """Reject everything outside the subset under `root` (whose statements are `stmts`), reporting the
+    first offending node in source order."""
+    misplaced = set(misplaced_control(stmts, in_function))
+    nodes = sorted(ast.walk(root), key=lambda n: (getattr(n, "lineno", 0), getattr(n, "col_offset", 0)))
+    for node in nodes:
+        if node in misplaced:
+            raise control_error(tr, node)
+        check_supported(tr, node)
+
+
+def control_error(tr: Translator, node: ast.stmt) -> Exception:
+    if isinstance(node, ast.Return):
+        return tr.error(node, "'return' outside function", _RETURN_HINT, construct="return")
+    kw = "break" if isinstance(node, ast.Break) else "continue"
+    return tr.error(node, f"'{kw}' outside loop", _LOOP_HINT, construct=kw)
 
 
 _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef, ast.ListComp, ast.SetComp,

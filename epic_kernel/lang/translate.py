@@ -22,7 +22,7 @@ from typing import Any
 from ..errors import EpicSyntaxError
 from .expressions import BINOPS
 from .ir import Call, Def, Function, Global, Op, Pack, Prim, Stmt, Unbound, Unpack, Var
-from .syntax import check_supported, walk_local
+from .syntax import check_program, check_supported, control_error, walk_local
 
 __all__ = ["NORMAL", "RETURN", "BREAK", "CONTINUE", "compile_program", "compile_function"]
 
@@ -187,8 +187,16 @@ class Translator:
             ret = b.expr(body[0].value)
         else:
             ret = b.function_body(body, top=top)
+        exports: list[str] = []
+        if top:
+            # the program returns (value, *exports): each name it binds at top level, as bound at its end
+            exports = _top_names(body)
+            finals = [b.env.get(n) or b.prim(Unbound(n)) for n in exports]
+            ret = b.pack([ret, *finals], line=self.line(body[-1]) if body else None)
         fn = Function(name, tuple(pvars), b.body, ret, io_in, b.env[IO], len(defaults), self.line(node))
         fn.param_names = tuple(params)
+        if top:
+            fn.exports = exports
         finalize(fn)
         return fn, defaults
 
@@ -431,7 +439,7 @@ def _stmt(self: Builder, s: ast.stmt) -> None:
         case ast.While():
             self.while_stmt(s)
         case ast.Return() | ast.Break() | ast.Continue():   # only reached outside functions/loops
-            raise self.tr.error(s, f"'{type(s).__name__.lower()}' outside a function or loop")
+            raise control_error(self.tr, s)      # (`check_program` rejects these before translation)
         case _:
             raise self.tr.error(s, f"{type(s).__name__} is not supported in epic code")
 
@@ -458,7 +466,7 @@ def _bind(self: Builder, target: ast.expr, v: Var) -> None:
 
 def _funcdef(self: Builder, s: ast.FunctionDef) -> None:
     if s.decorator_list:
-        raise self.tr.error(s, "decorators are not supported on functions inside epic code",
+        raise self.tr.error(s.decorator_list[0], "decorators are not supported on functions inside epic code",
                             "decorate a Python function instead, or call the decorator explicitly",
                             construct="decorator")
     fn, defaults = self.tr.function(s.name, s.args, s.body, s, self)
@@ -552,10 +560,15 @@ def _loop_x(self: Builder, s: ast.For | ast.While, names: list[str]) -> Var:
 def _for_stmt(self: Builder, s: ast.For) -> None:
     if s.orelse:
         raise self.tr.error(s, "`else` on a loop is not supported", "use a flag variable", construct="loop else")
-    if _exits(s.body):
-        raise self.tr.error(s, "internal: exiting loop reached the fold path")  # pragma: no cover
     line = self.tr.line(s)
     names = sorted(_assigned(s.body) | _target_names(s.target))
+    if _exits(s.body):
+        # break/continue (or return) of this loop: the early-exit encoding, one iteration at a time
+        rec = self.loop_x(s, names)
+        _, _, *vals = self.unpack(rec, ["kind", "value", *names], line)
+        for n, v in zip(names, vals, strict=True):
+            self.env[n] = v
+        return
     xs = self.expr(s.iter)
     state0 = self.pack([self.lookup(n, s) for n in names], line=line)
 
@@ -609,24 +622,17 @@ _install_expressions(Builder)
 # ==================================================================================== entry points
 def compile_program(source: str, filename: str = "<epic>", first_line: int = 1) -> Function:
     """Compile a whole program (a cell). Its value is the last expression statement's."""
-    try:
-        tree = ast.parse(source, filename=filename)
-    except SyntaxError as e:
-        raise EpicSyntaxError(f"invalid syntax: {e.msg}", construct="syntax",
-                              line=(e.lineno or 1) + first_line - 1, col=(e.offset or 1) - 1, filename=filename,
-                              source_line=e.text) from None
+    tree = _parse(source, filename, first_line)
     tr = Translator(source, filename, first_line)
     tr.uses_io = _uses_print(tree)
-    for node in ast.walk(tree):
-        check_supported(tr, node)
+    check_program(tr, tree, tree.body, in_function=False)
     fn, _ = tr.function("<program>", None, tree.body, tree, None, top=True)
-    fn.exports = _top_names(tree.body)
     return fn
 
 
 def compile_function(source: str, filename: str = "<epic>", first_line: int = 1) -> Function:
     """Compile a single `def` (the `@epic` decorator path): returns that function."""
-    tree = ast.parse(source, filename=filename)
+    tree = _parse(source, filename, first_line)
     defs = [s for s in tree.body if isinstance(s, ast.FunctionDef)]
     if len(defs) != 1:
         raise EpicSyntaxError("@epic expects the source of exactly one function", line=first_line,
@@ -635,10 +641,18 @@ def compile_function(source: str, filename: str = "<epic>", first_line: int = 1)
     d.decorator_list = []
     tr = Translator(source, filename, first_line)
     tr.uses_io = _uses_print(tree)
-    for node in ast.walk(d):
-        check_supported(tr, node)
+    check_program(tr, d, [d], in_function=False)
     fn, _ = tr.function(d.name, d.args, d.body, d, None)
     return fn
+
+
+def _parse(source: str, filename: str, first_line: int) -> ast.Module:
+    try:
+        return ast.parse(source, filename=filename)
+    except SyntaxError as e:
+        raise EpicSyntaxError(f"invalid syntax: {e.msg}", construct="syntax",
+                              line=(e.lineno or 1) + first_line - 1, col=(e.offset or 1) - 1, filename=filename,
+                              source_line=e.text) from None
 
 
 def _uses_print(tree: ast.AST) -> bool:

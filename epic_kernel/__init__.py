@@ -1,0 +1,24 @@
+"""epic-kernel: write plain, sequential-looking LLM programs; every independent call runs in parallel.
+
+    from epic_kernel import run
+    res = run('''
+    answers = [llm(f"Name a {kind} animal") for kind in ["big", "small", "fast"]]
+    answers
+    ''', backend="sim")
+
+See DESIGN.md section 7 for the public API.
+"""
+
+from .errors import EpicError, EpicException, EpicInterrupted, EpicSyntaxError
+from .llm.builtin import llm
+from .runtime.api import run, run_async
+from .runtime.events import CallRecord
+from .runtime.interop import EpicFunction, epic, tool
+from .runtime.result import RunResult
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CallRecord", "EpicError", "EpicException", "EpicFunction", "EpicInterrupted", "EpicSyntaxError",
+    "RunResult", "epic", "llm", "run", "run_async", "tool",
+]

@@ -1,0 +1,72 @@
+"""`llm()`: the language's builtin for a model call.
+
+It is an ordinary `async def`, so the evaluator dispatches it like any external call the moment its
+arguments are values. It finds its run's backend through the run context, normalises its arguments
+into one `LLMRequest`, and reports usage, batch and cache hits on its CallRecord.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..runtime.context import current_call, current_run, register_builtin
+from .base import LLMRequest, SamplingParams
+
+__all__ = ["llm"]
+
+
+async def llm(prompt: str | list, *, model: str | None = None, max_tokens: int = 256, temperature: float = 0.0,
+              top_p: float = 1.0, stop: str | list[str] | None = None, seed: int | None = None,
+              regex: str | None = None, choices: list[str] | None = None, stream: bool = False,
+              system: str | None = None, prefill: str | None = None, raw: bool = False) -> str:
+    """Generate a completion of `prompt` (a string, or a list of chat messages).
+
+    A string is sent as one user message through the model's chat template; `system` adds a system
+    message; `prefill` continues a partial assistant answer; `raw=True` sends the text as is to a
+    completion model. `regex`/`choices` constrain the output where the backend supports it (a clear
+    error elsewhere)."""
+    if stream:
+        raise NotImplementedError("llm(stream=True) is not available yet in this version; "
+                                  "call llm() without stream=True")
+    run = current_run()
+    if run is None:
+        raise RuntimeError("llm() runs inside epic code (run(), %%epic or an @epic function)")
+    backend = run.backend()
+    params = SamplingParams(max_tokens=int(max_tokens), temperature=float(temperature), top_p=float(top_p),
+                            stop=_stops(stop), seed=seed, regex=regex,
+                            choices=tuple(choices) if choices is not None else None)
+    request = LLMRequest.build(prompt, system=system, raw=raw, model=model, params=params, prefill=prefill)
+    if not params.greedy:
+        request = _with_sample_index(run, request)
+    backend.check(request)
+    rec = current_call()
+    if rec is not None:
+        rec.args_preview = request.preview()
+    resp = await backend.generate(request)
+    if rec is not None:
+        rec.tokens_in = resp.tokens_in
+        rec.tokens_out = resp.tokens_out
+        rec.batch_id = resp.batch_id
+        rec.cached = resp.cached
+    return resp.text
+
+
+def _stops(stop: str | list[str] | tuple | None) -> tuple[str, ...]:
+    if stop is None:
+        return ()
+    if isinstance(stop, str):
+        return (stop,)
+    return tuple(stop)
+
+
+def _with_sample_index(run: Any, request: LLMRequest) -> LLMRequest:
+    """The k-th identical sampled request in a run gets sample_index k, so caches keep k samples."""
+    counts: dict[str, int] = run.options.setdefault("sample_counts", {})
+    key = request.key("")
+    k = counts.get(key, 0)
+    counts[key] = k + 1
+    return LLMRequest(messages=request.messages, prompt=request.prompt, model=request.model,
+                      params=request.params, prefill=request.prefill, raw=request.raw, sample_index=k)
+
+
+register_builtin("llm", llm)

@@ -1,0 +1,182 @@
+"""`run` / `run_async`: compile a program, evaluate it, collect a RunResult (DESIGN section 7).
+
+`run` is synchronous and works anywhere: in a plain script it runs its own event loop; in a thread
+that already runs one (a notebook) it hands the program to a private loop thread, because blocking
+the running loop would deadlock the calls it waits for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from ..errors import EpicError, EpicInterrupted
+from ..lang import compile_program
+from . import context as _ctx
+from .evaluator import Evaluator, Poison, Wait, make_closure
+from .events import clock
+from .graph import Cell, PackVal
+from .interop import EpicFunction
+from .result import RunResult
+
+__all__ = ["call_function", "call_function_async", "run", "run_async"]
+
+
+async def run_async(source: str, *, strategy: str = "opportunistic", backend: Any = None, model: str | None = None,
+                    namespace: dict | None = None, trace: bool | str = True, seed: int = 0,
+                    filename: str = "<epic>", first_line: int = 1, observers: list[Callable] | None = None,
+                    cache: bool | None = None, holder: dict | None = None) -> RunResult:
+    """Compile and run `source`; awaitable form of `run` (same arguments).
+
+    Raises EpicSyntaxError before anything runs; EpicError (with `.result`, the partial RunResult)
+    if any call failed. Cancelling the awaiting task cancels every in-flight call."""
+    fn = compile_program(source, filename=filename, first_line=first_line)
+    ns = namespace if namespace is not None else {}
+    clo = make_closure(fn, ns)
+    ev = Evaluator(strategy=strategy, seed=seed, namespace=ns, trace=trace, filename=filename,
+                   observers=observers, backend=backend, options={"model": model, "cache": cache})
+    if holder is not None:
+        holder["ev"] = ev
+    return await _execute(ev, clo, [], {}, exports=list(getattr(fn, "exports", [])), source=source)
+
+
+def run(source: str, **kwargs: Any) -> RunResult:
+    """Compile and run `source` to completion (see `run_async` for the arguments)."""
+    holder: dict = {}
+    return _blocking(lambda: run_async(source, holder=holder, **kwargs), holder)
+
+
+async def call_function_async(f: EpicFunction, args: tuple, kwargs: dict, *, strategy: str = "opportunistic",
+                              backend: Any = None, model: str | None = None, trace: bool | str = True,
+                              observers: list[Callable] | None = None, holder: dict | None = None,
+                              **_: Any) -> RunResult:
+    """Run an epic function called from Python."""
+    ev = Evaluator(strategy=strategy, namespace=f.closure.globals, trace=trace, observers=observers,
+                   backend=backend, options={"model": model})
+    if holder is not None:
+        holder["ev"] = ev
+    return await _execute(ev, f.closure, list(args), kwargs, exports=None, source=f.__name__)
+
+
+def call_function(f: EpicFunction, args: tuple, kwargs: dict, **options: Any) -> RunResult:
+    holder: dict = {}
+    return _blocking(lambda: call_function_async(f, args, kwargs, holder=holder, **options), holder)
+
+
+# -------------------------------------------------------------------------------------- internals
+async def _execute(ev: Evaluator, clo: Any, args: list, kwargs: dict, *, exports: list[str] | None,
+                   source: str) -> RunResult:
+    token = _ctx._RUN.set(ev)
+    ev.start = clock()
+    ev.state = "running"
+    ev.emit("run.start", source=source, strategy=ev.strategy, backend=str(ev.backend_spec or "default"))
+    out = ev.start_call(clo, args, kwargs)
+    try:
+        await ev.drive()
+    except asyncio.CancelledError:
+        ev.end = clock()
+        ev.state = "cancelled"
+        ev.emit("run.end", ok=False, elapsed=ev.end - ev.start, steps=ev.steps, error="cancelled")
+        raise
+    finally:
+        _ctx._RUN.reset(token)
+    ev.end = clock()
+    ev.state = "failed" if ev.failures else "done"
+    result = partial_result(ev, out, exports)
+    ev.emit("run.end", ok=not ev.failures, elapsed=result.elapsed, steps=result.steps,
+            error=None if not ev.failures else f"{len(ev.failures)} failed")
+    if ev.failures:
+        raise EpicError(failure_message(ev), ev.failures, result)
+    return result
+
+
+def partial_result(ev: Evaluator, out: Cell | None = None, exports: list[str] | None = None) -> RunResult:
+    """Whatever the run has produced so far: finished calls, resolved names (for errors and interrupts)."""
+    value: Any = None
+    namespace: dict[str, Any] = {}
+    if out is not None:
+        v, root = ev.whnf(out)
+        if exports is not None and v.__class__ is PackVal:
+            cells = v.items
+            value = _host_or_none(ev, cells[0])
+            for name, c in zip(exports, cells[1:], strict=False):
+                try:
+                    namespace[name] = ev.to_host(c)
+                except (Wait, Poison):
+                    pass
+        else:
+            value = _host_or_none(ev, root)
+    end = ev.end or clock()
+    return RunResult(value=value, namespace=namespace, calls=list(ev.calls), steps=ev.steps,
+                     elapsed=end - ev.start, trace=ev.trace, rules=ev.rule_counts(), strategy=ev.strategy,
+                     failures=list(ev.failures), start=ev.start, state=ev.state)
+
+
+def _host_or_none(ev: Evaluator, cell: Cell) -> Any:
+    try:
+        return ev.to_host(cell)
+    except (Wait, Poison):
+        return None
+
+
+def failure_message(ev: Evaluator) -> str:
+    n_calls = len(ev.calls)
+    lines = [f"{len(ev.failures)} call{'s' * (len(ev.failures) != 1)} failed"
+             + (f" ({n_calls} external call{'s' * (n_calls != 1)} in all; finished results are kept)"
+                if n_calls else "") + ":"]
+    for rec in ev.failures[:20]:
+        where = f"line {rec.site_line}" if rec.site_line else "?"
+        err = rec.error
+        lines.append(f"  {where}: {rec.fn}({rec.args_preview[:60]}) -> {type(err).__name__}: {err}")
+    if len(ev.failures) > 20:
+        lines.append(f"  ... and {len(ev.failures) - 20} more (see EpicError.failures)")
+    return "\n".join(lines)
+
+
+def _interrupted(holder: dict) -> EpicInterrupted:
+    ev: Evaluator | None = holder.get("ev")
+    if ev is None:
+        return EpicInterrupted("interrupted before the run started")
+    ev.state = "cancelled"
+    res = partial_result(ev)
+    done = sum(c.state == "done" for c in ev.calls)
+    cancelled = sum(c.state == "cancelled" for c in ev.calls)
+    return EpicInterrupted(f"interrupted: {done} call{'s' * (done != 1)} finished, {cancelled} cancelled",
+                           [], res)
+
+
+def _blocking(make: Callable[[], Coroutine], holder: dict) -> Any:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        try:
+            return asyncio.run(make())
+        except KeyboardInterrupt:
+            raise _interrupted(holder) from None
+    fut = asyncio.run_coroutine_threadsafe(make(), _loop_thread())
+    try:
+        return fut.result()
+    except KeyboardInterrupt:
+        fut.cancel()
+        try:
+            fut.result(timeout=3)
+        except BaseException:
+            pass
+        raise _interrupted(holder) from None
+
+
+_LOOP: asyncio.AbstractEventLoop | None = None
+_LOOP_LOCK = threading.Lock()
+
+
+def _loop_thread() -> asyncio.AbstractEventLoop:
+    """One private event loop in a daemon thread, for `run()` called where a loop already runs."""
+    global _LOOP
+    with _LOOP_LOCK:
+        if _LOOP is None:
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="epic-loop", daemon=True).start()
+            _LOOP = loop
+        return _LOOP

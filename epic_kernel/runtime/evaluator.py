@@ -1,0 +1,694 @@
+"""The opportunistic evaluator: reduce the term graph, dispatch every external call as soon as its
+arguments are values, splice results back in when they resolve.
+
+One engine runs every strategy, so comparisons are like for like; only the order in which ready
+nodes are taken and whether a dispatched call blocks differ:
+
+    opportunistic       FIFO ready queue (breadth first); calls run concurrently   (the default)
+    opportunistic-dfs   LIFO ready queue (a body's statements first);  concurrently
+    random              a seeded random ready node each step;          concurrently
+    sequential          LIFO, and each dispatched call is awaited before anything else steps:
+                        what plain Python does, the baseline
+
+Rules (DESIGN section 4) and where they live: beta `_beta`, delta `_host_call`/intrinsics, dispatch
+`_dispatch`, resolve `_drain`, project `_unpack`; gc is reference counting (see graph.py).
+
+A node that cannot step parks on the one cell it waits for and is re-enqueued when that cell is
+bound, so the queue only ever holds nodes that may step: no polling, O(1) per rewrite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins as _py_builtins
+import contextvars
+import random
+import reprlib
+import sys
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ..errors import EpicInternalError
+from ..lang.ir import Function, Unbound
+from . import context as _ctx
+from .events import CallRecord, Event, clock
+from .graph import CALL, DEF, GLOBAL, PACK, PENDING, UNPACK, Cell, Closure, ErrorVal, PackVal, Site, template_of
+from .interop import ASYNC, TOOL, EpicFunction, call_kind
+
+__all__ = ["STRATEGIES", "CallNode", "Evaluator", "make_closure"]
+
+STRATEGIES = ("opportunistic", "opportunistic-dfs", "random", "sequential")
+RULES = ("beta", "delta", "dispatch", "resolve", "project")
+
+_TOKEN = Cell(None)               # the io token of a call that carries none (never aliased into)
+_POOL: ThreadPoolExecutor | None = None
+_repr = reprlib.Repr()
+_repr.maxstring = 60
+_repr.maxother = 60
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=64, thread_name_prefix="epic-tool")
+    return _POOL
+
+
+class CallNode:
+    """`out, io_out := fn(args; io_in)` waiting to step."""
+
+    __slots__ = ("fn", "args", "out", "io_in", "io_out", "site")
+
+    def __init__(self, fn: Cell, args: list, out: Cell, io_in: Cell | None, io_out: Cell | None, site: Site):
+        self.fn = fn
+        self.args = args
+        self.out = out
+        self.io_in = io_in
+        self.io_out = io_out
+        self.site = site
+
+
+class UnpackNode:
+    """`(outs...) := src` whose src is not yet a pack."""
+
+    __slots__ = ("outs", "src", "line")
+
+    def __init__(self, outs: list, src: Cell, line: int | None):
+        self.outs = outs
+        self.src = src
+        self.line = line
+
+
+class Wait(Exception):
+    """Control flow inside argument conversion: this cell is still pending."""
+
+    __slots__ = ("cell",)
+
+    def __init__(self, cell: Cell):
+        self.cell = cell
+
+
+class Poison(Exception):
+    """Control flow inside argument conversion: an argument is an error value."""
+
+    __slots__ = ("err",)
+
+    def __init__(self, err: ErrorVal):
+        self.err = err
+
+
+def make_closure(fn: Function, globals: dict | None, defaults: tuple = ()) -> Closure:
+    """A top-level closure for `fn` (a program or an `@epic` function), with host default values."""
+    from .intrinsics import INTRINSICS
+    return Closure(template_of(fn, INTRINSICS), (), tuple(Cell(d) for d in defaults), globals)
+
+
+class Evaluator:
+    """One run of one program. Create, then `await ev.call(closure, args)` (see api.py)."""
+
+    def __init__(self, *, strategy: str = "opportunistic", seed: int = 0, namespace: dict | None = None,
+                 trace: bool | str = True, filename: str = "<epic>", observers: list[Callable] | None = None,
+                 backend: Any = None, options: dict | None = None):
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        self.strategy = strategy
+        self.sequential = strategy == "sequential"
+        self.namespace = namespace
+        self.filename = filename
+        self.backend_spec = backend
+        self.options = options or {}
+        self.trace_on = bool(trace)
+        self.full_trace = trace == "full"
+        self.trace: list[Event] = []
+        self.observers = list(observers or ())
+        if strategy == "opportunistic":
+            q: Any = deque()
+            self._pop = q.popleft
+            self._push_many = q.extend
+        else:
+            q = []
+            self._pop = q.pop if strategy != "random" else self._pop_random
+            self._push_many = (lambda nodes: q.extend(reversed(nodes))) if strategy != "random" else q.extend
+            self._rng = random.Random(seed)
+        self.queue = q
+        self._push = q.append
+        # counters (attributes, not a dict: this is the hot path)
+        self.n_beta = self.n_delta = self.n_dispatch = self.n_resolve = self.n_project = 0
+        self.calls: list[CallRecord] = []
+        self.failures: list[CallRecord] = []
+        self.inflight: dict[asyncio.Task, tuple[CallNode, CallRecord]] = {}
+        self._done: list[tuple[asyncio.Task, CallNode, CallRecord]] = []
+        self._blocking = False
+        self._wakeup: asyncio.Future | None = None
+        self._busy = True
+        self._feeders: list[Any] = []
+        self._backend: Any = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.start = self.end = 0.0
+        self.state = "created"
+        self._last_steps_event = 0.0
+        self._observer_errors = 0
+
+    # ------------------------------------------------------------------------------------ counters
+    @property
+    def steps(self) -> int:
+        return self.n_beta + self.n_delta + self.n_dispatch + self.n_resolve + self.n_project
+
+    def rule_counts(self) -> dict[str, int]:
+        return {"beta": self.n_beta, "delta": self.n_delta, "dispatch": self.n_dispatch,
+                "resolve": self.n_resolve, "project": self.n_project}
+
+    # ------------------------------------------------------------------------------------- events
+    def emit(self, kind: str, call: CallRecord | None = None, **data: Any) -> None:
+        if not (self.trace_on or self.observers):
+            return
+        ev = Event(kind, clock(), call, data)
+        if self.trace_on:
+            self.trace.append(ev)
+        for cb in self.observers:
+            try:
+                cb(ev)
+            except Exception:                  # an observer must never break the run
+                self._observer_errors += 1
+
+    def write(self, text: str) -> None:
+        """Program output (print): to stdout now, and to the trace for views that replay it."""
+        sys.stdout.write(text)
+        self.emit("print", text=text)
+
+    # ------------------------------------------------------------------------------------ backends
+    def backend(self) -> Any:
+        """The run's LLM backend, resolved on first use (a program that never calls `llm()` never
+        loads a model), and registered as a feeder so the batcher hears about quiescence."""
+        if self._backend is None:
+            from ..llm.registry import resolve_backend  # runtime does not import llm at module level
+            self._backend = resolve_backend(self.backend_spec, self.options)
+            self.join_feeders(self._backend)
+        return self._backend
+
+    def join_feeders(self, backend: Any) -> None:
+        feeders = getattr(backend, "feeders", None)
+        if feeders is None:
+            return
+        f = feeders.join()
+        if not self._busy:
+            f.quiescent()
+        self._feeders.append(f)
+
+    def _set_busy(self, busy: bool) -> None:
+        if busy == self._busy:
+            return
+        self._busy = busy
+        for f in self._feeders:
+            f.busy() if busy else f.quiescent()
+
+    # ----------------------------------------------------------------------------- cell plumbing
+    def bind(self, cell: Cell, v: Any) -> None:
+        cell.val = v
+        ws = cell.waiters
+        if ws:
+            cell.waiters = None
+            self._push_many(ws) if len(ws) > 1 else self._push(ws[0])
+
+    def alias(self, a: Cell, b: Cell) -> None:
+        """Rewire every use of `a` (a fresh output) to `b`: the O(1) rewrite behind beta/project."""
+        while b.fwd is not None:
+            b = b.fwd
+        v = b.val
+        if v is not PENDING:
+            self.bind(a, v)
+            return
+        if a is b:
+            return
+        a.fwd = b
+        ws = a.waiters
+        if ws:
+            a.waiters = None
+            if b.waiters is None:
+                b.waiters = ws
+            else:
+                b.waiters.extend(ws)
+
+    @staticmethod
+    def park(node: Any, cell: Cell) -> None:
+        while cell.fwd is not None:
+            cell = cell.fwd
+        if cell.waiters is None:
+            cell.waiters = [node]
+        else:
+            cell.waiters.append(node)
+
+    @staticmethod
+    def whnf(cell: Cell) -> tuple[Any, Cell]:
+        """The cell's value without looking inside packs: (value or PENDING, the root cell)."""
+        v = cell.val
+        if v is PENDING:
+            while cell.fwd is not None:
+                cell = cell.fwd
+            v = cell.val
+        return v, cell
+
+    def to_host(self, cell: Cell) -> Any:
+        """A fully evaluated Python value (packs become lists/tuples, closures EpicFunctions).
+        Raises Wait(cell) if some part is pending, Poison(err) if some part failed."""
+        v = cell.val
+        if v is PENDING:
+            while cell.fwd is not None:
+                cell = cell.fwd
+            v = cell.val
+            if v is PENDING:
+                raise Wait(cell)
+        cls = v.__class__
+        if cls is PackVal:
+            items = [self.to_host(c) for c in v.items]
+            return items if v.kind == "list" else tuple(items)
+        if cls is ErrorVal:
+            raise Poison(v)
+        if cls is Closure:
+            return EpicFunction(v, backend=self.backend_spec, strategy=self.strategy)
+        if cls is Unbound:
+            raise Poison(ErrorVal(UnboundLocalError(f"local variable {v.name!r} referenced before assignment")))
+        return v
+
+    def host_args(self, node: CallNode) -> tuple[list, dict] | None:
+        """Converted arguments, or None after parking/poisoning the node."""
+        to_host = self.to_host
+        try:
+            vals = [to_host(a) for a in node.args]
+        except Wait as w:
+            self.park(node, w.cell)
+            return None
+        except Poison as p:
+            self.poison(node, p.err)
+            return None
+        kw = node.site.kwnames
+        if kw:
+            k = len(kw)
+            return vals[:-k], dict(zip(kw, vals[-k:], strict=True))
+        return vals, {}
+
+    # ------------------------------------------------------------------------------------- errors
+    def fail(self, node: CallNode, exc: BaseException, rec: CallRecord | None = None) -> ErrorVal:
+        """Record a failure at the node's source line; the node's output becomes the error value."""
+        err = ErrorVal(exc, self._failure(node, exc, rec))
+        self.poison(node, err)
+        return err
+
+    def _failure(self, node: CallNode, exc: BaseException, rec: CallRecord | None = None) -> CallRecord:
+        if rec is None:
+            now = clock()
+            rec = CallRecord(id=0, fn=node.site.name or "call", site_line=node.site.line, start=now, end=now)
+        rec.error = exc
+        rec.state = "failed"
+        rec.site = f"{self.filename}:{node.site.line}" if node.site.line else self.filename
+        rec.result_preview = f"{type(exc).__name__}: {exc}"[:200]
+        self.failures.append(rec)
+        return rec
+
+    def poison(self, node: CallNode, err: ErrorVal) -> None:
+        """The node depends on a failed value: its output is that error; its io token passes on.
+
+        A latent error (a missing global, an unbound local: no origin yet) becomes a failure where it
+        is first used, as Python reports a NameError at the use, not at the definition."""
+        if err.origin is None:
+            err.origin = self._failure(node, err.error)
+        if node.io_out is not None:
+            self.alias(node.io_out, node.io_in)
+            node.io_out = None
+        self.bind(node.out, err)
+
+    # --------------------------------------------------------------------------------- the rules
+    def step_call(self, node: CallNode) -> None:
+        f = node.fn
+        v = f.val
+        if v is PENDING:
+            while f.fwd is not None:
+                f = f.fwd
+            v = f.val
+            if v is PENDING:
+                self.park(node, f)
+                return
+        cls = v.__class__
+        if cls is Closure:
+            self._beta(v, node)
+        elif cls is Intrinsic:
+            v.apply(self, node)
+        elif cls is EpicFunction:
+            self._beta(v.closure, node)
+        elif cls is ErrorVal:
+            self.poison(node, v)
+        elif cls is Unbound:
+            self.fail(node, UnboundLocalError(f"local variable {v.name!r} referenced before assignment"))
+        else:
+            self._host_call(v, node)
+
+    def _beta(self, clo: Closure, node: CallNode) -> None:
+        t = clo.tmpl
+        self.n_beta += 1
+        args = node.args
+        if node.site.kwnames or len(args) != t.nparams:
+            try:
+                args = self._match_args(clo, node)
+            except TypeError as e:
+                self.n_beta -= 1
+                self.fail(node, e)
+                return
+        r = t.empty_ret_param
+        if r is not None:                              # Church booleans and identities: pure rewiring
+            self.alias(node.out, args[r])
+            if node.io_out is not None:
+                self.alias(node.io_out, node.io_in)
+            return
+        cells = list(args)
+        cells.append(_TOKEN if node.io_in is None else node.io_in)
+        cells += clo.captured
+        cells += [Cell(v) for v in t.prim_values]
+        cells += [Cell() for _ in range(t.nother)]
+        new = []
+        for op in t.ops:
+            code = op[0]
+            if code == CALL:
+                ii = op[4]
+                io = op[5]
+                new.append(CallNode(cells[op[2]], [cells[i] for i in op[3]], cells[op[1]],
+                                    None if ii is None else cells[ii], None if io is None else cells[io], op[6]))
+            elif code == DEF:
+                cells[op[1]].val = Closure(op[2], tuple([cells[i] for i in op[3]]),
+                                           tuple([cells[i] for i in op[4]]), clo.globals)
+            elif code == PACK:
+                cells[op[1]].val = PackVal(tuple([cells[i] for i in op[2]]), op[3])
+            elif code == UNPACK:
+                self._unpack([cells[i] for i in op[1]], cells[op[2]], op[3])
+            else:
+                cells[op[1]].val = self._global(op[2], op[3], clo.globals)
+        if new:
+            self._push_many(new)
+        self.alias(node.out, cells[t.ret])
+        if node.io_out is not None:
+            self.alias(node.io_out, cells[t.io_out])
+
+    def _match_args(self, clo: Closure, node: CallNode) -> list:
+        t = clo.tmpl
+        n = t.nparams
+        kw = node.site.kwnames
+        args = node.args
+        npos = len(args) - len(kw)
+        if npos > n:
+            raise TypeError(f"{t.name}() takes {n} positional argument{'s' * (n != 1)} but {npos} were given")
+        out: list = list(args[:npos]) + [None] * (n - npos)
+        for k, c in zip(kw, args[npos:], strict=True):
+            try:
+                i = t.param_names.index(k)
+            except ValueError:
+                raise TypeError(f"{t.name}() got an unexpected keyword argument {k!r}") from None
+            if out[i] is not None:
+                raise TypeError(f"{t.name}() got multiple values for argument {k!r}")
+            out[i] = c
+        first_default = n - len(clo.defaults)
+        for i in range(n):
+            if out[i] is None:
+                if i < first_default:
+                    raise TypeError(f"{t.name}() missing required argument {t.param_names[i]!r}")
+                out[i] = clo.defaults[i - first_default]
+        return out
+
+    def _global(self, name: str, line: int | None, ns: dict | None) -> Any:
+        if ns is not None and name in ns:
+            return ns[name]
+        if name in _ctx.BUILTINS:
+            return _ctx.BUILTINS[name]
+        try:
+            return getattr(_py_builtins, name)
+        except AttributeError:
+            return ErrorVal(NameError(f"name {name!r} is not defined (line {line})"))
+
+    def _unpack(self, outs: list, src: Cell, line: int | None) -> None:
+        v, root = self.whnf(src)
+        if v is PENDING:
+            self.park(UnpackNode(outs, root, line), root)
+            return
+        self._project(outs, v, line)
+
+    def _project(self, outs: list, v: Any, line: int | None) -> None:
+        cls = v.__class__
+        if cls is PackVal:
+            items = v.items
+            if len(items) == len(outs):
+                self.n_project += 1
+                for o, c in zip(outs, items, strict=True):
+                    self.alias(o, c)
+                return
+            err: Any = ValueError(f"cannot unpack {len(items)} values into {len(outs)} names (line {line})")
+        elif cls is ErrorVal:
+            for o in outs:
+                self.bind(o, v)
+            return
+        else:                                       # a host value: a tuple/list from Python, a string...
+            try:
+                vals = list(v)
+            except TypeError as e:
+                err = TypeError(f"cannot unpack non-iterable {type(v).__name__} object (line {line})")
+                err.__cause__ = e
+            else:
+                if len(vals) == len(outs):
+                    self.n_project += 1
+                    for o, x in zip(outs, vals, strict=True):
+                        self.bind(o, x)
+                    return
+                err = ValueError(f"cannot unpack {len(vals)} values into {len(outs)} names (line {line})")
+        rec = CallRecord(id=0, fn="unpack", site_line=line, start=clock(), end=clock(), state="failed", error=err,
+                         site=f"{self.filename}:{line}", result_preview=f"{type(err).__name__}: {err}")
+        self.failures.append(rec)
+        e = ErrorVal(err, rec)
+        for o in outs:
+            self.bind(o, e)
+
+    def _host_call(self, f: Any, node: CallNode) -> None:
+        if node.io_out is not None:                 # host code is not ordered by the print token
+            self.alias(node.io_out, node.io_in)
+            node.io_out = None
+        special = STRUCTURAL.get(id(f))
+        if special is not None and special(self, node):
+            return
+        conv = self.host_args(node)
+        if conv is None:
+            return
+        pos, kw = conv
+        kind = call_kind(f)
+        if kind != 0:
+            self._dispatch(f, pos, kw, node, kind)
+            return
+        self.n_delta += 1
+        try:
+            r = f(*pos, **kw)
+        except Exception as e:
+            self.fail(node, e)
+            return
+        if asyncio.iscoroutine(r) or isinstance(r, asyncio.Future):
+            self.n_delta -= 1
+            self._dispatch(f, pos, kw, node, ASYNC, awaitable=r)
+            return
+        self.bind(node.out, r)
+
+    # ------------------------------------------------------------------------ dispatch / resolve
+    def _dispatch(self, f: Any, pos: list, kw: dict, node: CallNode, kind: int, awaitable: Any = None) -> None:
+        self.n_dispatch += 1
+        name = getattr(f, "__epic_name__", None) or node.site.name or getattr(f, "__name__", "call")
+        rec = CallRecord(id=len(self.calls) + 1, fn=name.rsplit(".", 1)[-1] if "(" not in name else name,
+                         site_line=node.site.line, start=clock(), state="running")
+        rec.site = f"{self.filename}:{node.site.line}" if node.site.line else self.filename
+        rec.args_preview = _preview_args(pos, kw)
+        self.calls.append(rec)
+        if awaitable is not None:
+            coro = awaitable
+        elif kind == TOOL:
+            coro = self._in_thread(f, pos, kw)
+        else:
+            try:
+                coro = f(*pos, **kw)
+            except Exception as e:
+                rec.end = clock()
+                self.fail(node, e, rec)
+                self.emit("call.failed", rec)
+                return
+        ctx = contextvars.copy_context()
+        ctx.run(_ctx._CALL.set, rec)
+        ctx.run(_ctx._RUN.set, self)
+        task = self.loop.create_task(_awaiting(coro), context=ctx)
+        self.inflight[task] = (node, rec)
+        task.add_done_callback(self._task_done)
+        self.emit("call.dispatch", rec)
+        if self.sequential:
+            self._blocking = True
+
+    async def _in_thread(self, f: Callable, pos: list, kw: dict) -> Any:
+        return await self.loop.run_in_executor(_pool(), lambda: f(*pos, **kw))
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        entry = self.inflight.pop(task, None)
+        if entry is None:
+            return
+        self._done.append((task, *entry))
+        w = self._wakeup
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _drain(self) -> None:
+        done, self._done = self._done, []
+        for task, node, rec in done:
+            rec.end = clock()
+            self.n_resolve += 1
+            if task.cancelled():
+                rec.state = "cancelled"
+                err = ErrorVal(asyncio.CancelledError(f"call {rec.id} was cancelled"), rec)
+                rec.error = err.error
+                self.bind(node.out, err)
+                self.emit("call.cancelled", rec)
+                continue
+            exc = task.exception()
+            if exc is not None:
+                self.fail(node, exc, rec)
+                self.emit("call.failed", rec)
+                continue
+            value = task.result()
+            rec.state = "done"
+            rec.result_preview = _repr.repr(value) if not isinstance(value, str) else _short(value)
+            self.bind(node.out, value)
+            self.emit("call.done", rec)
+
+    # ---------------------------------------------------------------------------------- driving
+    def _pop_random(self) -> Any:
+        q = self.queue
+        i = self._rng.randrange(len(q))
+        q[i], q[-1] = q[-1], q[i]
+        return q.pop()
+
+    def _run_slice(self, budget: float = 0.001) -> None:
+        """Step ready nodes for about `budget` seconds (or until a sequential call blocks)."""
+        q = self.queue
+        pop = self._pop
+        step_call = self.step_call
+        deadline = clock() + budget
+        n = 0
+        if self.full_trace:
+            return self._run_slice_traced(deadline)
+        while q:
+            node = pop()
+            if node.__class__ is CallNode:
+                step_call(node)
+            else:
+                self._unpack(node.outs, node.src, node.line)
+            if self._blocking:
+                return
+            n += 1
+            if not n & 127 and clock() > deadline:
+                return
+
+    def _run_slice_traced(self, deadline: float) -> None:
+        q = self.queue
+        while q and not self._blocking:
+            node = self._pop()
+            before = self.rule_counts()
+            if node.__class__ is CallNode:
+                self.step_call(node)
+                what = f"{node.site.name or 'call'} (line {node.site.line})"
+            else:
+                self._unpack(node.outs, node.src, node.line)
+                what = f"unpack (line {node.line})"
+            after = self.rule_counts()
+            rule = next((r for r in RULES if after[r] != before[r]), None)
+            if rule is not None and len(self.trace) < 20000:
+                self.emit("step", rule=rule, text=what, step=self.steps)
+            if clock() > deadline:
+                return
+
+    async def drive(self) -> None:
+        """Reduce until nothing can step and no call is in flight."""
+        self.loop = asyncio.get_running_loop()
+        try:
+            while True:
+                if self._done:
+                    self._drain()
+                if self.queue and not self._blocking:
+                    self._set_busy(True)
+                    self._run_slice()
+                    now = clock()
+                    if now - self._last_steps_event > 0.05:
+                        self._last_steps_event = now
+                        self.emit("steps", steps=self.steps, rules=self.rule_counts())
+                    if self.queue and not self._blocking:
+                        await asyncio.sleep(0)            # let in-flight calls and the UI progress
+                    continue
+                if not self.inflight:
+                    if self._done:
+                        continue
+                    break
+                # quiescent: no pure redex left; every remaining step waits on a call
+                self._set_busy(False)
+                self.emit("quiescent", steps=self.steps)
+                self._wakeup = self.loop.create_future()
+                try:
+                    await self._wakeup
+                finally:
+                    self._wakeup = None
+                if self.sequential and not self.inflight:
+                    self._blocking = False
+        except BaseException:
+            await self.cancel_inflight()
+            raise
+        finally:
+            self._set_busy(False)
+            for f in self._feeders:
+                f.leave()
+            self._feeders.clear()
+
+    async def cancel_inflight(self) -> None:
+        tasks = list(self.inflight)
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=2.0)
+        for t in tasks:
+            entry = self.inflight.pop(t, None)
+            if entry is not None:
+                self._done.append((t, *entry))
+        for t, _node, rec in self._done:
+            if t.cancelled() or rec.end is None:
+                rec.state = "cancelled"
+                rec.end = rec.end or clock()
+                self.emit("call.cancelled", rec)
+        self._done.clear()
+
+    # -------------------------------------------------------------------------------- entry point
+    def start_call(self, clo: Closure, args: list[Any], kwargs: dict[str, Any] | None = None) -> Cell:
+        """Enqueue `clo(*args, **kwargs)` with host values; returns the result cell."""
+        kwargs = kwargs or {}
+        out = Cell()
+        cells = [Cell(a) for a in args] + [Cell(v) for v in kwargs.values()]
+        node = CallNode(Cell(clo), cells, out, None, None, Site(clo.tmpl.line, clo.tmpl.name, tuple(kwargs)))
+        self._push(node)
+        return out
+
+
+async def _awaiting(aw: Any) -> Any:
+    return await aw
+
+
+def _short(s: str, n: int = 80) -> str:
+    s = s.replace("\n", " ")
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def _preview_args(pos: list, kw: dict) -> str:
+    parts = [_short(a, 60) if isinstance(a, str) else _repr.repr(a) for a in pos]
+    parts += [f"{k}={_repr.repr(v)}" for k, v in kw.items()]
+    return _short(", ".join(parts), 120)
+
+
+def internal_error(msg: str) -> EpicInternalError:
+    return EpicInternalError(msg)
+
+
+from .intrinsics import STRUCTURAL, Intrinsic  # noqa: E402  (intrinsics use Evaluator's helpers)

@@ -1,0 +1,188 @@
+"""The term graph: variables are `Cell`s, statements are nodes that wait on them.
+
+Why cells and not a dict of bindings: every rewrite must be O(1) whatever the program's size. A cell
+*is* the edge of the term graph: `val` is what binds it (a host value for `prim`, a `Closure` for
+`def`, a `PackVal` for `pack`, an `ErrorVal` for a failed call), `waiters` are the nodes that use it
+and cannot step until it is bound, and `fwd` redirects every use to another cell (the rewiring done
+by beta and projection). Binding a cell re-enqueues its waiters; forwarding moves them. So a step
+touches only the nodes it rewrites, never the rest of the program.
+
+`def`, `pack` and `prim` statements are values: they are stored in their cell at instantiation, and
+the gc rule (delete a value with no uses) is Python's reference counting dropping the cell.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..lang.ir import Call, Def, Function, Global, Op, Pack, Prim, Unbound, Unpack, Var
+
+__all__ = ["PENDING", "Cell", "Closure", "ErrorVal", "PackVal", "Template", "template_of"]
+
+
+class _Pending:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<pending>"
+
+
+PENDING: Any = _Pending()
+
+
+class Cell:
+    """One variable of the running program (an edge of the term graph)."""
+
+    __slots__ = ("val", "waiters", "fwd")
+
+    def __init__(self, val: Any = PENDING):
+        self.val = val
+        self.waiters: list | None = None
+        self.fwd: Cell | None = None
+
+    def root(self) -> Cell:
+        c = self
+        while c.fwd is not None:
+            c = c.fwd
+        if c is not self and self.fwd is not c:
+            self.fwd = c                     # path compression: the next read is one hop
+        return c
+
+    def __repr__(self) -> str:
+        r = self.root()
+        return f"Cell({r.val!r})"
+
+
+class Closure:
+    """A `def` value: a compiled body plus the cells it captured. `globals` is the namespace its free
+    names resolve in (a notebook's user_ns, or a module's globals for an `@epic` function)."""
+
+    __slots__ = ("tmpl", "captured", "defaults", "globals")
+
+    def __init__(self, tmpl: Template, captured: tuple, defaults: tuple, globals: dict | None):
+        self.tmpl = tmpl
+        self.captured = captured
+        self.defaults = defaults
+        self.globals = globals
+
+    def __repr__(self) -> str:
+        return f"<epic function {self.tmpl.name}>"
+
+
+class PackVal:
+    """A `pack` value: a tuple or list whose components may still be pending (partial data)."""
+
+    __slots__ = ("items", "kind")
+
+    def __init__(self, items: tuple, kind: str = "tuple"):
+        self.items = items
+        self.kind = kind
+
+    def __repr__(self) -> str:
+        return f"<{self.kind} of {len(self.items)}>"
+
+
+@dataclass(slots=True, eq=False)
+class ErrorVal:
+    """The value of a failed call. It poisons only what depends on it; `origin` is the failure record."""
+
+    error: BaseException
+    origin: Any = None
+
+
+# ------------------------------------------------------------------------------------------ templates
+GLOBAL, DEF, PACK, UNPACK, CALL = range(5)
+
+
+@dataclass(slots=True, frozen=True)
+class Site:
+    """Where a call is written: for records, errors and the trace."""
+
+    line: int | None
+    name: str
+    kwnames: tuple[str, ...] = ()
+
+
+class Template:
+    """A Function compiled for fast instantiation: every variable is a slot in a frame list.
+
+    Frame layout: [params..., io_in, captured..., prims..., other locals...]. Prim cells are created
+    already bound, so instantiation of a body is: one list build, then one pass over `ops`.
+    """
+
+    __slots__ = ("fn", "name", "nparams", "param_names", "nslots", "prim_values", "nother", "ops",
+                 "ret", "io_out", "line", "empty_ret_param")
+
+    def __init__(self, fn: Function, intrinsics: dict[str, Any]):
+        self.fn = fn
+        self.name = fn.name
+        self.line = fn.line
+        self.nparams = len(fn.params)
+        self.param_names = tuple(getattr(fn, "param_names", ()) or (p.name for p in fn.params))
+        slots: dict[Var, int] = {}
+        for v in (*fn.params, fn.io_in, *fn.free):
+            slots.setdefault(v, len(slots))
+        prims: list[Any] = []
+        for s in fn.body:
+            if isinstance(s, Prim):
+                slots[s.out] = len(slots)
+                value = s.value
+                if isinstance(value, Op):
+                    if value.name not in intrinsics:
+                        raise KeyError(f"internal: unknown intrinsic %{value.name}")
+                    value = intrinsics[value.name]
+                prims.append(value)
+        self.prim_values = tuple(prims)
+        first_other = len(slots)
+        for s in fn.body:
+            match s:
+                case Global(out) | Pack(out) | Def(out):
+                    slots[out] = len(slots)
+                case Unpack(outs):
+                    for o in outs:
+                        slots[o] = len(slots)
+                case Call(out, io_out=io_out):
+                    slots[out] = len(slots)
+                    if io_out is not None:
+                        slots[io_out] = len(slots)
+        self.nother = len(slots) - first_other
+        self.nslots = len(slots)
+        ops: list[tuple] = []
+        for s in fn.body:
+            match s:
+                case Prim():
+                    pass
+                case Global(out, name, line):
+                    ops.append((GLOBAL, slots[out], name, line))
+                case Def(out, inner, defaults):
+                    ops.append((DEF, slots[out], template_of(inner, intrinsics), tuple(slots[v] for v in inner.free),
+                                tuple(slots[v] for v in defaults)))
+                case Pack(out, items, kind):
+                    ops.append((PACK, slots[out], tuple(slots[v] for v in items), kind))
+                case Unpack(outs, src, line):
+                    ops.append((UNPACK, tuple(slots[o] for o in outs), slots[src], line))
+                case Call(out, f, args, kwnames, io_in, io_out, line, name):
+                    ops.append((CALL, slots[out], slots[f], tuple(slots[a] for a in args),
+                                None if io_in is None else slots[io_in],
+                                None if io_out is None else slots[io_out], Site(line, name, kwnames)))
+        self.ops = tuple(ops)
+        self.ret = slots[fn.ret]
+        self.io_out = slots[fn.io_out]
+        # `lambda a, b: a` (a Church boolean): beta is a pure rewiring, no frame needed
+        self.empty_ret_param = self.ret if (not fn.body and self.ret < self.nparams) else None
+
+    def __repr__(self) -> str:
+        return f"<template {self.name}: {self.nslots} slots, {len(self.ops)} ops>"
+
+
+def template_of(fn: Function, intrinsics: dict[str, Any]) -> Template:
+    """The compiled template of `fn`, built once and cached on the Function."""
+    t = fn.compiled
+    if t is None:
+        t = fn.compiled = Template(fn, intrinsics)
+    return t
+
+
+def is_unbound(v: Any) -> bool:
+    return v.__class__ is Unbound

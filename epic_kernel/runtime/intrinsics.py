@@ -1,0 +1,502 @@
+"""The evaluator's built-in operations (`%add`, `%fold`, `%getitem`, ...), which the translator names.
+
+Two kinds:
+- *strict* intrinsics are delta rules: they wait until every argument is a value, then compute a
+  host value (`%add`, `%format`, `%dict`, ...);
+- *structural* intrinsics work on partial data and return IR: `%fold`/`%map` instantiate one call
+  per element at once, whether or not the elements are known yet (so every iteration's independent
+  calls dispatch together); `%getitem` on a pack projects one component without waiting for the
+  others; `%append` builds a new pack around a pending element. These are what make a plain `for`
+  loop over LLM calls run in parallel.
+
+`STRUCTURAL` gives the same partial-data behaviour to a few Python builtins (`len`, `enumerate`,
+`zip`, `list`, `tuple`, `reversed`) when their argument is an epic list.
+"""
+
+from __future__ import annotations
+
+import io
+import operator
+from collections.abc import Callable
+from typing import Any
+
+from ..lang.ir import Function, Var
+from .graph import PENDING, Cell, Closure, ErrorVal, PackVal, Template
+
+__all__ = ["FALSE", "INTRINSICS", "STRUCTURAL", "TRUE", "Intrinsic", "church"]
+
+NORMAL, RETURN, BREAK, CONTINUE = 0, 1, 2, 3
+
+
+class Intrinsic:
+    __slots__ = ("name", "fn", "structural")
+
+    def __init__(self, name: str, fn: Callable, structural: bool = False):
+        self.name = name
+        self.fn = fn
+        self.structural = structural
+
+    @property
+    def epic_name(self) -> str:
+        return f"%{self.name}"
+
+    def __repr__(self) -> str:
+        return f"%{self.name}"
+
+    def apply(self, ev: Any, node: Any) -> None:
+        if self.structural:
+            self.fn(ev, node)
+            return
+        conv = ev.host_args(node)
+        if conv is None:
+            return
+        pos, kw = conv
+        ev.n_delta += 1
+        try:
+            r = self.fn(*pos, **kw)
+        except Exception as e:
+            ev.fail(node, e)
+            return
+        ev.bind(node.out, r)
+
+
+# ---------------------------------------------------------------------------------- Church booleans
+def _church(name: str, which: int) -> Closure:
+    a, b, io = Var(-1, "a"), Var(-2, "b"), Var(-3, "%io")
+    fn = Function(name, (a, b), [], (a, b)[which], io, io)
+    fn.param_names = ("a", "b")
+    return Closure(Template(fn, {}), (), (), None)
+
+
+TRUE = _church("true", 0)
+FALSE = _church("false", 1)
+
+
+def church(b: Any) -> Closure:
+    return TRUE if b else FALSE
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _elements(ev: Any, node: Any, cell: Cell) -> list | None:
+    """The element cells of an iterable argument, or None after parking/poisoning the node."""
+    v, root = ev.whnf(cell)
+    if v is PENDING:
+        ev.park(node, root)
+        return None
+    cls = v.__class__
+    if cls is PackVal:
+        return list(v.items)
+    if cls is ErrorVal:
+        ev.poison(node, v)
+        return None
+    if cls is Closure:
+        ev.fail(node, TypeError("cannot iterate over a function"))
+        return None
+    try:
+        return [Cell(x) for x in v]
+    except TypeError as e:
+        ev.fail(node, e)
+        return None
+
+
+def _emit_calls(ev: Any, node: Any, fn: Cell, arglists: list[list[Cell]]) -> list[Cell]:
+    """One call of `fn` per argument list, threading the io token through them in order."""
+    from .evaluator import CallNode
+    outs = []
+    new = []
+    io = node.io_in
+    for args in arglists:
+        out = Cell()
+        io_next = Cell() if io is not None else None
+        new.append(CallNode(fn, args, out, io, io_next, node.site))
+        outs.append(out)
+        io = io_next
+    if new:
+        ev._push_many(new)
+    if node.io_out is not None:
+        ev.alias(node.io_out, io if io is not None else node.io_in)
+        node.io_out = None
+    return outs
+
+
+def _done(ev: Any, node: Any, value: Any) -> None:
+    ev.n_delta += 1
+    if node.io_out is not None:
+        ev.alias(node.io_out, node.io_in)
+        node.io_out = None
+    ev.bind(node.out, value)
+
+
+# ------------------------------------------------------------------------------- structural ones
+def _fold(ev: Any, node: Any) -> None:
+    """`for x in xs` without early exit: s1 = step(s0, x0); s2 = step(s1, x1); ... all at once."""
+    xs, s0, step = node.args
+    items = _elements(ev, node, xs)
+    if items is None:
+        return
+    ev.n_delta += 1
+    from .evaluator import CallNode
+    new = []
+    cur = s0
+    io = node.io_in
+    for x in items:
+        nxt = Cell()
+        io_next = Cell() if io is not None else None
+        new.append(CallNode(step, [cur, x], nxt, io, io_next, node.site))
+        cur = nxt
+        io = io_next
+    if new:
+        ev._push_many(new)
+    if node.io_out is not None:
+        ev.alias(node.io_out, io if io is not None else node.io_in)
+        node.io_out = None
+    ev.alias(node.out, cur)
+
+
+def _map(ev: Any, node: Any) -> None:
+    xs, fn = node.args
+    items = _elements(ev, node, xs)
+    if items is None:
+        return
+    ev.n_delta += 1
+    outs = _emit_calls(ev, node, fn, [[x] for x in items])
+    ev.bind(node.out, PackVal(tuple(outs), "list"))
+
+
+def _mapfilter(ev: Any, node: Any) -> None:
+    """[f(x) for x in xs if p(x)]: each call returns (keep, value); the list waits only on the flags."""
+    xs, fn = node.args
+    items = _elements(ev, node, xs)
+    if items is None:
+        return
+    ev.n_delta += 1
+    outs = _emit_calls(ev, node, fn, [[x] for x in items])
+    _chain(ev, node, _KEEP, PackVal(tuple(outs), "list"))
+
+
+def _flatmap(ev: Any, node: Any) -> None:
+    xs, fn = node.args
+    items = _elements(ev, node, xs)
+    if items is None:
+        return
+    ev.n_delta += 1
+    outs = _emit_calls(ev, node, fn, [[x] for x in items])
+    _chain(ev, node, _CONCAT, PackVal(tuple(outs), "list"))
+
+
+def _chain(ev: Any, node: Any, op: Intrinsic, arg: Any) -> None:
+    """Continue with another structural step on a pack we just built."""
+    from .evaluator import CallNode
+    ev._push(CallNode(Cell(op), [Cell(arg)], node.out, None, None, node.site))
+
+
+def _keep(ev: Any, node: Any) -> None:
+    pairs = node.args[0].val.items
+    kept = []
+    for p in pairs:
+        v, root = ev.whnf(p)
+        if v is PENDING:
+            ev.park(node, root)
+            return
+        if v.__class__ is ErrorVal:
+            ev.poison(node, v)
+            return
+        flag_cell, val_cell = v.items
+        f, froot = ev.whnf(flag_cell)
+        if f is PENDING:
+            ev.park(node, froot)
+            return
+        if f.__class__ is ErrorVal:
+            ev.poison(node, f)
+            return
+        if f:
+            kept.append(val_cell)
+    _done(ev, node, PackVal(tuple(kept), "list"))
+
+
+def _concat(ev: Any, node: Any) -> None:
+    parts = node.args[0].val.items
+    cells: list[Cell] = []
+    for p in parts:
+        got = _elements(ev, node, p)
+        if got is None:
+            return
+        cells += got
+    _done(ev, node, PackVal(tuple(cells), "list"))
+
+
+def _as_list_kind(v: Any) -> str:
+    return "list" if isinstance(v, list) or getattr(v, "kind", "") == "list" else "tuple"
+
+
+def _append(ev: Any, node: Any) -> None:
+    """`xs.append(v)` (a rebinding): a new list around a possibly pending element."""
+    xs, item = node.args
+    items = _elements(ev, node, xs)
+    if items is None:
+        return
+    _done(ev, node, PackVal((*items, item), "list"))
+
+
+def _extend(ev: Any, node: Any) -> None:
+    xs, ys = node.args
+    a = _elements(ev, node, xs)
+    if a is None:
+        return
+    b = _elements(ev, node, ys)
+    if b is None:
+        return
+    _done(ev, node, PackVal((*a, *b), "list"))
+
+
+def _add(ev: Any, node: Any) -> None:
+    """`a + b`: list/tuple concatenation keeps pending elements pending; otherwise a delta."""
+    a, b = node.args
+    va, ra = ev.whnf(a)
+    vb, rb = ev.whnf(b)
+    if va.__class__ is PackVal or vb.__class__ is PackVal:
+        if va is PENDING or vb is PENDING:
+            ev.park(node, ra if va is PENDING else rb)
+            return
+        if isinstance(va, PackVal | list | tuple) and isinstance(vb, PackVal | list | tuple):
+            kind = _as_list_kind(va)
+            if kind != _as_list_kind(vb):
+                ev.fail(node, TypeError(f"can only concatenate {kind} (not \"{_as_list_kind(vb)}\") to {kind}"))
+                return
+            x = _elements(ev, node, a)
+            y = _elements(ev, node, b)
+            _done(ev, node, PackVal((*x, *y), kind))
+            return
+    _ADD_STRICT.apply(ev, node)
+
+
+def _getitem(ev: Any, node: Any) -> None:
+    """`xs[i]` on a pack projects the i-th component, pending or not; slices give a sub-pack."""
+    obj, idx = node.args
+    v, root = ev.whnf(obj)
+    if v is PENDING:
+        ev.park(node, root)
+        return
+    if v.__class__ is PackVal:
+        i, iroot = ev.whnf(idx)
+        if i is PENDING:
+            ev.park(node, iroot)
+            return
+        if isinstance(i, int | slice):
+            try:
+                got = v.items[i]
+            except IndexError as e:
+                ev.fail(node, IndexError(f"{v.kind} index out of range ({e})"))
+                return
+            ev.n_project += 1
+            if isinstance(i, slice):
+                ev.bind(node.out, PackVal(got, v.kind))
+            else:
+                ev.alias(node.out, got)
+            return
+    _GETITEM_STRICT.apply(ev, node)
+
+
+def _bool(ev: Any, node: Any) -> None:
+    """A Church boolean from any value; a pack is truthy when non-empty, without waiting on its items."""
+    v, root = ev.whnf(node.args[0])
+    if v is PENDING:
+        ev.park(node, root)
+        return
+    cls = v.__class__
+    if cls is PackVal:
+        _done(ev, node, TRUE if v.items else FALSE)
+        return
+    if cls is ErrorVal:
+        ev.poison(node, v)
+        return
+    _BOOL_STRICT.apply(ev, node)
+
+
+class Cursor:
+    """The state of an early-exit `for` loop: the element cells and the next index."""
+
+    __slots__ = ("items", "i")
+
+    def __init__(self, items: list, i: int = 0):
+        self.items = items
+        self.i = i
+
+    def __repr__(self) -> str:
+        return f"<cursor {self.i}/{len(self.items)}>"
+
+
+def _iter(ev: Any, node: Any) -> None:
+    items = _elements(ev, node, node.args[0])
+    if items is None:
+        return
+    _done(ev, node, Cursor(items))
+
+
+def _next(ev: Any, node: Any) -> None:
+    """(has, x, rest) for the early-exit loop; x may still be pending."""
+    cur, root = ev.whnf(node.args[0])
+    if cur is PENDING:
+        ev.park(node, root)
+        return
+    if cur.__class__ is ErrorVal:
+        ev.poison(node, cur)
+        return
+    if cur.i < len(cur.items):
+        _done(ev, node, PackVal((Cell(True), cur.items[cur.i], Cell(Cursor(cur.items, cur.i + 1))), "tuple"))
+    else:
+        _done(ev, node, PackVal((Cell(False), Cell(None), Cell(cur)), "tuple"))
+
+
+def _print(ev: Any, node: Any) -> None:
+    """print, ordered by the io token: it runs when its arguments are values and the previous
+    print has happened; nothing else waits for it."""
+    if node.io_in is not None:
+        t, troot = ev.whnf(node.io_in)
+        if t is PENDING:
+            ev.park(node, troot)
+            return
+    conv = ev.host_args(node)
+    if conv is None:
+        return
+    pos, kw = conv
+    try:
+        if kw.get("file") is not None:
+            print(*pos, **kw)
+        else:
+            buf = io.StringIO()
+            print(*pos, **kw, file=buf)
+            ev.write(buf.getvalue())
+    except Exception as e:
+        ev.fail(node, e)
+        return
+    _done(ev, node, None)
+
+
+# ------------------------------------------------------------------------------------ strict ones
+def _contains(a: Any, b: Any) -> bool:
+    return a in b
+
+
+def _not_contains(a: Any, b: Any) -> bool:
+    return a not in b
+
+
+def _assert(test: Any, msg: Any, line: int | None) -> None:
+    if not test:
+        raise AssertionError(msg if msg is not None else f"assertion failed at line {line}")
+
+
+def _format(v: Any, conv: str | None, spec: str) -> str:
+    if conv == "r":
+        v = repr(v)
+    elif conv == "s":
+        v = str(v)
+    elif conv == "a":
+        v = ascii(v)
+    return format(v, spec)
+
+
+def _dict(flat: list) -> dict:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _is_normal(kind: int) -> Closure:
+    return church(kind == NORMAL)
+
+
+def _loop_again(kind: int) -> Closure:
+    return church(kind == NORMAL or kind == CONTINUE)
+
+
+def _loop_exit(kind: int) -> int:
+    return RETURN if kind == RETURN else NORMAL
+
+
+_STRICT: dict[str, Callable] = {
+    "add": operator.add, "sub": operator.sub, "mul": operator.mul, "truediv": operator.truediv,
+    "floordiv": operator.floordiv, "mod": operator.mod, "pow": operator.pow, "matmul": operator.matmul,
+    "and_": operator.and_, "or_": operator.or_, "xor": operator.xor, "lshift": operator.lshift,
+    "rshift": operator.rshift,
+    "eq": operator.eq, "ne": operator.ne, "lt": operator.lt, "le": operator.le, "gt": operator.gt,
+    "ge": operator.ge, "contains": _contains, "not_contains": _not_contains, "is_": operator.is_,
+    "is_not": operator.is_not,
+    "neg": operator.neg, "pos": operator.pos, "invert": operator.invert, "not_": operator.not_,
+    "getattr": getattr, "getitem": operator.getitem, "slice": slice, "set": set,
+    "dict": _dict, "dict_from_pairs": dict, "dict_merge": lambda a, b: {**a, **b},
+    "format": _format, "str_": str, "concat": "".join, "assert_": _assert,
+    "is_normal": _is_normal, "loop_again": _loop_again, "loop_exit": _loop_exit, "bool": church,
+}
+_STRUCTURAL: dict[str, Callable] = {
+    "fold": _fold, "map": _map, "mapfilter": _mapfilter, "flatmap": _flatmap, "append": _append,
+    "extend": _extend, "add": _add, "getitem": _getitem, "bool": _bool, "iter": _iter, "next": _next,
+    "print": _print,
+}
+
+INTRINSICS: dict[str, Intrinsic] = {name: Intrinsic(name, fn) for name, fn in _STRICT.items()}
+_ADD_STRICT = INTRINSICS["add"]
+_GETITEM_STRICT = INTRINSICS["getitem"]
+_BOOL_STRICT = INTRINSICS["bool"]
+INTRINSICS.update({name: Intrinsic(name, fn, structural=True) for name, fn in _STRUCTURAL.items()})
+_KEEP = Intrinsic("keep", _keep, structural=True)
+_CONCAT = Intrinsic("concat_lists", _concat, structural=True)
+
+
+# ------------------------------------------------------ Python builtins that understand partial data
+def _structural_builtin(fn: Callable[[Any, Any, Any], Any]) -> Callable[[Any, Any], bool]:
+    """Wrap `fn(ev, node, pack)` so it applies only to a single positional epic-list argument."""
+
+    def apply(ev: Any, node: Any) -> bool:
+        if len(node.args) != 1 or node.site.kwnames:
+            return False
+        v, root = ev.whnf(node.args[0])
+        if v is PENDING:
+            ev.park(node, root)
+            return True
+        if v.__class__ is not PackVal:
+            return False
+        ev.n_delta += 1
+        ev.bind(node.out, fn(ev, node, v))
+        return True
+
+    return apply
+
+
+def _enumerate(ev: Any, node: Any, v: PackVal) -> PackVal:
+    return PackVal(tuple(Cell(PackVal((Cell(i), c), "tuple")) for i, c in enumerate(v.items)), "list")
+
+
+STRUCTURAL: dict[int, Callable[[Any, Any], bool]] = {
+    id(len): _structural_builtin(lambda ev, node, v: len(v.items)),
+    id(list): _structural_builtin(lambda ev, node, v: PackVal(v.items, "list")),
+    id(tuple): _structural_builtin(lambda ev, node, v: PackVal(v.items, "tuple")),
+    id(reversed): _structural_builtin(lambda ev, node, v: PackVal(v.items[::-1], "list")),
+    id(enumerate): _structural_builtin(_enumerate),
+}
+
+
+def _zip(ev: Any, node: Any) -> bool:
+    if node.site.kwnames or not node.args:
+        return False
+    vals = []
+    for a in node.args:
+        v, root = ev.whnf(a)
+        if v is PENDING:
+            ev.park(node, root)
+            return True
+        vals.append(v)
+    if not any(v.__class__ is PackVal for v in vals):
+        return False
+    cols = []
+    for a in node.args:
+        items = _elements(ev, node, a)
+        if items is None:
+            return True
+        cols.append(items)
+    ev.n_delta += 1
+    rows = tuple(Cell(PackVal(tuple(r), "tuple")) for r in zip(*cols, strict=False))
+    ev.bind(node.out, PackVal(rows, "list"))
+    return True
+
+
+STRUCTURAL[id(zip)] = _zip
