@@ -7,10 +7,11 @@ into one `LLMRequest`, and reports usage, batch and cache hits on its CallRecord
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from ..runtime.context import current_call, current_run, register_builtin
-from .base import LLMRequest, SamplingParams
+from .base import LLMRequest, LLMResponse, SamplingParams
 
 __all__ = ["llm"]
 
@@ -24,10 +25,8 @@ async def llm(prompt: str | list, *, model: str | None = None, max_tokens: int =
     A string is sent as one user message through the model's chat template; `system` adds a system
     message; `prefill` continues a partial assistant answer; `raw=True` sends the text as is to a
     completion model. `regex`/`choices` constrain the output where the backend supports it (a clear
-    error elsewhere)."""
-    if stream:
-        raise NotImplementedError("llm(stream=True) is not available yet in this version; "
-                                  "call llm() without stream=True")
+    error elsewhere). `stream=True` returns the answer as a list of text chunks whose tail is still
+    being generated: a `for` loop (or `lines(...)`) over it runs on each chunk as it arrives."""
     run = current_run()
     if run is None:
         raise RuntimeError("llm() runs inside epic code (run(), %%epic or an @epic function)")
@@ -42,13 +41,28 @@ async def llm(prompt: str | list, *, model: str | None = None, max_tokens: int =
     rec = current_call()
     if rec is not None:
         rec.args_preview = request.preview()
+    if stream:
+        return _chunks(backend, request, rec)
     resp = await backend.generate(request)
+    _usage(rec, resp)
+    return resp.text
+
+
+async def _chunks(backend: Any, request: LLMRequest, rec: Any) -> AsyncIterator[str]:
+    """The stream the evaluator splices in chunk by chunk (a list whose tail is still pending)."""
+    async for chunk in backend.stream(request):
+        if chunk.response is not None:
+            _usage(rec, chunk.response)
+        if chunk.text:
+            yield chunk.text
+
+
+def _usage(rec: Any, resp: LLMResponse) -> None:
     if rec is not None:
         rec.tokens_in = resp.tokens_in
         rec.tokens_out = resp.tokens_out
         rec.batch_id = resp.batch_id
         rec.cached = resp.cached
-    return resp.text
 
 
 def _stops(stop: str | list[str] | tuple | None) -> tuple[str, ...]:

@@ -34,7 +34,23 @@ from ..errors import EpicInternalError
 from ..lang.ir import Function, Unbound
 from . import context as _ctx
 from .events import CallRecord, Event, clock
-from .graph import CALL, DEF, GLOBAL, PACK, PENDING, UNPACK, Cell, Closure, ErrorVal, PackVal, Site, template_of
+from .graph import (
+    CALL,
+    DEF,
+    PACK,
+    PENDING,
+    UNPACK,
+    CallNode,
+    Cell,
+    Closure,
+    ErrorVal,
+    PackVal,
+    Poison,
+    Site,
+    UnpackNode,
+    Wait,
+    template_of,
+)
 from .interop import ASYNC, TOOL, EpicFunction, call_kind
 
 __all__ = ["STRATEGIES", "CallNode", "Evaluator", "make_closure"]
@@ -54,49 +70,6 @@ def _pool() -> ThreadPoolExecutor:
     if _POOL is None:
         _POOL = ThreadPoolExecutor(max_workers=64, thread_name_prefix="epic-tool")
     return _POOL
-
-
-class CallNode:
-    """`out, io_out := fn(args; io_in)` waiting to step."""
-
-    __slots__ = ("fn", "args", "out", "io_in", "io_out", "site")
-
-    def __init__(self, fn: Cell, args: list, out: Cell, io_in: Cell | None, io_out: Cell | None, site: Site):
-        self.fn = fn
-        self.args = args
-        self.out = out
-        self.io_in = io_in
-        self.io_out = io_out
-        self.site = site
-
-
-class UnpackNode:
-    """`(outs...) := src` whose src is not yet a pack."""
-
-    __slots__ = ("outs", "src", "line")
-
-    def __init__(self, outs: list, src: Cell, line: int | None):
-        self.outs = outs
-        self.src = src
-        self.line = line
-
-
-class Wait(Exception):
-    """Control flow inside argument conversion: this cell is still pending."""
-
-    __slots__ = ("cell",)
-
-    def __init__(self, cell: Cell):
-        self.cell = cell
-
-
-class Poison(Exception):
-    """Control flow inside argument conversion: an argument is an error value."""
-
-    __slots__ = ("err",)
-
-    def __init__(self, err: ErrorVal):
-        self.err = err
 
 
 def make_closure(fn: Function, globals: dict | None, defaults: tuple = ()) -> Closure:
@@ -262,6 +235,8 @@ class Evaluator:
                 raise Wait(cell)
         cls = v.__class__
         if cls is PackVal:
+            if v.kind == "cons":                         # a stream: all of it, once it has ended
+                return [self.to_host(c) for c in self.stream_cells(v)]
             items = [self.to_host(c) for c in v.items]
             return items if v.kind == "list" else tuple(items)
         if cls is ErrorVal:
@@ -271,6 +246,20 @@ class Evaluator:
         if cls is Unbound:
             raise Poison(ErrorVal(UnboundLocalError(f"local variable {v.name!r} referenced before assignment")))
         return v
+
+    def stream_cells(self, v: PackVal) -> list[Cell]:
+        """The element cells of a finished stream; raises Wait on the first pending tail."""
+        out = []
+        while v.kind == "cons":
+            head, tail = v.items
+            out.append(head)
+            v, root = self.whnf(tail)
+            if v is PENDING:
+                raise Wait(root)
+            if v.__class__ is ErrorVal:
+                raise Poison(v)
+        out.extend(v.items)
+        return out
 
     def host_args(self, node: CallNode) -> tuple[list, dict] | None:
         """Converted arguments, or None after parking/poisoning the node."""
@@ -433,6 +422,15 @@ class Evaluator:
 
     def _project(self, outs: list, v: Any, line: int | None) -> None:
         cls = v.__class__
+        if cls is PackVal and v.kind == "cons":
+            try:
+                v = self.to_host(Cell(v))
+            except Wait as w:
+                self.park(UnpackNode(outs, Cell(v), line), w.cell)
+                return
+            except Poison as p:
+                v = p.err
+            cls = v.__class__
         if cls is PackVal:
             items = v.items
             if len(items) == len(outs):
@@ -486,8 +484,8 @@ class Evaluator:
         except Exception as e:
             self.fail(node, e)
             return
-        if asyncio.iscoroutine(r) or isinstance(r, asyncio.Future):
-            self.n_delta -= 1
+        if asyncio.iscoroutine(r) or isinstance(r, asyncio.Future) or hasattr(r, "__anext__"):
+            self.n_delta -= 1                         # an awaitable or an async generator (a stream)
             self._dispatch(f, pos, kw, node, ASYNC, awaitable=r)
             return
         self.bind(node.out, r)
@@ -531,9 +529,7 @@ class Evaluator:
         if entry is None:
             return
         self._done.append((task, *entry))
-        w = self._wakeup
-        if w is not None and not w.done():
-            w.set_result(None)
+        self._wake()
 
     def _drain(self) -> None:
         done, self._done = self._done, []
@@ -553,10 +549,48 @@ class Evaluator:
                 self.emit("call.failed", rec)
                 continue
             value = task.result()
+            if value is _STREAM_END:                     # a stream's last chunk has been spliced in
+                rec.state = "done"
+                rec.result_preview = _short(rec.streamed)
+                self.bind(node.out, PackVal((), "list"))
+                self.emit("call.done", rec)
+                continue
+            if hasattr(value, "__anext__"):              # a stream: a list whose tail is still pending
+                rec.end = None
+                self.n_resolve -= 1
+                self._start_pump(value, node, rec)
+                continue
             rec.state = "done"
             rec.result_preview = _repr.repr(value) if not isinstance(value, str) else _short(value)
             self.bind(node.out, value)
             self.emit("call.done", rec)
+
+    def _start_pump(self, agen: Any, node: CallNode, rec: CallRecord) -> None:
+        tail = _Tail(node.out, node.site)
+        ctx = contextvars.copy_context()
+        ctx.run(_ctx._CALL.set, rec)
+        ctx.run(_ctx._RUN.set, self)
+        task = self.loop.create_task(self._pump(agen, tail, rec), context=ctx)
+        self.inflight[task] = (tail, rec)
+        task.add_done_callback(self._task_done)
+
+    async def _pump(self, agen: Any, tail: _Tail, rec: CallRecord) -> Any:
+        """Splice each chunk in as it arrives: the list's cell becomes (chunk, next pending cell), so
+        consumers of the prefix step now (a resolve step per chunk)."""
+        async for chunk in agen:
+            cell = tail.out
+            tail.out = nxt = Cell()
+            self.n_resolve += 1
+            rec.streamed += str(chunk)
+            self.bind(cell, PackVal((Cell(chunk), nxt), "cons"))
+            self.emit("call.stream", rec, chunk=chunk)
+            self._wake()
+        return _STREAM_END
+
+    def _wake(self) -> None:
+        w = self._wakeup
+        if w is not None and not w.done():
+            w.set_result(None)
 
     # ---------------------------------------------------------------------------------- driving
     def _pop_random(self) -> Any:
@@ -611,6 +645,8 @@ class Evaluator:
             while True:
                 if self._done:
                     self._drain()
+                if self._blocking and not self.inflight:
+                    self._blocking = False                # the sequential call (and its stream) ended
                 if self.queue and not self._blocking:
                     self._set_busy(True)
                     self._run_slice()
@@ -633,8 +669,6 @@ class Evaluator:
                     await self._wakeup
                 finally:
                     self._wakeup = None
-                if self.sequential and not self.inflight:
-                    self._blocking = False
         except BaseException:
             await self.cancel_inflight()
             raise
@@ -673,7 +707,21 @@ class Evaluator:
 
 
 async def _awaiting(aw: Any) -> Any:
-    return await aw
+    return aw if hasattr(aw, "__anext__") else await aw
+
+
+_STREAM_END = object()
+
+
+class _Tail:
+    """The pending end of a stream (a node-like holder so a failure can poison it)."""
+
+    __slots__ = ("out", "site", "io_in", "io_out")
+
+    def __init__(self, out: Cell, site: Site):
+        self.out = out
+        self.site = site
+        self.io_in = self.io_out = None
 
 
 def _short(s: str, n: int = 80) -> str:

@@ -18,7 +18,8 @@ from typing import Any
 
 from ..lang.ir import Call, Def, Function, Global, Op, Pack, Prim, Unbound, Unpack, Var
 
-__all__ = ["PENDING", "Cell", "Closure", "ErrorVal", "PackVal", "Template", "template_of"]
+__all__ = ["PENDING", "CallNode", "Cell", "Closure", "ErrorVal", "PackVal", "Poison", "Template", "UnpackNode", "Wait",
+           "template_of"]
 
 
 class _Pending:
@@ -182,6 +183,51 @@ def template_of(fn: Function, intrinsics: dict[str, Any]) -> Template:
     if t is None:
         t = fn.compiled = Template(fn, intrinsics)
     return t
+
+
+# ---------------------------------------------------------------------------------------- nodes
+class CallNode:
+    """`out, io_out := fn(args; io_in)` waiting to step."""
+
+    __slots__ = ("fn", "args", "out", "io_in", "io_out", "site")
+
+    def __init__(self, fn: Cell, args: list, out: Cell, io_in: Cell | None, io_out: Cell | None, site: Site):
+        self.fn = fn
+        self.args = args
+        self.out = out
+        self.io_in = io_in
+        self.io_out = io_out
+        self.site = site
+
+
+class UnpackNode:
+    """`(outs...) := src` whose src is not yet a pack."""
+
+    __slots__ = ("outs", "src", "line")
+
+    def __init__(self, outs: list, src: Cell, line: int | None):
+        self.outs = outs
+        self.src = src
+        self.line = line
+
+
+class Wait(Exception):
+    """Control flow inside argument conversion: this cell is still pending."""
+
+    __slots__ = ("cell",)
+
+    def __init__(self, cell: Cell):
+        self.cell = cell
+
+
+class Poison(Exception):
+    """Control flow inside argument conversion: an argument is an error value."""
+
+    __slots__ = ("err",)
+
+    def __init__(self, err: ErrorVal):
+        self.err = err
+
 
 
 def is_unbound(v: Any) -> bool:

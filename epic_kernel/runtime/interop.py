@@ -30,7 +30,7 @@ def call_kind(f: Any) -> int:
         return SYNC
     if getattr(f, "__epic_tool__", False):
         return TOOL
-    if inspect.iscoroutinefunction(f) or inspect.iscoroutinefunction(getattr(f, "__call__", None)):
+    if inspect.iscoroutinefunction(f) or inspect.iscoroutinefunction(type(f).__call__ if callable(f) else None):
         return ASYNC
     return SYNC
 

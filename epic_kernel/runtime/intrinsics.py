@@ -21,7 +21,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..lang.ir import Function, Var
-from .graph import PENDING, Cell, Closure, ErrorVal, PackVal, Template
+from .context import register_builtin
+from .graph import PENDING, CallNode, Cell, Closure, ErrorVal, PackVal, Poison, Template, Wait
 
 __all__ = ["FALSE", "INTRINSICS", "STRUCTURAL", "TRUE", "Intrinsic", "church"]
 
@@ -61,6 +62,7 @@ class Intrinsic:
 
 
 # ---------------------------------------------------------------------------------- Church booleans
+
 def _church(name: str, which: int) -> Closure:
     a, b, io = Var(-1, "a"), Var(-2, "b"), Var(-3, "%io")
     fn = Function(name, (a, b), [], (a, b)[which], io, io)
@@ -85,7 +87,15 @@ def _elements(ev: Any, node: Any, cell: Cell) -> list | None:
         return None
     cls = v.__class__
     if cls is PackVal:
-        return list(v.items)
+        if v.kind != "cons":
+            return list(v.items)
+        try:                                     # a stream used as a whole: wait for its end
+            return ev.stream_cells(v)
+        except Wait as w:
+            ev.park(node, w.cell)
+        except Poison as p:
+            ev.poison(node, p.err)
+        return None
     if cls is ErrorVal:
         ev.poison(node, v)
         return None
@@ -101,7 +111,6 @@ def _elements(ev: Any, node: Any, cell: Cell) -> list | None:
 
 def _emit_calls(ev: Any, node: Any, fn: Cell, arglists: list[list[Cell]]) -> list[Cell]:
     """One call of `fn` per argument list, threading the io token through them in order."""
-    from .evaluator import CallNode
     outs = []
     new = []
     io = node.io_in
@@ -131,11 +140,21 @@ def _done(ev: Any, node: Any, value: Any) -> None:
 def _fold(ev: Any, node: Any) -> None:
     """`for x in xs` without early exit: s1 = step(s0, x0); s2 = step(s1, x1); ... all at once."""
     xs, s0, step = node.args
+    v, root = ev.whnf(xs)
+    if v.__class__ is PackVal and v.kind == "cons":      # a stream: fold the head now, the tail later
+        ev.n_delta += 1
+        head, tail = v.items
+        s1 = Cell()
+        io_mid = Cell() if node.io_in is not None else None
+        ev._push_many([CallNode(step, [s0, head], s1, node.io_in, io_mid, node.site),
+                       CallNode(Cell(node.fn.root().val), [tail, s1, step], node.out, io_mid, node.io_out,
+                                node.site)])
+        node.io_out = None
+        return
     items = _elements(ev, node, xs)
     if items is None:
         return
     ev.n_delta += 1
-    from .evaluator import CallNode
     new = []
     cur = s0
     io = node.io_in
@@ -155,6 +174,17 @@ def _fold(ev: Any, node: Any) -> None:
 
 def _map(ev: Any, node: Any) -> None:
     xs, fn = node.args
+    v, root = ev.whnf(xs)
+    if v.__class__ is PackVal and v.kind == "cons":      # map a stream into a stream, chunk by chunk
+        ev.n_delta += 1
+        head, tail = v.items
+        y, rest = Cell(), Cell()
+        io_mid = Cell() if node.io_in is not None else None
+        ev._push_many([CallNode(fn, [head], y, node.io_in, io_mid, node.site),
+                       CallNode(Cell(node.fn.root().val), [tail, fn], rest, io_mid, node.io_out, node.site)])
+        node.io_out = None
+        ev.bind(node.out, PackVal((y, rest), "cons"))
+        return
     items = _elements(ev, node, xs)
     if items is None:
         return
@@ -186,7 +216,6 @@ def _flatmap(ev: Any, node: Any) -> None:
 
 def _chain(ev: Any, node: Any, op: Intrinsic, arg: Any) -> None:
     """Continue with another structural step on a pack we just built."""
-    from .evaluator import CallNode
     ev._push(CallNode(Cell(op), [Cell(arg)], node.out, None, None, node.site))
 
 
@@ -264,8 +293,9 @@ def _add(ev: Any, node: Any) -> None:
                 ev.fail(node, TypeError(f"can only concatenate {kind} (not \"{_as_list_kind(vb)}\") to {kind}"))
                 return
             x = _elements(ev, node, a)
-            y = _elements(ev, node, b)
-            _done(ev, node, PackVal((*x, *y), kind))
+            y = _elements(ev, node, b) if x is not None else None
+            if y is not None:
+                _done(ev, node, PackVal((*x, *y), kind))
             return
     _ADD_STRICT.apply(ev, node)
 
@@ -277,7 +307,7 @@ def _getitem(ev: Any, node: Any) -> None:
     if v is PENDING:
         ev.park(node, root)
         return
-    if v.__class__ is PackVal:
+    if v.__class__ is PackVal and v.kind != "cons":
         i, iroot = ev.whnf(idx)
         if i is PENDING:
             ev.park(node, iroot)
@@ -326,7 +356,20 @@ class Cursor:
         return f"<cursor {self.i}/{len(self.items)}>"
 
 
+class StreamCursor:
+    """An early-exit loop's position in a stream: the cell of the rest of the stream."""
+
+    __slots__ = ("cell",)
+
+    def __init__(self, cell: Cell):
+        self.cell = cell
+
+
 def _iter(ev: Any, node: Any) -> None:
+    v, root = ev.whnf(node.args[0])
+    if v.__class__ is PackVal and v.kind == "cons":
+        _done(ev, node, StreamCursor(root))
+        return
     items = _elements(ev, node, node.args[0])
     if items is None:
         return
@@ -342,6 +385,18 @@ def _next(ev: Any, node: Any) -> None:
     if cur.__class__ is ErrorVal:
         ev.poison(node, cur)
         return
+    if cur.__class__ is StreamCursor:
+        v, r = ev.whnf(cur.cell)
+        if v is PENDING:
+            ev.park(node, r)
+            return
+        if v.__class__ is ErrorVal:
+            ev.poison(node, v)
+            return
+        if v.__class__ is PackVal and v.kind == "cons":
+            _done(ev, node, PackVal((Cell(True), v.items[0], Cell(StreamCursor(v.items[1]))), "tuple"))
+            return
+        cur = Cursor(_elements(ev, node, r) or [])
     if cur.i < len(cur.items):
         _done(ev, node, PackVal((Cell(True), cur.items[cur.i], Cell(Cursor(cur.items, cur.i + 1))), "tuple"))
     else:
@@ -371,6 +426,42 @@ def _print(ev: Any, node: Any) -> None:
         ev.fail(node, e)
         return
     _done(ev, node, None)
+
+
+def _lines(ev: Any, node: Any) -> None:
+    """`lines(s)`: the complete lines of a string, or of a stream as they complete (a line-by-line
+    stream of a token stream: how streaming SoT starts a point's expansion before the skeleton ends)."""
+    src = node.args[0]
+    buf = node.args[1].val if len(node.args) > 1 else ""
+    v, root = ev.whnf(src)
+    if v is PENDING:
+        ev.park(node, root)
+        return
+    cls = v.__class__
+    if cls is ErrorVal:
+        ev.poison(node, v)
+        return
+    if cls is PackVal and v.kind == "cons":
+        h, hroot = ev.whnf(v.items[0])
+        if h is PENDING:
+            ev.park(node, hroot)
+            return
+        parts = (buf + str(h)).split("\n")
+        more = Cell()
+        ev._push(CallNode(Cell(_LINES), [v.items[1], Cell(parts[-1])], more, None, None, node.site))
+        out: Cell = more
+        for line in reversed(parts[:-1]):
+            out = Cell(PackVal((Cell(line), out), "cons"))
+        _done(ev, node, out.val) if out is not more else ev.alias(node.out, more)
+        return
+    if cls is PackVal:                                   # a finished list of chunks
+        text = buf + "".join(str(ev.to_host(c)) for c in v.items) if v.items else buf
+    elif isinstance(v, str):
+        text = buf + v
+    else:
+        ev.fail(node, TypeError(f"lines() needs a string or a stream, not {type(v).__name__}"))
+        return
+    _done(ev, node, PackVal(tuple(Cell(x) for x in text.splitlines()), "list"))
 
 
 # ------------------------------------------------------------------------------------ strict ones
@@ -430,7 +521,7 @@ _STRICT: dict[str, Callable] = {
 _STRUCTURAL: dict[str, Callable] = {
     "fold": _fold, "map": _map, "mapfilter": _mapfilter, "flatmap": _flatmap, "append": _append,
     "extend": _extend, "add": _add, "getitem": _getitem, "bool": _bool, "iter": _iter, "next": _next,
-    "print": _print,
+    "print": _print, "lines": _lines,
 }
 
 INTRINSICS: dict[str, Intrinsic] = {name: Intrinsic(name, fn) for name, fn in _STRICT.items()}
@@ -440,6 +531,7 @@ _BOOL_STRICT = INTRINSICS["bool"]
 INTRINSICS.update({name: Intrinsic(name, fn, structural=True) for name, fn in _STRUCTURAL.items()})
 _KEEP = Intrinsic("keep", _keep, structural=True)
 _CONCAT = Intrinsic("concat_lists", _concat, structural=True)
+_LINES = INTRINSICS["lines"]
 
 
 # ------------------------------------------------------ Python builtins that understand partial data
@@ -453,7 +545,7 @@ def _structural_builtin(fn: Callable[[Any, Any, Any], Any]) -> Callable[[Any, An
         if v is PENDING:
             ev.park(node, root)
             return True
-        if v.__class__ is not PackVal:
+        if v.__class__ is not PackVal or v.kind == "cons":
             return False
         ev.n_delta += 1
         ev.bind(node.out, fn(ev, node, v))
@@ -500,3 +592,5 @@ def _zip(ev: Any, node: Any) -> bool:
 
 
 STRUCTURAL[id(zip)] = _zip
+
+register_builtin("lines", INTRINSICS["lines"])
