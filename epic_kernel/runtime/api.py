@@ -37,6 +37,7 @@ async def run_async(source: str, *, strategy: str = "opportunistic", backend: An
     clo = make_closure(fn, ns)
     ev = Evaluator(strategy=strategy, seed=seed, namespace=ns, trace=trace, filename=filename,
                    observers=observers, backend=backend, options={"model": model, "cache": cache})
+    ev.first_line = first_line
     if holder is not None:
         holder["ev"] = ev
     return await _execute(ev, clo, [], {}, exports=list(getattr(fn, "exports", [])), source=source)
@@ -88,7 +89,7 @@ async def _execute(ev: Evaluator, clo: Any, args: list, kwargs: dict, *, exports
     ev.emit("run.end", ok=not ev.failures, elapsed=result.elapsed, steps=result.steps,
             error=None if not ev.failures else f"{len(ev.failures)} failed")
     if ev.failures:
-        raise EpicError(failure_message(ev), ev.failures, result)
+        raise EpicError(failure_message(ev, source), ev.failures, result)
     return result
 
 
@@ -121,15 +122,27 @@ def _host_or_none(ev: Evaluator, cell: Cell) -> Any:
         return None
 
 
-def failure_message(ev: Evaluator) -> str:
+_OPS = {"add": "+", "sub": "-", "mul": "*", "truediv": "/", "floordiv": "//", "mod": "%", "pow": "**",
+        "getitem": "[]", "getattr": ".", "contains": "in", "not_contains": "not in", "lt": "<", "le": "<=",
+        "gt": ">", "ge": ">=", "neg": "unary -", "assert_": "assert", "format": "f-string"}
+
+
+def failure_message(ev: Evaluator, source: str = "") -> str:
+    """One line per failure: where (line and its code), what was called, what went wrong."""
     n_calls = len(ev.calls)
     lines = [f"{len(ev.failures)} call{'s' * (len(ev.failures) != 1)} failed"
              + (f" ({n_calls} external call{'s' * (n_calls != 1)} in all; finished results are kept)"
                 if n_calls else "") + ":"]
+    code = source.splitlines()
     for rec in ev.failures[:20]:
-        where = f"line {rec.site_line}" if rec.site_line else "?"
         err = rec.error
-        lines.append(f"  {where}: {rec.fn}({rec.args_preview[:60]}) -> {type(err).__name__}: {err}")
+        call = f" {rec.fn}({rec.args_preview[:60]}) ->" if rec.id else ""     # external calls have ids
+        text = ""
+        if rec.site_line and 0 < rec.site_line - ev.first_line + 1 <= len(code):
+            text = f" `{code[rec.site_line - ev.first_line].strip()}`"
+        where = f"line {rec.site_line}" if rec.site_line else "?"
+        op = f" (in {_OPS.get(rec.fn, rec.fn)})" if not rec.id and rec.fn in _OPS else ""
+        lines.append(f"  {where}:{text}{call} {type(err).__name__}: {err}{op}")
     if len(ev.failures) > 20:
         lines.append(f"  ... and {len(ev.failures) - 20} more (see EpicError.failures)")
     return "\n".join(lines)

@@ -90,6 +90,7 @@ class Evaluator:
         self.sequential = strategy == "sequential"
         self.namespace = namespace
         self.filename = filename
+        self.first_line = 1
         self.backend_spec = backend
         self.options = options or {}
         self.trace_on = bool(trace)
@@ -411,7 +412,7 @@ class Evaluator:
         try:
             return getattr(_py_builtins, name)
         except AttributeError:
-            return ErrorVal(NameError(f"name {name!r} is not defined (line {line})"))
+            return ErrorVal(NameError(f"name {name!r} is not defined"))
 
     def _unpack(self, outs: list, src: Cell, line: int | None) -> None:
         v, root = self.whnf(src)
