@@ -65,7 +65,7 @@ details = [llm(f"{a.strip()}\\nAdd one practical tip about this, in one sentence
            for a in answers]
 
 notes = "\\n".join([f"- {a.strip()} {d.strip()}" for a, d in zip(answers, details)])
-plan = llm(f"Notes about {city}:\\n{notes}\\nWrite a two-sentence plan for one day in {city}.", max_tokens=64)
+plan = llm(f"Notes about {city}:\\n{notes}\\nWrite a two-sentence plan for one day in {city}.", max_tokens=96)
 plan
 '''
 
@@ -120,7 +120,7 @@ def _call_dicts(res: Any) -> list[dict]:
     return out
 
 
-def _result_json(res: Any, strategy: str, error: str | None = None) -> dict:
+def _result_json(res: Any, strategy: str, error: str | None = None, failures: list | None = None) -> dict:
     obj: dict[str, Any] = {
         "value": _jsonable(res.value) if res is not None else None,
         "elapsed": res.elapsed if res is not None else 0.0,
@@ -131,6 +131,8 @@ def _result_json(res: Any, strategy: str, error: str | None = None) -> dict:
     }
     if error is not None:
         obj["error"] = error
+        obj["failures"] = [{k: _jsonable(v) for k, v in f.as_dict().items() if k not in ("start", "end")}
+                           for f in failures or []]
     return obj
 
 
@@ -172,20 +174,26 @@ def _syntax_message(e: Any, filename: str) -> str:
 
 
 def _failure_lines(err: Any, filename: str, source_lines: list[str]) -> list[str]:
-    """One `file:line: fn(args) -> Error: message` per failed call, with the source line."""
-    out = []
-    for rec in list(getattr(err, "failures", []) or [])[:20]:
-        line = getattr(rec, "site_line", None)
-        where = f"{filename}:{line}" if line else filename
+    """`file:line: fn(args) -> Error: message` per failed call, with the source line; failures that
+    share a line and an error (one bad loop body, a backend that cannot load) are told once."""
+    groups: dict[tuple, list] = {}
+    for rec in getattr(err, "failures", []) or []:
         e = getattr(rec, "error", None)
         what = f"{type(e).__name__}: {e}" if e is not None else (rec.result_preview or "failed")
-        args = (rec.args_preview or "")[:60]
-        out.append(f"{where}: {rec.fn}({args}) -> {what}")
+        groups.setdefault((rec.site_line, rec.fn, what), []).append(rec)
+    out = []
+    for i, ((line, fn, what), recs) in enumerate(groups.items()):
+        if i == 20:
+            out.append(f"... and {len(groups) - 20} more kinds of failure (see --json)")
+            break
+        where = f"{filename}:{line}" if line else filename
+        more = f" (and {len(recs) - 1} more call{'s' * (len(recs) > 2)} like it)" if len(recs) > 1 else ""
+        if recs[0].id == 0 and not recs[0].args_preview:      # an operation in the program, not a call
+            out.append(f"{where}: {what}{more}")
+        else:
+            out.append(f"{where}: {fn}({_preview(recs[0].args_preview or '', 50)}) -> {what}{more}")
         if line and 0 < line <= len(source_lines) and source_lines[line - 1].strip():
             out.append(f"    {source_lines[line - 1].strip()}")
-    n = len(getattr(err, "failures", []) or [])
-    if n > 20:
-        out.append(f"... and {n - 20} more failed calls")
     return out
 
 
@@ -266,6 +274,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     res = None
     error: str | None = None
+    failures: list = []
     code = 0
     redirect = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
     try:
@@ -288,6 +297,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except EpicError as e:
         res = e.result
         error = str(e)
+        failures = list(e.failures or [])
         _err(f"epic run: {filename}: {error.splitlines()[0] if error else 'the program failed'}")
         for line in _failure_lines(e, filename, source_lines):
             _err("  " + line)
@@ -304,7 +314,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             code = code or 1
 
     if args.json:
-        print(json.dumps(_result_json(res, args.strategy, error), ensure_ascii=False))
+        print(json.dumps(_result_json(res, args.strategy, error, failures), ensure_ascii=False))
         return code
 
     if res is None:
@@ -318,7 +328,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if err is not None:
         if res.calls:
             err.print(_calls_table(res.calls, res.start, title="calls"))
-        err.print(f"[bold]{res.summary()}[/bold]" + (f"  (trace: {args.trace_out})" if args.trace_out else ""))
+        from rich.markup import escape
+
+        err.print(f"[bold]{escape(res.summary())}[/bold]"
+                  + (f"  (trace: {escape(args.trace_out)})" if args.trace_out else ""))
     else:
         if res.calls:
             _err(res.calls_table())
@@ -388,7 +401,9 @@ def _demo_backend(args: argparse.Namespace, console: Any) -> tuple[Any, str]:
     what = args.model or "SmolLM2-135M-Instruct"
     try:
         if console is not None:
-            with console.status(f"loading {what} (local transformers backend)..."):
+            from rich.markup import escape
+
+            with console.status(f"loading {escape(what)} (local transformers backend)..."):
                 backend = resolve_backend("transformers", {"model": args.model})
         else:
             _err(f"loading {what} (local transformers backend)...")
@@ -400,8 +415,9 @@ def _demo_backend(args: argparse.Namespace, console: Any) -> tuple[Any, str]:
                 "made-up text with a GPU-like latency model, so the timings are still meaningful.")
         if console is not None:
             from rich.panel import Panel
+            from rich.text import Text
 
-            console.print(Panel(note, title="note: using the simulated model", border_style="yellow"))
+            console.print(Panel(Text(note), title="note: using the simulated model", border_style="yellow"))
         else:
             _err("NOTE: " + note)
         return resolve_backend("sim"), "sim"
@@ -481,6 +497,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     console = _rich_console()
     source, shown_name = _demo_source()
     if console is not None:
+        from rich.markup import escape
         from rich.panel import Panel
         from rich.syntax import Syntax
 
@@ -488,7 +505,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         console.print("The program below is plain Python. We run it twice on the same model: first "
                       "[bold]sequential[/bold] (each call awaited in turn, like plain Python), then "
                       "[bold]opportunistic[/bold] (every call dispatched as soon as its inputs are known).")
-        console.print(Panel(Syntax(source, "python", line_numbers=True, word_wrap=True), title=shown_name))
+        console.print(Panel(Syntax(source, "python", line_numbers=True, word_wrap=True), title=escape(shown_name)))
     else:
         print(source)
 
@@ -507,7 +524,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         for strategy in ("sequential", "opportunistic"):
             if console is not None:
-                console.rule(f"[bold]{strategy}[/bold] on {desc}")
+                console.rule(f"[bold]{strategy}[/bold] on {escape(desc)}")
             results[strategy] = _demo_run(source, strategy, backend, console)
     except EpicError as e:
         _err(f"epic demo: the {strategy} run failed:\n{e}")
@@ -519,11 +536,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     seq, opp = results["sequential"], results["opportunistic"]
     speedup = seq.elapsed / opp.elapsed if opp.elapsed > 0 else float("inf")
     if console is not None:
+        from rich.markup import escape
         from rich.panel import Panel
         from rich.table import Table
+        from rich.text import Text
 
         console.rule("[bold]result")
-        console.print(Panel(str(opp.value).strip(), title="the answer", border_style="green"))
+        console.print(Panel(Text(str(opp.value).strip()), title="the answer", border_style="green"))
         t = Table(title="sequential vs opportunistic", title_justify="left")
         for col in ("strategy", "wall time", "calls", "steps", "parallelism"):
             t.add_column(col, justify="right" if col != "strategy" else "left")
@@ -532,9 +551,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         console.print(t)
         same = "the same answer" if seq.value == opp.value else "different text (batched decoding can change a token)"
         console.print(f"[bold green]speedup: {speedup:.2f}x[/bold green] (opportunistic over sequential, "
-                      f"{seq.elapsed:.2f} s -> {opp.elapsed:.2f} s; both runs gave {same}) on {desc}")
+                      f"{seq.elapsed:.2f} s -> {opp.elapsed:.2f} s; both runs gave {same}) on {escape(desc)}")
         if label == "sim":
             console.print("[dim]simulated model: try `epic demo` with the local model installed for real text[/dim]")
+        elif speedup < 1.5:
+            console.print("[dim]a small gain: on a CPU with few cores a batch decodes hardly faster than one "
+                          "request. On a GPU, or with --backend openai against a server, independent calls "
+                          "overlap far better.[/dim]")
     else:
         print("answer:", str(opp.value).strip())
         print(seq.summary())
@@ -548,7 +571,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     root = Path(__file__).resolve().parent.parent
     bench = root / "benchmarks"
     if (bench / "__main__.py").is_file():
-        cmd = [sys.executable, "-m", "benchmarks", *(["--quick"] if args.quick else [])]
+        cmd = [sys.executable, "-m", "benchmarks", *(["--quick"] if args.quick else []),
+               *(["--only", args.only] if args.only else []), *(["--skip", args.skip] if args.skip else [])]
         _err(f"epic bench: running {' '.join(cmd[1:])} in {root}")
         env = dict(os.environ)
         env["PYTHONPATH"] = str(root) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -617,11 +641,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     b = sub.add_parser("bench", help="run the benchmarks (source checkout only)")
-    b.add_argument("--quick", action="store_true", help="a short run")
+    b.add_argument("--quick", action="store_true", help="a short smoke run (results under benchmarks/results/quick/)")
+    b.add_argument("--only", default="", help="comma-separated subset of the benchmarks")
+    b.add_argument("--skip", default="", help="comma-separated benchmarks to leave out")
     b.set_defaults(func=cmd_bench)
 
     i = sub.add_parser("install", help="install the Jupyter kernel (coming in a later version)")
-    i.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    i.add_argument("--user", action="store_true", help=argparse.SUPPRESS)
+    i.add_argument("--sys-prefix", action="store_true", help=argparse.SUPPRESS)
+    i.add_argument("--prefix", help=argparse.SUPPRESS)
+    i.add_argument("--name", help=argparse.SUPPRESS)
     i.set_defaults(func=cmd_install)
     return p
 
@@ -635,6 +664,8 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help(sys.stderr)
         return 2
+    # transformers' "Loading weights" bars would tear through the tables (a user's setting wins)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -16,7 +16,8 @@ import ast
 import pytest
 
 from epic_kernel.errors import EpicException, EpicSyntaxError
-from epic_kernel.lang import Function, compile_program, pretty
+from epic_kernel.lang import Function, compile_function, compile_program, pretty
+from epic_kernel.lang.ir import Pack, Prim
 from epic_kernel.lang.syntax import UNSUPPORTED
 
 P = "a = 1\nb = [1, 2]\n"      # two ordinary lines before the construct
@@ -110,6 +111,10 @@ REJECTED: dict[str, tuple[str, tuple[str, ...], int, int]] = {
     "break-in-if-outside-loop": ("a = 1\nif a:\n    break\n", ("break",), 3, 4),
     "break-in-def-outside-loop": ("def f():\n    x = 1\n    break\n", ("break",), 3, 4),
     "continue-in-def-inside-loop": ("for x in b:\n    def g():\n        continue\n", ("continue",), 3, 8),
+    "break-in-def-inside-while": ("while a:\n    def g():\n        break\n", ("break",), 3, 8),
+    "return-in-top-level-for": ("for x in b:\n    y = x\n    return y\n", ("return",), 3, 4),
+    "return-in-top-level-while": ("while a:\n    a = 0\n    return\n", ("return",), 3, 4),
+    "return-in-top-level-for-in-if": ("if a:\n    for x in b:\n        return x\n", ("return",), 3, 8),
     # -- async comprehensions: the position of the comprehension expression
     "async-list-comprehension": (P + "x = [y async for y in g()]\n", ("async",), 3, 4),
     "async-dict-comprehension": (P + "x = {k: v async for k, v in g()}\n", ("async",), 3, 4),
@@ -320,6 +325,15 @@ SUPPORTED: dict[str, str] = {
     "def-inside-loop": "fs = []\nfor i in range(3):\n    def g(y, i=i):\n        return y + i\n    fs.append(g)\nfs\n",
     "empty-program": "",
     "comment-only": "# nothing here\n",
+    "for-break-top-level-no-if": "for i in range(3):\n    break\n",
+    "for-continue-in-def-in-while": ("def f(n):\n    t = 0\n    while n:\n        n -= 1\n        for i in range(n):\n"
+                                     "            if i % 2:\n                continue\n            t += i\n    return t\n\nf(4)\n"),
+    "for-break-in-if-in-def-that-returns": ("def f(xs):\n    x = None\n    if xs:\n        for x in xs:\n"
+                                            "            if x:\n                break\n    return x\n\nf([0, 2])\n"),
+    "for-break-in-if-in-def-with-nested-return": ("def f(xs):\n    if xs:\n        for x in xs:\n            if x:\n"
+                                                  "                break\n        return x\n    return None\n\nf([0, 2])\n"),
+    "return-in-def-in-top-level-loop": "for i in range(2):\n    def g(i=i):\n        return i\ng()\n",
+    "break-in-inner-and-outer-loop": "for i in b:\n    while a:\n        break\n    if i:\n        break\n",
 }
 
 
@@ -346,3 +360,81 @@ def test_supported_program_compiles(source):
 def test_supported_program_compiles_with_first_line(first_line):
     fn = compile_program(SUPPORTED["early-return-in-branches"], filename="cell.py", first_line=first_line)
     assert pretty(fn).strip()
+
+
+# ==================================================================================== more checks
+_EXITING_FOR = ["for-break-continue", "for-break-in-def", "for-continue-inside-if", "for-break-inside-while",
+                "for-break-top-level-no-if", "for-continue-in-def-in-while", "for-break-in-if-in-def-that-returns",
+                "for-break-in-if-in-def-with-nested-return"]
+
+
+@pytest.mark.parametrize("case", _EXITING_FOR)
+def test_for_with_break_or_continue_takes_the_early_exit_encoding(case):
+    text = pretty(compile_program(SUPPORTED[case]))
+    assert "%next" in text and "%loop_again" in text
+    assert "%fold" not in text
+
+
+def test_for_without_exits_is_a_fold():
+    text = pretty(compile_program(SUPPORTED["for-over-range"]))
+    assert "%fold" in text and "%loop_again" not in text
+
+
+def test_compile_function_wraps_python_syntax_errors():
+    with pytest.raises(EpicSyntaxError) as info:
+        compile_function("def f(x):\n    return (x\n", filename="mod.py", first_line=20)
+    err = info.value
+    assert err.construct == "syntax" and err.filename == "mod.py"
+    assert (err.line, err.col) == (21, 11)
+    assert "return (x" in str(err)
+
+
+def test_compile_function_rejects_break_outside_loop():
+    with pytest.raises(EpicSyntaxError) as info:
+        compile_function("def f(x):\n    if x:\n        break\n    return x\n", first_line=5)
+    assert (info.value.construct, info.value.line, info.value.col) == ("break", 7, 8)
+    assert info.value.hint
+
+
+def test_first_unsupported_construct_in_source_order_not_tree_order():
+    # ast.walk is breadth-first: it would see the top-level `class` before the nested `import`
+    err = _reject("if a:\n    import os\nclass C:\n    pass\n")
+    assert (err.construct, err.line) == ("import", 2)
+    err = _reject("def f():\n    x = [y async for y in g()]\n    return x\nreturn 1\n")
+    assert (err.construct, err.line, err.col) == ("async comprehension", 2, 8)
+
+
+def test_outside_messages():
+    assert "'return' outside function" in str(_reject("return 1\n"))
+    for kw in ("break", "continue"):
+        msg = str(_reject(f"{kw}\n"))
+        assert f"'{kw}' outside loop" in msg and "function or loop" not in msg
+
+
+def _defs(fn: Function) -> dict:
+    return {s.out: s for s in fn.body if isinstance(s, Prim)}
+
+
+def test_program_returns_value_and_exports():
+    fn = compile_program("a = 1\nb = a + 1\na = 5\ndef f():\n    return a\nb\n")
+    assert fn.exports == ["a", "b", "f"]
+    pack = next(s for s in fn.body if isinstance(s, Pack) and s.out is fn.ret)
+    assert len(pack.items) == 1 + len(fn.exports)
+    prims = _defs(fn)
+    assert prims[pack.items[1]].value == 5                    # the final binding of `a`, not the first
+    assert pack.items[0] is not pack.items[1]
+
+
+def test_program_without_final_expression_returns_none_and_exports():
+    fn = compile_program("x = 1\nfor i in range(3):\n    if i:\n        break\n    x += i\n")
+    assert fn.exports == ["i", "x"]
+    pack = next(s for s in fn.body if isinstance(s, Pack) and s.out is fn.ret)
+    assert _defs(fn)[pack.items[0]].value is None
+    assert len(pack.items) == 3
+
+
+def test_empty_program_exports_nothing():
+    fn = compile_program("")
+    assert fn.exports == []
+    pack = next(s for s in fn.body if isinstance(s, Pack) and s.out is fn.ret)
+    assert len(pack.items) == 1

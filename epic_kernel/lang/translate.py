@@ -650,7 +650,7 @@ def _parse(source: str, filename: str, first_line: int) -> ast.Module:
     try:
         return ast.parse(source, filename=filename)
     except SyntaxError as e:
-        raise EpicSyntaxError(f"invalid syntax: {e.msg}", construct="syntax",
+        raise EpicSyntaxError(e.msg if e.msg.startswith("invalid syntax") else f"invalid syntax: {e.msg}", construct="syntax",
                               line=(e.lineno or 1) + first_line - 1, col=(e.offset or 1) - 1, filename=filename,
                               source_line=e.text) from None
 

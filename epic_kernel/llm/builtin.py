@@ -30,7 +30,7 @@ async def llm(prompt: str | list, *, model: str | None = None, max_tokens: int =
     run = current_run()
     if run is None:
         raise RuntimeError("llm() runs inside epic code (run(), %%epic or an @epic function)")
-    backend = run.backend()
+    backend = await run.backend()
     params = SamplingParams(max_tokens=int(max_tokens), temperature=float(temperature), top_p=float(top_p),
                             stop=_stops(stop), seed=seed, regex=regex,
                             choices=tuple(choices) if choices is not None else None)

@@ -123,28 +123,38 @@ def _host_or_none(ev: Evaluator, cell: Cell) -> Any:
 
 
 _OPS = {"add": "+", "sub": "-", "mul": "*", "truediv": "/", "floordiv": "//", "mod": "%", "pow": "**",
-        "getitem": "[]", "getattr": ".", "contains": "in", "not_contains": "not in", "lt": "<", "le": "<=",
+        "getitem": "subscript", "getattr": "attribute access", "contains": "in", "not_contains": "not in", "lt": "<", "le": "<=",
         "gt": ">", "ge": ">=", "neg": "unary -", "assert_": "assert", "format": "f-string"}
 
 
 def failure_message(ev: Evaluator, source: str = "") -> str:
-    """One line per failure: where (line and its code), what was called, what went wrong."""
+    """One line per distinct failure: where (line and its code), what was called, what went wrong."""
     n_calls = len(ev.calls)
-    lines = [f"{len(ev.failures)} call{'s' * (len(ev.failures) != 1)} failed"
-             + (f" ({n_calls} external call{'s' * (n_calls != 1)} in all; finished results are kept)"
-                if n_calls else "") + ":"]
+    failed_calls = sum(1 for r in ev.failures if r.id)
+    n = len(ev.failures)
+    if failed_calls == n:
+        head = f"{n} of {n_calls} call{'s' * (n_calls != 1)} failed; finished results are kept:"
+    elif failed_calls == 0:
+        head = f"{n} error{'s' * (n != 1)}" + (f" ({n_calls} call{'s' * (n_calls != 1)} finished and kept)" if n_calls else "") + ":"
+    else:
+        head = f"{n} errors ({failed_calls} of {n_calls} calls failed; finished results are kept):"
+    lines = [head]
     code = source.splitlines()
-    for rec in ev.failures[:20]:
-        err = rec.error
-        call = f" {rec.fn}({rec.args_preview[:60]}) ->" if rec.id else ""     # external calls have ids
+    groups: dict[tuple, list] = {}
+    for rec in ev.failures:
+        groups.setdefault((rec.site_line, type(rec.error).__name__, str(rec.error), bool(rec.id)), []).append(rec)
+    for (line, etype, emsg, external), recs in list(groups.items())[:20]:
+        rec = recs[0]
+        call = f" {rec.fn}({rec.args_preview[:60]}) ->" if external else ""
         text = ""
-        if rec.site_line and 0 < rec.site_line - ev.first_line + 1 <= len(code):
-            text = f" `{code[rec.site_line - ev.first_line].strip()}`"
-        where = f"line {rec.site_line}" if rec.site_line else "?"
-        op = f" (in {_OPS.get(rec.fn, rec.fn)})" if not rec.id and rec.fn in _OPS else ""
-        lines.append(f"  {where}:{text}{call} {type(err).__name__}: {err}{op}")
-    if len(ev.failures) > 20:
-        lines.append(f"  ... and {len(ev.failures) - 20} more (see EpicError.failures)")
+        if line and 0 < line - ev.first_line + 1 <= len(code):
+            text = f" `{code[line - ev.first_line].strip()}`"
+        where = f"line {line}" if line else "?"
+        op = f" (in {_OPS[rec.fn]})" if not external and rec.fn in _OPS else ""
+        times = f" (x{len(recs)})" if len(recs) > 1 else ""
+        lines.append(f"  {where}:{text}{call} {etype}: {emsg}{op}{times}")
+    if len(groups) > 20:
+        lines.append(f"  ... and {len(groups) - 20} more (see EpicError.failures)")
     return "\n".join(lines)
 
 

@@ -119,6 +119,7 @@ class Evaluator:
         self._busy = True
         self._feeders: list[Any] = []
         self._backend: Any = None
+        self._backend_task: asyncio.Task | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.start = self.end = 0.0
         self.state = "created"
@@ -153,14 +154,23 @@ class Evaluator:
         self.emit("print", text=text)
 
     # ------------------------------------------------------------------------------------ backends
-    def backend(self) -> Any:
+    async def backend(self) -> Any:
         """The run's LLM backend, resolved on first use (a program that never calls `llm()` never
-        loads a model), and registered as a feeder so the batcher hears about quiescence."""
-        if self._backend is None:
+        loads a model) in a worker thread (loading weights takes seconds and must not freeze the
+        loop, which in a notebook is the kernel's), once per run however many calls wait for it; a
+        failure to load is kept and given to every call instead of being retried per call. Joins
+        the backend's feeders so its batcher hears about quiescence."""
+        if self._backend is not None:
+            return self._backend
+        if self._backend_task is None:
             from ..llm.registry import resolve_backend  # runtime does not import llm at module level
-            self._backend = resolve_backend(self.backend_spec, self.options)
-            self.join_feeders(self._backend)
-        return self._backend
+            self._backend_task = self.loop.create_task(
+                asyncio.to_thread(resolve_backend, self.backend_spec, self.options))
+        backend = await asyncio.shield(self._backend_task)
+        if self._backend is None:
+            self._backend = backend
+            self.join_feeders(backend)
+        return backend
 
     def join_feeders(self, backend: Any) -> None:
         feeders = getattr(backend, "feeders", None)

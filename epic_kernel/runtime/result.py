@@ -32,9 +32,13 @@ class RunResult:
         return busy / self.elapsed if self.elapsed > 0 else 0.0
 
     def summary(self) -> str:
-        done = sum(c.state == "done" for c in self.calls)
-        return (f"{self.strategy}: {self.elapsed:.3f} s, {self.steps} steps, {len(self.calls)} calls "
-                f"({done} done, {len(self.failures)} failed), parallelism {self.parallelism:.1f}x")
+        n = len(self.calls)
+        states = {s: sum(c.state == s for c in self.calls) for s in ("done", "failed", "cancelled")}
+        detail = ", ".join(f"{v} {k}" for k, v in states.items() if v) or "none finished"
+        errors = sum(1 for f in self.failures if not f.id)
+        extra = f", {errors} error{'s' * (errors != 1)} in the program" if errors else ""
+        return (f"{self.strategy}: {self.elapsed:.3f} s, {self.steps} steps, {n} call{'s' * (n != 1)} "
+                f"({detail}){extra}, parallelism {self.parallelism:.1f}x")
 
     def trace_json(self) -> str:
         """The run in Chrome trace format (open it in https://ui.perfetto.dev or chrome://tracing):
