@@ -5,9 +5,9 @@ concurrent? If it did, 256 calls take about as long as one, plus client/server C
 < 3x a single call's latency. The fake server runs in its own process (as a real server would), so
 the two do not share one GIL.
 
-    python benchmarks/bench_openai.py [--calls 256] [--latency 0.2] [--reps 3]
+    python benchmarks/bench_openai.py [--calls 256] [--latency 0.2] [--reps 3] [--out DIR]
 
-Writes benchmarks/results/openai.json and openai.md.
+Writes benchmarks/results/openai.json and openai.md (or DIR/...).
 """
 
 from __future__ import annotations
@@ -95,7 +95,9 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=256)
     ap.add_argument("--latency", type=float, default=0.2)
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--out", default=str(RESULTS), help="output folder (default benchmarks/results)")
     args = ap.parse_args()
+    out = Path(args.out)
     proc, base_url = start_server(args.latency)
     try:
         res = asyncio.run(bench(base_url, args.calls, args.reps))
@@ -106,8 +108,8 @@ def main() -> None:
                passed=res["generate"]["ratio_vs_single"] < 3.0,
                machine={"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
                openai_version=openai.__version__)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "openai.json").write_text(json.dumps(res, indent=2) + "\n")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "openai.json").write_text(json.dumps(res, indent=2) + "\n")
     g, s, c, b = res["generate"], res["stream"], res["generate_default_cap_64"], res["bare_asyncopenai"]
     md = f"""# OpenAIBackend: {args.calls} concurrent calls, fake server with {args.latency * 1000:.0f} ms latency
 
@@ -125,7 +127,7 @@ in a separate process. Medians of {args.reps} runs. Target: wall < 3x one call's
 Result: {'PASS' if res['passed'] else 'FAIL'} ({g['ratio_vs_single']:.2f}x < 3x). The default cap of 64 runs
 {args.calls} calls in {args.calls // 64} waves by design; raise `max_concurrency` for a server that batches more.
 """
-    (RESULTS / "openai.md").write_text(md)
+    (out / "openai.md").write_text(md)
     print(md)
 
 

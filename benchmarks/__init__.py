@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m benchmarks [--quick]` runs them all (see benchmarks/__main__.py)."""

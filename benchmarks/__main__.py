@@ -1,0 +1,66 @@
+"""Run every benchmark (`make bench`): each module in its own process, results in benchmarks/results/.
+
+    python -m benchmarks [--quick] [--only core,openai] [--skip batcher]
+
+    core     bench_core.py     evaluator steps/s; map / SoT / ToT call graphs per strategy vs asyncio
+    batcher  bench_batcher.py  shared batcher vs static batching and one at a time (tiny10m, smollm2)
+    openai   bench_openai.py   256 concurrent calls through OpenAIBackend to a fake server
+
+`--quick` is a smoke run of every module (small sizes, one model, one repetition) that writes under
+benchmarks/results/quick/, so it never overwrites the full numbers. A module that fails does not
+stop the others; the exit status is 1 if any failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+QUICK_OUT = HERE / "results" / "quick"
+
+# name -> (module, full-run args, quick-run args)
+BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
+    "core": ("benchmarks.bench_core", [], ["--quick", "--out", str(QUICK_OUT)]),
+    "batcher": ("benchmarks.bench_batcher", [], ["--models", "tiny10m", "--reps", "1", "--out", str(QUICK_OUT)]),
+    "openai": ("benchmarks.bench_openai", [], ["--calls", "64", "--reps", "1", "--out", str(QUICK_OUT)]),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smoke mode, writes under benchmarks/results/quick/")
+    ap.add_argument("--only", default="", help=f"comma-separated subset of {','.join(BENCHES)}")
+    ap.add_argument("--skip", default="", help="comma-separated benchmarks to leave out")
+    args = ap.parse_args(argv)
+    names = [n for n in (args.only.split(",") if args.only else BENCHES) if n]
+    skip = {n for n in args.skip.split(",") if n}
+    unknown = [n for n in [*names, *skip] if n not in BENCHES]
+    if unknown:
+        ap.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHES)}")
+    env = dict(os.environ)
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    status: dict[str, tuple[int, float]] = {}
+    for name in names:
+        if name in skip:
+            continue
+        module, full, quick = BENCHES[name]
+        cmd = [sys.executable, "-m", module, *(quick if args.quick else full)]
+        print(f"\n=== {name}: {' '.join(cmd[1:])}", flush=True)
+        t0 = time.perf_counter()
+        rc = subprocess.call(cmd, cwd=HERE.parent, env=env)
+        status[name] = (rc, time.perf_counter() - t0)
+    print("\n=== summary")
+    for name, (rc, secs) in status.items():
+        print(f"  {name:8s} {'ok' if rc == 0 else f'FAILED (exit {rc})':16s} {secs:7.1f} s")
+    print(f"  results in {QUICK_OUT if args.quick else HERE / 'results'}")
+    return 1 if any(rc for rc, _ in status.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

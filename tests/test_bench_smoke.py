@@ -1,0 +1,60 @@
+"""Smoke test of the core benchmark: `--quick` runs end to end and writes its JSON and markdown.
+
+Speed is never asserted here (the machine running the tests is shared and noisy); the full run is
+`make bench`, whose numbers go into benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_bench_core_quick_writes_results(tmp_path: Path) -> None:
+    p = _run("-m", "benchmarks.bench_core", "--quick", "--latency", "0.01", "--out", str(tmp_path))
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    data = json.loads((tmp_path / "core.json").read_text())
+    md = (tmp_path / "core.md").read_text()
+
+    assert data["meta"]["quick"] is True and data["meta"]["latency_s"] == 0.01
+    assert {"cpu", "cpus", "python"} <= set(data["machine"])
+    assert isinstance(data["targets_met"], bool)
+
+    pure = data["steps_per_second"]
+    assert {"for", "while", "recursion", "listcomp"} <= set(pure)
+    for row in pure.values():
+        assert {"sizes", "flatness", "min_steps_per_s", "targets"} <= set(row)
+        assert [s["target_steps"] for s in row["sizes"]] == [1_000, 10_000]
+        for s in row["sizes"]:
+            assert s["steps"] > 0 and s["steps_per_s"] > 0 and s["steps_per_s_wall"] > 0
+
+    graphs = data["call_graphs"]
+    assert set(graphs) == {"map", "sot", "tot"}
+    shapes = {"map": (32, 1), "sot": (9, 2), "tot": (60, 6)}
+    for name, g in graphs.items():
+        assert (g["calls"], g["critical_path"]) == shapes[name]
+        assert g["observed"]["calls"] == g["calls"]           # the epic program made the calls it should
+        assert set(g["wall_s"]) == {"sequential", "opportunistic", "asyncio"}
+        for key in ("opportunistic_vs_asyncio", "speedup_vs_sequential", "speedup_over_bound", "bound"):
+            assert g[key] > 0
+        assert set(g["targets"]) == {"opportunistic_within_5pct_of_asyncio", "speedup_within_5pct_of_bound"}
+
+    assert "| program |" in md and "| graph |" in md
+    for name in ("map", "sot", "tot", "recursion", "listcomp"):
+        assert f"| {name} |" in md
+
+
+def test_bench_runner_rejects_unknown_names() -> None:
+    p = _run("-m", "benchmarks", "--only", "nope", timeout=60)
+    assert p.returncode == 2 and "unknown benchmark" in p.stderr
