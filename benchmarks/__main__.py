@@ -5,6 +5,7 @@
     core     bench_core.py     evaluator steps/s; map / SoT / ToT call graphs per strategy vs asyncio
     batcher  bench_batcher.py  shared batcher vs static batching and one at a time (tiny10m, smollm2)
     openai   bench_openai.py   256 concurrent calls through OpenAIBackend to a fake server
+    serve    bench_serve.py    `epic serve` (tiny10m) under 4 client processes x 8 requests vs in-process
 
 `--quick` is a smoke run of every module (small sizes, one model, one repetition) that writes under
 benchmarks/results/quick/, so it never overwrites the full numbers. A module that fails does not
@@ -28,6 +29,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "core": ("benchmarks.bench_core", [], ["--quick", "--out", str(QUICK_OUT)]),
     "batcher": ("benchmarks.bench_batcher", [], ["--models", "tiny10m", "--reps", "1", "--out", str(QUICK_OUT)]),
     "openai": ("benchmarks.bench_openai", [], ["--calls", "64", "--reps", "1", "--out", str(QUICK_OUT)]),
+    "serve": ("benchmarks.bench_serve", [], ["--quick", "--out", str(QUICK_OUT)]),
 }
 
 

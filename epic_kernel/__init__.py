@@ -22,3 +22,16 @@ __all__ = [
     "CallRecord", "EpicError", "EpicException", "EpicFunction", "EpicInterrupted", "EpicSyntaxError",
     "RunResult", "epic", "llm", "run", "run_async", "tool",
 ]
+
+
+def load_ipython_extension(ip) -> None:
+    """`%load_ext epic_kernel`: the %%epic magics (IPython is imported here, never by the core)."""
+    from .magics import load_ipython_extension as load
+
+    load(ip)
+
+
+def unload_ipython_extension(ip) -> None:
+    from .magics import unload_ipython_extension as unload
+
+    unload(ip)

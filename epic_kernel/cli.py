@@ -4,7 +4,7 @@
     epic serve [--model M] [--backend B] [--host 127.0.0.1] [--port 8000] [--api-key K]
     epic demo [--backend B] [--model M]
     epic bench [--quick]
-    epic install ...            (the Jupyter kernel arrives in a later version)
+    epic install [--user|--sys-prefix|--prefix P]   the Jupyter kernelspec 'EPIC (Python 3)'
 
 Exit codes: 0 ok; 1 some calls failed (EpicError) or a backend could not start; 2 a syntax error in
 the program or bad usage; 130 interrupted.
@@ -589,11 +589,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------ epic install
-def cmd_install(args: argparse.Namespace) -> int:
-    _err("epic install: the Jupyter kernel (kernelspec 'EPIC (Python 3)') is coming in a later version; "
-         "nothing was installed.\n  Until then run programs with `epic run FILE.py`, or from Python with "
-         "`from epic_kernel import run`.")
-    return 2
+def cmd_install(args: argparse.Namespace) -> int:      # reached only via `epic install -h`-like paths
+    from .install import main as install_main
+    return install_main(args.install_args)
 
 
 # ------------------------------------------------------------------------------------------ parser
@@ -646,16 +644,22 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--skip", default="", help="comma-separated benchmarks to leave out")
     b.set_defaults(func=cmd_bench)
 
-    i = sub.add_parser("install", help="install the Jupyter kernel (coming in a later version)")
-    i.add_argument("--user", action="store_true", help=argparse.SUPPRESS)
-    i.add_argument("--sys-prefix", action="store_true", help=argparse.SUPPRESS)
-    i.add_argument("--prefix", help=argparse.SUPPRESS)
-    i.add_argument("--name", help=argparse.SUPPRESS)
+    i = sub.add_parser("install", help="install the Jupyter kernelspec 'EPIC (Python 3)'",
+                       description="[--user | --sys-prefix | --prefix P] [--name epic] [--display-name ...]",
+                       add_help=False)
+    i.add_argument("install_args", nargs=argparse.REMAINDER)
     i.set_defaults(func=cmd_install)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["install"]:            # its own parser: options pass through untouched
+        from .install import main as install_main
+        try:
+            return install_main(argv[1:])
+        except SystemExit as e:
+            return int(e.code or 0) if not isinstance(e.code, str) else 2
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -1,4 +1,4 @@
-"""Smoke test of the core benchmark: `--quick` runs end to end and writes its JSON and markdown.
+"""Smoke tests of the benchmarks: `--quick` runs end to end and writes its JSON and markdown.
 
 Speed is never asserted here (the machine running the tests is shared and noisy); the full run is
 `make bench`, whose numbers go into benchmarks/results/.
@@ -58,3 +58,23 @@ def test_bench_core_quick_writes_results(tmp_path: Path) -> None:
 def test_bench_runner_rejects_unknown_names() -> None:
     p = _run("-m", "benchmarks", "--only", "nope", timeout=60)
     assert p.returncode == 2 and "unknown benchmark" in p.stderr
+
+
+def test_bench_serve_quick_writes_results(tmp_path: Path) -> None:
+    """`epic serve` (tiny10m) in its own process, 4 client processes, in-process comparison."""
+    p = _run("-m", "benchmarks.bench_serve", "--quick", "--out", str(tmp_path))
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    data = json.loads((tmp_path / "serve.json").read_text())
+    md = (tmp_path / "serve.md").read_text()
+
+    assert data["meta"]["quick"] is True
+    res = data["results"]
+    assert (res["clients"], res["per_client"], res["N"], res["reps"]) == (4, 8, 32, 1)
+    for ep in ("completions", "chat"):
+        r = res[ep]
+        assert r["server_tok_s"] > 0 and r["inproc_tok_s"] > 0 and r["server_vs_inproc"] > 0
+        assert all(t > 0 for t in r["server_tokens"] + r["inproc_tokens"])
+        assert isinstance(r["target_within_20pct"], bool)
+    assert len(res["serial_clients"]["per_client_wall_s"]) == 4
+    assert res["stream_probe"]["token_events"] > 0
+    assert "| /v1/completions |" in md and "| /v1/chat/completions |" in md

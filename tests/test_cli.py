@@ -272,11 +272,11 @@ def test_serve_answers_models() -> None:
 
 
 # ------------------------------------------------------------------------------------------ the rest
-def test_install_is_not_there_yet() -> None:
-    proc = epic("install", "--user")
-    assert proc.returncode == 2
-    assert "later version" in proc.stderr
-
+def test_install_writes_a_kernelspec(tmp_path) -> None:
+    proc = epic("install", "--prefix", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    spec = json.loads((tmp_path / "share" / "jupyter" / "kernels" / "epic" / "kernel.json").read_text())
+    assert spec["display_name"] == "EPIC (Python 3)" and os.path.isabs(spec["argv"][0])
 
 def test_bench_runs_the_checkout_runner(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     import epic_kernel.cli as cli

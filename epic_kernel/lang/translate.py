@@ -128,7 +128,7 @@ class Builder:
         if key in self.consts:
             return self.consts[key]
         v = self.tr.var(name)
-        self.emit(Global(v, name, getattr(node, "lineno", None)))
+        self.emit(Global(v, name, self.tr.line(node)))
         self.consts[key] = v
         return v
 

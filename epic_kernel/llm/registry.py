@@ -28,7 +28,9 @@ def set_default_backend(backend: Any = None, model: str | None = None) -> None:
     _default["model"] = model
 
 
-def resolve_backend(spec: Any = None, options: dict | None = None) -> Backend:
+def resolve_backend(spec: Any = None, options: dict | None = None, *, construct: bool = True) -> Backend | None:
+    """The Backend for `spec`. With construct=False, return None instead of building (loading) one:
+    the evaluator then builds it in a worker thread."""
     options = options or {}
     model = options.get("model") or (_default.get("model") if spec is None else None)
     if spec is None:
@@ -36,7 +38,12 @@ def resolve_backend(spec: Any = None, options: dict | None = None) -> Backend:
     if isinstance(spec, Backend):
         backend = spec
     elif isinstance(spec, str):
-        backend = _named(spec, model)
+        if not construct:
+            existing = _shared.get((spec.lower(), model))
+            if existing is None:
+                return None
+            spec = existing
+        backend = spec if isinstance(spec, Backend) else _named(spec, model)
     else:
         raise TypeError(f"backend must be a Backend instance or one of {', '.join(BACKEND_NAMES)}, "
                         f"not {type(spec).__name__}")

@@ -16,7 +16,7 @@ from ..errors import EpicError, EpicInterrupted
 from ..lang import compile_program
 from . import context as _ctx
 from .evaluator import Evaluator, Poison, Wait, make_closure
-from .events import clock
+from .events import CallRecord, clock
 from .graph import Cell, PackVal
 from .interop import EpicFunction
 from .result import RunResult
@@ -79,11 +79,17 @@ async def _execute(ev: Evaluator, clo: Any, args: list, kwargs: dict, *, exports
     except asyncio.CancelledError:
         ev.end = clock()
         ev.state = "cancelled"
+        ev.emit("steps", steps=ev.steps, rules=ev.rule_counts())
         ev.emit("run.end", ok=False, elapsed=ev.end - ev.start, steps=ev.steps, error="cancelled")
         raise
     finally:
         _ctx._RUN.reset(token)
+        ended = ev.options.get("ended")
+        if ended is not None:
+            ended.set()
     ev.end = clock()
+    ev.emit("steps", steps=ev.steps, rules=ev.rule_counts())
+    _check_value(ev, out, exports is not None)
     ev.state = "failed" if ev.failures else "done"
     result = partial_result(ev, out, exports)
     ev.emit("run.end", ok=not ev.failures, elapsed=result.elapsed, steps=result.steps,
@@ -113,6 +119,25 @@ def partial_result(ev: Evaluator, out: Cell | None = None, exports: list[str] | 
     return RunResult(value=value, namespace=namespace, calls=list(ev.calls), steps=ev.steps,
                      elapsed=end - ev.start, trace=ev.trace, rules=ev.rule_counts(), strategy=ev.strategy,
                      failures=list(ev.failures), start=ev.start, state=ev.state)
+
+
+def _check_value(ev: Evaluator, out: Cell, program: bool) -> None:
+    """The program's value (or the function's result) is an error nobody reported yet (an unbound
+    name that was only returned or shown): Python would raise, so the run fails."""
+    v, root = ev.whnf(out)
+    if program and v.__class__ is PackVal and v.items:
+        root = v.items[0]
+    try:
+        ev.to_host(root)
+    except Poison as p:
+        if p.err.origin is None:
+            now = clock()
+            rec = CallRecord(id=0, fn="value", site_line=None, start=now, end=now, state="failed",
+                             error=p.err.error, site=ev.filename, result_preview=str(p.err.error))
+            p.err.origin = rec
+            ev.failures.append(rec)
+    except Wait:
+        pass
 
 
 def _host_or_none(ev: Evaluator, cell: Cell) -> Any:
@@ -149,7 +174,7 @@ def failure_message(ev: Evaluator, source: str = "") -> str:
         text = ""
         if line and 0 < line - ev.first_line + 1 <= len(code):
             text = f" `{code[line - ev.first_line].strip()}`"
-        where = f"line {line}" if line else "?"
+        where = f"line {line}" if line else "the result"
         op = f" (in {_OPS[rec.fn]})" if not external and rec.fn in _OPS else ""
         times = f" (x{len(recs)})" if len(recs) > 1 else ""
         lines.append(f"  {where}:{text}{call} {etype}: {emsg}{op}{times}")
@@ -182,11 +207,12 @@ def _blocking(make: Callable[[], Coroutine], holder: dict) -> Any:
     try:
         return fut.result()
     except KeyboardInterrupt:
-        fut.cancel()
-        try:
-            fut.result(timeout=3)
-        except BaseException:
-            pass
+        fut.cancel()                 # cancels the run's task; wait until it has cancelled its calls
+        ev = holder.get("ev")
+        if ev is not None:
+            ev.options.setdefault("ended", threading.Event())
+            if ev.state == "running":
+                ev.options["ended"].wait(timeout=3)
         raise _interrupted(holder) from None
 
 

@@ -155,7 +155,7 @@ class Template:
                 case Prim():
                     pass
                 case Global(out, name, line):
-                    ops.append((GLOBAL, slots[out], name, line))
+                    ops.append((GLOBAL, slots[out], name, line, getattr(s, "soft", False)))
                 case Def(out, inner, defaults):
                     ops.append((DEF, slots[out], template_of(inner, intrinsics), tuple(slots[v] for v in inner.free),
                                 tuple(slots[v] for v in defaults)))

@@ -110,20 +110,25 @@ def _elements(ev: Any, node: Any, cell: Cell) -> list | None:
 
 
 def _emit_calls(ev: Any, node: Any, fn: Cell, arglists: list[list[Cell]]) -> list[Cell]:
-    """One call of `fn` per argument list, threading the io token through them in order."""
-    outs = []
-    new = []
-    io = node.io_in
-    for args in arglists:
-        out = Cell()
-        io_next = Cell() if io is not None else None
-        new.append(CallNode(fn, args, out, io, io_next, node.site))
-        outs.append(out)
-        io = io_next
-    if new:
-        ev._push_many(new)
+    """One call of `fn` per argument list, threading the io token through them in order. The nodes
+    are created lazily, a chunk per step, so a huge loop never stalls the event loop."""
+    outs = [Cell() for _ in arglists]
+    io0 = node.io_in
+    io_last = None
+    if io0 is not None and arglists:
+        io_last = Cell()
+
+    def nodes() -> Any:
+        io = io0
+        last = len(arglists) - 1
+        for i, args in enumerate(arglists):
+            io_next = None if io is None else (io_last if i == last else Cell())
+            yield CallNode(fn, args, outs[i], io, io_next, node.site)
+            io = io_next
+
+    ev.emit_lazily(nodes())
     if node.io_out is not None:
-        ev.alias(node.io_out, io if io is not None else node.io_in)
+        ev.alias(node.io_out, io_last if io_last is not None else node.io_in)
         node.io_out = None
     return outs
 
@@ -155,21 +160,29 @@ def _fold(ev: Any, node: Any) -> None:
     if items is None:
         return
     ev.n_delta += 1
-    new = []
-    cur = s0
-    io = node.io_in
-    for x in items:
-        nxt = Cell()
-        io_next = Cell() if io is not None else None
-        new.append(CallNode(step, [cur, x], nxt, io, io_next, node.site))
-        cur = nxt
-        io = io_next
-    if new:
-        ev._push_many(new)
+    if not items:
+        ev.alias(node.out, s0)
+        if node.io_out is not None:
+            ev.alias(node.io_out, node.io_in)
+            node.io_out = None
+        return
+    final = Cell()
+    io0 = node.io_in
+    io_final = Cell() if io0 is not None else None
+
+    def nodes() -> Any:
+        cur, io, last = s0, io0, len(items) - 1
+        for i, x in enumerate(items):
+            nxt = final if i == last else Cell()
+            io_next = None if io is None else (io_final if i == last else Cell())
+            yield CallNode(step, [cur, x], nxt, io, io_next, node.site)
+            cur, io = nxt, io_next
+
+    ev.emit_lazily(nodes())
     if node.io_out is not None:
-        ev.alias(node.io_out, io if io is not None else node.io_in)
+        ev.alias(node.io_out, io_final)
         node.io_out = None
-    ev.alias(node.out, cur)
+    ev.alias(node.out, final)
 
 
 def _map(ev: Any, node: Any) -> None:

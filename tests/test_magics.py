@@ -1,0 +1,265 @@
+"""`%%epic` and `%epic` through a real in-process IPython shell (no kernel): the await rewrite, the
+sync cell magic, namespace interop, values, errors, interrupts, config and trace."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+pytest.importorskip("IPython")
+
+from epic_kernel.magics import EpicCellSyntaxError, epic_transform  # noqa: E402
+from IPython.core.error import UsageError  # noqa: E402
+from IPython.core.interactiveshell import InteractiveShell  # noqa: E402
+from IPython.utils.capture import capture_output  # noqa: E402
+
+from epic_kernel import EpicError, EpicInterrupted, RunResult  # noqa: E402
+from epic_kernel.llm.sim import SimBackend  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def ip(tmp_path_factory):
+    from traitlets.config import Config
+
+    from epic_kernel.llm.registry import set_default_backend
+
+    tmp = tmp_path_factory.mktemp("ipython")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("IPYTHONDIR", str(tmp / "ipython"))
+        mp.setenv("EPIC_CACHE_DIR", str(tmp / "cache"))
+        mp.delenv("EPIC_VIEW", raising=False)
+        cfg = Config()
+        cfg.HistoryManager.hist_file = ":memory:"
+        shell = InteractiveShell.instance(config=cfg)
+        shell.run_line_magic("load_ext", "epic_kernel")
+        shell.user_ns["slow"] = SimBackend(latency=2.0)
+        shell.user_ns["fast"] = SimBackend(latency=0.01)
+        shell.user_ns["stuck"] = SimBackend(latency=30.0)
+        with capture_output():
+            shell.run_line_magic("epic", "config backend=sim view=none")
+        yield shell
+        shell.run_line_magic("unload_ext", "epic_kernel")
+        set_default_backend(None, None)
+        InteractiveShell.clear_instance()
+
+
+def cell(ip, source: str):
+    with capture_output() as out:
+        result = ip.run_cell(source)
+    return result, out
+
+
+# ------------------------------------------------------------------------------------- rewrite
+@pytest.fixture
+def kernel_like(ip, monkeypatch):
+    """Make the shell look like a kernel's, so %%epic cells take the await path in-process."""
+    monkeypatch.setattr(ip, "kernel", object(), raising=False)
+    return ip
+
+
+def test_epic_cells_become_a_top_level_await_in_a_kernel(kernel_like):
+    ip = kernel_like
+    code = ip.transform_cell("%%epic --backend sim\nx = llm('hi')\nx\n")
+    assert code.startswith("await get_ipython().magics_manager.registry['EpicMagics'].epic_async(")
+    assert "'--backend sim'" in code and "x = llm('hi')" in code
+    assert ip.should_run_async("%%epic\nx = 1\n", transformed_cell=code)
+    res, _ = cell(ip, '%%epic\nawaited = [llm(f"a{i}") for i in range(3)]\nlen(awaited)\n')
+    assert res.success and res.result == 3 and len(ip.user_ns["awaited"]) == 3
+
+
+def test_terminal_shells_keep_the_cell_magic(ip):
+    """Outside a kernel Ctrl-C would escape the loop and strand the task: use the sync path."""
+    assert ip.transform_cell("%%epic\nx = 1\n").startswith("get_ipython().run_cell_magic('epic'")
+
+
+@pytest.mark.parametrize("src", ["%%epic?\n", "%%epicure\nx\n", "x = 1\n", "%%time\nx = 1\n"])
+def test_other_cells_are_left_alone(src, kernel_like):
+    assert epic_transform(src.splitlines(keepends=True)) == src.splitlines(keepends=True)
+    assert epic_transform(["%%epic\n", "x\n"]) != ["%%epic\n", "x\n"]
+
+
+def test_help_lists_the_flags(ip):
+    doc = ip.find_cell_magic("epic").__doc__
+    for flag in ("--backend", "--model", "--strategy", "--no-cache", "--view", "--out", "--trace"):
+        assert flag in doc
+    res, out = cell(ip, "%%epic?\n")
+    assert res.success
+
+
+# ----------------------------------------------------------------------------------- namespaces
+def test_python_names_flow_into_epic_and_back(ip):
+    cell(ip, "n = 3\ndef shout(s):\n    return s.upper()\n")
+    res, _ = cell(ip, '%%epic\nwords = [llm(f"word {i}") for i in range(n)]\nloud = [shout(w) for w in words]\nlen(loud)\n')
+    assert res.success and res.result == 3
+    ns = ip.user_ns
+    assert ns["loud"] == [w.upper() for w in ns["words"]] and len(ns["words"]) == 3
+    res, _ = cell(ip, "total = sum(len(w) for w in loud)\ntotal")
+    assert res.result == sum(len(w) for w in ns["loud"])
+    assert isinstance(ns["_epic_last"], RunResult) and len(ns["_epic_last"].calls) == 3
+
+
+def test_functions_defined_in_a_cell_are_callable_from_python_and_later_cells(ip):
+    res, _ = cell(ip, '%%epic --backend fast\ndef ask(topic):\n    return llm(f"one word about {topic}")\n')
+    assert res.success and res.result is None
+    ask = ip.user_ns["ask"]
+    assert ask.run_options["backend"] is ip.user_ns["fast"]        # the cell's explicit backend sticks
+    res, _ = cell(ip, 'a = ask("cats")\na')
+    assert res.success and isinstance(res.result, str) and res.result
+    res, _ = cell(ip, '%%epic\nboth = [ask("dogs"), ask("owls")]\nlen(both)\n')
+    assert res.result == 2 and len(ip.user_ns["_epic_last"].calls) == 2   # inlined: its calls are ours
+
+
+def test_value_out_var_and_semicolon(ip):
+    res, _ = cell(ip, '%%epic --out first_run\nllm("hello")\n')
+    assert isinstance(res.result, str)
+    assert ip.user_ns["first_run"] is ip.user_ns["_epic_last"] and ip.user_ns["first_run"].value == res.result
+    res, _ = cell(ip, '%%epic\nllm("quiet");\n')
+    assert res.success and res.result is None
+
+
+def test_sync_cell_magic_path(ip):
+    value = ip.run_cell_magic("epic", "--strategy sequential", 'xs = [llm(f"s{i}") for i in range(2)]\nlen(xs)\n')
+    assert value == 2 and ip.user_ns["_epic_last"].strategy == "sequential"
+
+
+# ---------------------------------------------------------------------------------------- errors
+def test_syntax_error_is_short_and_names_the_cell_line(ip):
+    res, out = cell(ip, "%%epic\nx = 1\nclass A:\n    pass\n")
+    err = res.error_in_exec
+    assert isinstance(err, EpicCellSyntaxError) and err.line == 3
+    assert "line 3" in out.stdout and "class" in out.stdout
+    assert "Traceback" not in out.stdout and "_magics.py" not in out.stdout
+    assert len(out.stdout.strip().splitlines()) <= 4
+
+
+def test_runtime_error_names_the_call_line_and_keeps_finished_work(ip):
+    cell(ip, "def boom(x):\n    raise ValueError('no ' + x[:5])\n")
+    res, out = cell(ip, '%%epic --out broken\ngood = llm("fine")\n\nbad = boom(good)\n[good, bad]\n')
+    err = res.error_in_exec
+    assert isinstance(err, EpicError) and not isinstance(err, EpicInterrupted)
+    assert "line 4" in out.stdout and "ValueError" in out.stdout and "Traceback" not in out.stdout
+    assert isinstance(ip.user_ns["good"], str) and "bad" not in ip.user_ns        # finished names are kept
+    assert ip.user_ns["broken"] is ip.user_ns["_epic_last"] and ip.user_ns["broken"].state == "failed"
+    res, _ = cell(ip, '%%epic\nllm("next cell works")\n')
+    assert res.success
+
+
+def test_bad_flags_are_usage_errors(ip):
+    res, out = cell(ip, "%%epic --bogus\nx = 1\n")
+    assert isinstance(res.error_in_exec, UsageError)
+    res, _ = cell(ip, "%%epic --backend nosuch\nx = 1\n")
+    assert isinstance(res.error_in_exec, UsageError) and "nosuch" in str(res.error_in_exec)
+    res, _ = cell(ip, "%%epic --strategy fastest\nx = 1\n")
+    assert isinstance(res.error_in_exec, UsageError)
+
+
+def test_cancelling_the_cell_cancels_calls_fast_and_keeps_results(ip):
+    magics = ip.magics_manager.registry["EpicMagics"]
+    cell(ip, "async def quick(x):\n    return x + '!'\n")
+    src = 'first = quick("go")\nmany = [llm(f"{first} slow {i}") for i in range(8)]\nmany\n'
+
+    async def main():
+        task = asyncio.ensure_future(magics.epic_async("--backend slow --no-cache", src))
+        await asyncio.sleep(0.3)
+        t0 = time.monotonic()
+        task.cancel()                                  # what ipykernel does on SIGINT
+        with pytest.raises(EpicInterrupted) as info:
+            await task
+        return info.value, time.monotonic() - t0
+
+    err, took = asyncio.run(main())
+    assert took < 1.0
+    lines = err._render_traceback_()
+    assert len(lines) == 1 and "1 call finished, 8 cancelled" in lines[0] and "_epic_last" in lines[0]
+    last = ip.user_ns["_epic_last"]
+    assert last.state == "cancelled" and [c.state for c in last.calls] == ["done"] + ["cancelled"] * 8
+    res, _ = cell(ip, '%%epic\nllm("still fine")\n')
+    assert res.success
+
+
+def test_ctrl_c_in_a_terminal_shell_cancels_calls(ip):
+    """The sync path: asyncio.run turns SIGINT into a cancel of the run and waits for it."""
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    t0 = time.monotonic()
+    res, out = cell(ip, '%%epic --backend stuck --no-cache\n[llm(f"t{i}") for i in range(3)]\n')
+    timer.join()
+    assert isinstance(res.error_in_exec, EpicInterrupted) and time.monotonic() - t0 < 3.0
+    assert "0 calls finished, 3 cancelled" in out.stdout and "Traceback" not in out.stdout
+    assert [c.state for c in ip.user_ns["_epic_last"].calls] == ["cancelled"] * 3
+
+
+# ---------------------------------------------------------------------------------- config/trace
+def test_config_sets_validates_and_shows(ip):
+    with capture_output() as out:
+        ip.run_line_magic("epic", "config")
+    assert "backend=sim" in out.stdout and "cache=on" in out.stdout
+    with pytest.raises(UsageError):
+        ip.run_line_magic("epic", "config strategy=fastest")
+    with pytest.raises(UsageError):
+        ip.run_line_magic("epic", "config colour=blue")
+    with pytest.raises(UsageError):
+        ip.run_line_magic("epic", "config backend=nosuch")
+    with capture_output():
+        ip.run_line_magic("epic", "config strategy=sequential cache=off")
+    try:
+        cell(ip, '%%epic\n[llm("c1"), llm("c2")]\n')
+        last = ip.user_ns["_epic_last"]
+        assert last.strategy == "sequential"
+        assert last.calls[0].end <= last.calls[1].start             # one at a time
+    finally:
+        with capture_output():
+            ip.run_line_magic("epic", "config strategy=opportunistic cache=on")
+
+
+def test_trace_shows_rules_calls_and_full_steps(ip, tmp_path):
+    cell(ip, '%%epic --trace full\nq = llm("traced")\nq\n')
+    report = ip.run_line_magic("epic", "trace")
+    text = repr(report)
+    assert "rules:" in text and "dispatch" in text and "steps:" in text and "traced" in text
+    bundle = report._repr_mimebundle_()
+    assert 'class="epic-live epic-snapshot"' in bundle["text/html"] and "epic-steps" in bundle["text/html"]
+    path = tmp_path / "trace.json"
+    with capture_output():
+        ip.run_line_magic("epic", f"trace {path}")
+    assert any(e.get("ph") == "X" for e in json.loads(path.read_text())["traceEvents"])
+    with pytest.raises(UsageError):
+        ip.run_line_magic("epic", "nonsense")
+
+
+# ----------------------------------------------------------------------------------------- views
+def test_html_and_text_views_display_snapshots(ip):
+    res, out = cell(ip, '%%epic --view html\nxs = [llm(f"h{i}") for i in range(3)]\nlen(xs)\n')
+    assert res.result == 3
+    html = [o.data["text/html"] for o in out.outputs if "text/html" in o.data]
+    assert html and 'data-state="done"' in html[-1] and html[-1].count("<tr data-state=") == 3
+    res, out = cell(ip, '%%epic --view text\nllm("t")\n')
+    assert "[done]" in out.stdout and " llm " in out.stdout
+
+
+def test_auto_view_outside_a_kernel_is_text(ip):
+    with capture_output():
+        ip.run_line_magic("epic", "config view=auto")
+    try:
+        _, out = cell(ip, '%%epic\nllm("auto")\n')
+        assert "[done]" in out.stdout
+    finally:
+        with capture_output():
+            ip.run_line_magic("epic", "config view=none")
+
+
+def test_unload_and_reload(ip):
+    ip.run_line_magic("unload_ext", "epic_kernel")
+    assert "epic" not in ip.magics_manager.magics["cell"]
+    assert epic_transform not in ip.input_transformers_cleanup
+    ip.run_line_magic("load_ext", "epic_kernel")
+    with capture_output():
+        ip.run_line_magic("epic", "config backend=sim view=none")
+    res, _ = cell(ip, '%%epic\nllm("back")\n')
+    assert res.success

@@ -1,0 +1,40 @@
+"""epic_kernel.widgets: the live view of a running epic program (installed from the top-level
+`widgets/` folder; see DESIGN.md section 6).
+
+    model = RunModel(title="cell 3")              # plain data, fed by runtime events
+    view = make_view("widget", model)            # or "html", "text", "none"
+    view.show(); await run_async(src, observers=[view.on_event]); view.finish(result)
+
+Nothing here is imported by the core; ipywidgets and anywidget are imported only when a widget
+view is made (`LiveWidget` is loaded on first access).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._coalesce import Coalescer
+from ._model import RunModel
+from ._snapshot import snapshot_html, snapshot_text
+from ._views import (
+    VIEW_KINDS,
+    HTMLView,
+    NullView,
+    RunView,
+    TextView,
+    WidgetView,
+    make_view,
+    resolve_view_kind,
+)
+
+__all__ = [
+    "VIEW_KINDS", "Coalescer", "HTMLView", "LiveWidget", "NullView", "RunModel", "RunView", "TextView",
+    "WidgetView", "make_view", "resolve_view_kind", "snapshot_html", "snapshot_text",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "LiveWidget":                   # imports anywidget + ipywidgets: only on demand
+        from ._live import LiveWidget
+        return LiveWidget
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,257 @@
+"""The live view's data: one plain-Python object per run, fed by runtime events, read by every view.
+
+`RunModel.on_event` is the observer passed to `run_async(observers=[...])`; it is called on the
+evaluator's loop thread for every event and must stay cheap, so it only records: CallRecords are
+kept by reference (the evaluator mutates them in place) and everything derived (counts, rows,
+timeline lanes) is computed in `snapshot()`, which the views call at most ~10 times a second.
+
+Ownership: only the loop thread that runs the program calls `on_event`; `snapshot()` is called on
+that thread while the run is live, and by the cell's thread after the run has ended.
+
+Skeleton-of-Thought panel. Programs may emit (through the evaluator's `emit`):
+    program.sot.question   data: text                  the question (optional)
+    program.sot.point      data: index, text           a skeleton point (re-sent as it streams: replaces)
+    program.sot.expansion  data: index, text | chunk   the expansion so far (`text` replaces,
+                                                       `chunk` appends); `done=True` marks it finished
+    program.sot.answer     data: text                  the assembled answer (optional)
+The panel appears as soon as one of these arrives.
+"""
+
+from __future__ import annotations
+
+import heapq
+import re
+from collections import deque
+from typing import Any
+
+__all__ = ["RunModel"]
+
+_FINISHED = ("done", "failed", "cancelled")
+
+
+class RunModel:
+    """Everything the views show about one run.
+
+    Parameters
+    ----------
+    title: a label for the header ("cell 12", a file name).
+    max_rows: calls in the live table: every failed and in-flight call first, then the latest
+        finished ones (the static snapshot at the end may ask for more).
+    max_bars: calls drawn in the timeline (the latest ones by dispatch order).
+    max_steps: the reduction trace keeps this many of the latest steps (with `--trace full`).
+    """
+
+    def __init__(self, *, title: str = "", strategy: str = "", backend: str = "", max_rows: int = 60,
+                 max_bars: int = 400, max_steps: int = 40):
+        self.title = title
+        self.strategy = strategy
+        self.backend = backend
+        self.max_rows = max_rows
+        self.max_bars = max_bars
+        self.state = "starting"          # starting -> running -> done | failed | cancelled
+        self.t0: float | None = None     # Event.t of run.start (the runtime clock)
+        self.t_end: float | None = None  # Event.t of run.end
+        self.now = 0.0                   # the latest event time seen: "now" for in-flight calls
+        self.calls: list[Any] = []       # CallRecords in dispatch order (mutated by the evaluator)
+        self.steps = 0
+        self.rules: dict[str, int] = {}
+        self.recent_steps: deque[tuple[int, str, str]] = deque(maxlen=max_steps)
+        self.full_trace = False          # set once a `step` event arrives (trace="full")
+        self.prints = 0
+        self.error = ""                  # one line, set when the run failed or was cancelled
+        self.sot_question = ""
+        self.sot_answer = ""
+        self.sot_points: dict[int, dict[str, Any]] = {}
+        self.changes = 0                 # bumped on every recorded event: views flush only when it moved
+
+    # ------------------------------------------------------------------------------------ events
+    def on_event(self, ev: Any) -> None:
+        """Record one runtime Event (called on the loop thread; never raises for unknown kinds)."""
+        kind = ev.kind
+        self.now = ev.t
+        self.changes += 1
+        if kind.startswith("call."):
+            if kind == "call.dispatch":
+                self.calls.append(ev.call)
+            return
+        if kind == "steps":
+            self.steps = ev.data.get("steps", self.steps)
+            self.rules = dict(ev.data.get("rules", self.rules))
+        elif kind == "quiescent":
+            self.steps = ev.data.get("steps", self.steps)
+        elif kind == "step":
+            self.full_trace = True
+            self.recent_steps.append((ev.data.get("step", 0), ev.data.get("rule", ""), ev.data.get("text", "")))
+        elif kind == "print":
+            self.prints += 1
+        elif kind == "run.start":
+            self.t0 = ev.t
+            self.state = "running"
+            self.strategy = self.strategy or ev.data.get("strategy", "")
+            self.backend = self.backend or _label(ev.data.get("backend", ""))
+        elif kind == "run.end":
+            self.t_end = ev.t
+            self.steps = ev.data.get("steps", self.steps)
+            if ev.data.get("error") == "cancelled":
+                self.state = "cancelled"
+            else:
+                self.state = "done" if ev.data.get("ok", True) else "failed"
+        elif kind.startswith("program.sot."):
+            self._on_sot(kind[len("program.sot."):], ev.data)
+
+    def _on_sot(self, what: str, data: dict[str, Any]) -> None:
+        if what == "question":
+            self.sot_question = str(data.get("text", ""))
+        elif what == "answer":
+            self.sot_answer = str(data.get("text", ""))
+        elif what in ("point", "expansion"):
+            index = int(data.get("index", len(self.sot_points) + 1))
+            point = self.sot_points.setdefault(index, {"index": index, "text": "", "expansion": "",
+                                                       "done": False})
+            if what == "point":
+                point["text"] = str(data.get("text", point["text"]))
+            elif "chunk" in data:
+                point["expansion"] += str(data["chunk"])
+            else:
+                point["expansion"] = str(data.get("text", point["expansion"]))
+            if data.get("done"):
+                point["done"] = True
+
+    def finish(self, result: Any = None, *, state: str | None = None, error: str = "") -> None:
+        """Fold in what only the caller knows at the end: the RunResult (final steps and rules) and
+        the outcome when the run never started or ended without a run.end event."""
+        if result is not None:
+            self.steps = result.steps
+            self.rules = dict(result.rules)
+            if not self.calls:
+                self.calls = list(result.calls)
+            if self.t0 is None:
+                self.t0 = result.start
+            if self.t_end is None:
+                self.t_end = result.start + result.elapsed
+        if state is not None:
+            self.state = state
+        elif self.state in ("starting", "running"):
+            self.state = "done"
+        if error:
+            self.error = error
+        self.changes += 1
+
+    # ---------------------------------------------------------------------------------- snapshot
+    @property
+    def finished(self) -> bool:
+        return self.state in _FINISHED
+
+    def elapsed(self, now: float | None = None) -> float:
+        if self.t0 is None:
+            return 0.0
+        end = self.t_end if self.t_end is not None else (now if now is not None else self.now)
+        return max(0.0, end - self.t0)
+
+    def snapshot(self, now: float | None = None, *, max_rows: int | None = None,
+                 max_bars: int | None = None) -> dict[str, Any]:
+        """JSON-ready state for the views: header, rows (calls table), bars (timeline), trace, sot.
+
+        `now` is the runtime clock's current time (in-flight calls are drawn up to it)."""
+        if now is None or self.t_end is not None:
+            now = self.t_end if self.t_end is not None else max(self.now, now or 0.0)
+        t0 = self.t0 if self.t0 is not None else (self.calls[0].start if self.calls else now)
+        elapsed = self.elapsed(now)
+        calls = self.calls
+        counts = dict.fromkeys(("queued", "running", "done", "failed", "cancelled"), 0)
+        cached = tokens_in = tokens_out = 0
+        busy = 0.0
+        batches = set()
+        for c in calls:
+            counts[c.state] = counts.get(c.state, 0) + 1
+            cached += c.cached
+            tokens_in += c.tokens_in
+            tokens_out += c.tokens_out
+            busy += (c.end if c.end is not None else now) - c.start
+            if c.batch_id is not None:
+                batches.add(c.batch_id)
+        rows = self._rows(calls, max_rows or self.max_rows, now)
+        header = {
+            "title": self.title, "state": self.state, "elapsed": round(elapsed, 3), "steps": self.steps,
+            "calls": len(calls), **counts, "cached": cached, "tokens_in": tokens_in, "tokens_out": tokens_out,
+            "parallelism": round(busy / elapsed, 2) if elapsed > 0 else 0.0, "batches": len(batches),
+            "strategy": self.strategy, "backend": self.backend, "error": self.error,
+            "rows_shown": len(rows), "prints": self.prints,
+        }
+        bars, lanes, bars_omitted = _bars(calls, max_bars or self.max_bars, t0, now)
+        header.update(lanes=lanes, bars_omitted=bars_omitted,
+                      span=round(max([elapsed] + [b[3] for b in bars]), 4))
+        return {
+            "header": header,
+            "rows": [_row(c, t0, now) for c in rows],
+            "bars": bars,
+            "trace": {"steps": self.steps, "rules": dict(self.rules), "full": self.full_trace,
+                      "recent": [list(s) for s in self.recent_steps]},
+            "sot": self._sot(),
+        }
+
+    def _rows(self, calls: list[Any], limit: int, now: float) -> list[Any]:
+        """Failed and in-flight calls first (at most `limit`), then the latest finished ones."""
+        if len(calls) <= limit:
+            return list(calls)
+        failed = [c for c in calls if c.state == "failed"][:limit // 4]
+        live = [c for c in calls if c.state not in _FINISHED][:limit - len(failed)]
+        room = limit - len(failed) - len(live)
+        chosen = {id(c) for c in failed} | {id(c) for c in live}
+        rest = [c for c in reversed(calls) if id(c) not in chosen and c.state != "failed"][:room]
+        return sorted(failed + live + rest, key=lambda c: c.id)
+
+    def _sot(self) -> dict[str, Any]:
+        if not (self.sot_points or self.sot_question or self.sot_answer):
+            return {}
+        points = [dict(p) for _, p in sorted(self.sot_points.items())]
+        return {"question": self.sot_question, "answer": self.sot_answer, "points": points}
+
+
+def _row(c: Any, t0: float, now: float) -> dict[str, Any]:
+    latency = (c.end if c.end is not None else now) - c.start
+    result = c.result_preview or (c.streamed[-120:] if c.streamed else "")
+    if c.state == "failed" and c.error is not None and not result:
+        result = f"{type(c.error).__name__}: {c.error}"
+    return {"id": c.id, "line": c.site_line, "fn": c.fn, "state": c.state, "batch": c.batch_id,
+            "tokens_in": c.tokens_in, "tokens_out": c.tokens_out, "start": round(c.start - t0, 4),
+            "latency": round(latency, 4), "cached": bool(c.cached), "prompt": _clip(c.args_preview, 160),
+            "result": _clip(result, 160)}
+
+
+def _bars(calls: list[Any], limit: int, t0: float, now: float) -> tuple[list[list[Any]], int, int]:
+    """Timeline bars `[id, lane, start, end, state, batch, fn, line]` (seconds since the run began),
+    packed greedily into lanes so overlapping calls sit on separate rows: the lane count is the peak
+    parallelism. Only the latest `limit` calls are drawn; the third value is how many were left out."""
+    shown = calls[-limit:] if len(calls) > limit else calls
+    free: list[tuple[float, int]] = []        # (end, lane) of lanes whose last call has ended
+    busy: list[tuple[float, int]] = []        # (end, lane) of lanes still occupied
+    lanes = 0
+    bars = []
+    for c in sorted(shown, key=lambda c: (c.start, c.id)):
+        start = c.start - t0
+        end = (c.end if c.end is not None else now) - t0
+        while busy and busy[0][0] <= start:
+            e, lane = heapq.heappop(busy)
+            heapq.heappush(free, (lane, lane))   # reuse the lowest free lane: a compact chart
+        if free:
+            _, lane = heapq.heappop(free)
+        else:
+            lane = lanes
+            lanes += 1
+        heapq.heappush(busy, (max(end, start), lane))
+        bars.append([c.id, lane, round(start, 4), round(max(end, start), 4), c.state, c.batch_id, c.fn,
+                     c.site_line])
+    bars.sort(key=lambda b: b[0])
+    return bars, lanes, len(calls) - len(shown)
+
+
+def _label(text: str) -> str:
+    """"<epic_kernel.llm.sim.SimBackend object at 0x..>" -> "SimBackend"."""
+    m = re.match(r"<([\w.]+) object at ", text)
+    return m.group(1).rsplit(".", 1)[-1] if m else text
+
+
+def _clip(text: str, n: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 1] + "…"

@@ -1,0 +1,260 @@
+// epic-kernel live view (anywidget ESM). Traits: header, rows, bars, trace, sot, cancellable.
+// Mirrors widgets/_snapshot.py (same class names and data-* attributes), but patches the DOM in
+// place, so scroll position and opened/closed panels survive updates.
+
+const STATE_COLORS = { queued: "#f9ab00", running: "#1a73e8", done: "#188038", failed: "#d93025",
+  cancelled: "#80868b" };
+const COLUMNS = ["id", "line", "fn", "state", "batch", "tokens", "latency", "prompt", "result"];
+const SVG = "http://www.w3.org/2000/svg";
+
+function batchColor(batch, state) {
+  if (state === "failed" || state === "cancelled" || state === "queued" || batch === null || batch === undefined) {
+    return STATE_COLORS[state] || "#80868b";
+  }
+  return `hsl(${(batch * 47) % 360},55%,${state === "done" ? 45 : 60}%)`;
+}
+
+function el(tag, cls, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+function panel(root, cls, open) {
+  const d = el("details", cls);
+  d.open = open;
+  const s = el("summary");
+  d.append(s);
+  root.append(d);
+  return [d, s];
+}
+
+function counts(h) {
+  const parts = [];
+  for (const k of ["queued", "running", "done", "failed", "cancelled", "cached"]) {
+    if (h[k] || k === "running" || k === "done") parts.push(`${h[k] || 0} ${k}`);
+  }
+  return `${h.calls || 0} calls: ${parts.join(", ")}`;
+}
+
+function rowCells(r) {
+  return [r.id, r.line ?? "", r.fn, r.state + (r.cached ? " (cached)" : ""), r.batch ?? "",
+    `${r.tokens_in}/${r.tokens_out}`, `${Number(r.latency).toFixed(3)} s`, r.prompt, r.result];
+}
+
+function guard(name, fn) {
+  return () => {
+    try { fn(); } catch (err) { console.error(`[epic] ${name} failed to render`, err); }
+  };
+}
+
+function render({ model, el: host }) {
+  const root = el("div", "epic-live");
+  host.append(root);
+
+  // header: status, counters, Cancel
+  const header = el("div", "epic-header");
+  const status = el("span", "epic-status");
+  const title = el("span", "epic-title");
+  const elapsed = el("span", "epic-elapsed");
+  const steps = el("span", "epic-steps");
+  const callCounts = el("span", "epic-counts");
+  const tokens = el("span", "epic-tokens");
+  const par = el("span", "epic-parallelism");
+  const config = el("span", "epic-config");
+  const cancel = el("button", "epic-cancel", "Cancel");
+  cancel.title = "cancel every in-flight call (finished results are kept)";
+  cancel.addEventListener("click", () => {
+    model.send({ type: "cancel" });
+    cancel.disabled = true;
+    cancel.textContent = "Cancelling…";
+  });
+  header.append(status, title, elapsed, steps, callCounts, tokens, par, config, cancel);
+  const error = el("div", "epic-error");
+  root.append(header, error);
+
+  // calls table
+  const [callsPanel, callsSummary] = panel(root, "epic-calls-panel", true);
+  const scroll = el("div", "epic-calls-scroll");
+  const table = el("table", "epic-calls");
+  const thead = el("thead");
+  const headRow = el("tr");
+  for (const c of COLUMNS) headRow.append(el("th", null, c));
+  thead.append(headRow);
+  const tbody = el("tbody");
+  table.append(thead, tbody);
+  const callsNote = el("div", "epic-note");
+  scroll.append(table);
+  callsPanel.append(scroll, callsNote);
+  const trs = new Map();  // call id -> <tr>, reused across updates
+
+  // timeline
+  const [timePanel, timeSummary] = panel(root, "epic-timeline-panel", true);
+  const svg = document.createElementNS(SVG, "svg");
+  svg.classList.add("epic-timeline");
+  const timeNote = el("div", "epic-note");
+  timePanel.append(svg, timeNote);
+
+  // reduction trace
+  const [tracePanel, traceSummary] = panel(root, "epic-trace-panel", false);
+  const rules = el("div", "epic-rules");
+  const stepList = el("ol", "epic-steps");
+  tracePanel.append(rules, stepList);
+
+  // Skeleton-of-Thought
+  const [sotPanel, sotSummary] = panel(root, "epic-sot", true);
+  const sotQuestion = el("div", "epic-question");
+  const sotList = el("ol");
+  const sotAnswer = el("div", "epic-answer");
+  sotPanel.append(sotQuestion, sotList, sotAnswer);
+
+  const drawHeader = guard("header", () => {
+    const h = model.get("header") || {};
+    const state = h.state || "starting";
+    root.dataset.state = state;
+    status.dataset.state = state;
+    status.textContent = state;
+    title.textContent = h.title || "";
+    elapsed.textContent = `${Number(h.elapsed || 0).toFixed(2)} s`;
+    steps.textContent = `${h.steps || 0} steps`;
+    callCounts.textContent = counts(h);
+    tokens.textContent = `tokens ${h.tokens_in || 0} in / ${h.tokens_out || 0} out`;
+    par.textContent = `parallelism ${Number(h.parallelism || 0).toFixed(1)}x`;
+    config.textContent = h.strategy || h.backend ? `${h.strategy || ""} · ${h.backend || ""}` : "";
+    error.textContent = h.error || "";
+    error.style.display = h.error ? "" : "none";
+    const live = state === "running" || state === "starting";
+    cancel.style.display = model.get("cancellable") && live ? "" : "none";
+    callsSummary.textContent = `Calls (${h.calls || 0})`;
+    const more = (h.calls || 0) - (h.rows_shown || 0);
+    callsNote.textContent = more > 0 ? `… ${more} more calls not shown (all are in _epic_last.calls)` : "";
+    callsPanel.style.display = h.calls ? "" : "none";
+  });
+
+  const drawRows = guard("calls table", () => {
+    const rows = model.get("rows") || [];
+    const keep = new Set();
+    const ordered = [];
+    for (const r of rows) {
+      keep.add(r.id);
+      let tr = trs.get(r.id);
+      if (!tr) {
+        tr = el("tr");
+        tr.dataset.id = r.id;
+        for (let i = 0; i < COLUMNS.length; i++) tr.append(el("td"));
+        trs.set(r.id, tr);
+      }
+      tr.dataset.state = r.state;
+      const cells = rowCells(r);
+      for (let i = 0; i < cells.length; i++) {
+        const td = tr.children[i];
+        const text = String(cells[i]);
+        if (td.textContent !== text) {
+          td.textContent = text;
+          if (i >= 7) td.title = text;
+        }
+      }
+      ordered.push(tr);
+    }
+    for (const id of [...trs.keys()]) if (!keep.has(id)) trs.delete(id);
+    tbody.replaceChildren(...ordered);
+  });
+
+  const drawBars = guard("timeline", () => {
+    const h = model.get("header") || {};
+    const bars = model.get("bars") || [];
+    timePanel.style.display = bars.length ? "" : "none";
+    const lanes = Math.max(1, h.lanes || 1);
+    const laneH = Math.max(2, Math.min(14, 240 / lanes));
+    const width = Math.max(320, Math.min(900, (host.clientWidth || 640) - 8));
+    const height = lanes * laneH + 16;
+    const span = h.span || 1e-9;
+    const scale = width / span;
+    svg.setAttribute("width", width);
+    svg.setAttribute("height", height);
+    svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+    const nodes = [];
+    for (const [id, lane, start, end, state, batch, fn, line] of bars) {
+      const r = document.createElementNS(SVG, "rect");
+      r.setAttribute("x", (start * scale).toFixed(1));
+      r.setAttribute("y", (lane * laneH).toFixed(1));
+      r.setAttribute("width", Math.max(1, (end - start) * scale).toFixed(1));
+      r.setAttribute("height", Math.max(1, laneH - 1).toFixed(1));
+      r.setAttribute("fill", batchColor(batch, state));
+      r.dataset.state = state;
+      r.dataset.id = id;
+      const tip = document.createElementNS(SVG, "title");
+      tip.textContent = `#${id} ${fn} line ${line} ${state} ${start.toFixed(3)}-${end.toFixed(3)} s` +
+        (batch !== null && batch !== undefined ? ` batch ${batch}` : "");
+      r.append(tip);
+      nodes.push(r);
+    }
+    for (const [x, anchor, text] of [[0, "start", "0 s"], [width, "end", `${span.toFixed(2)} s`]]) {
+      const t = document.createElementNS(SVG, "text");
+      t.setAttribute("x", x);
+      t.setAttribute("y", height - 3);
+      t.setAttribute("font-size", "10");
+      t.setAttribute("text-anchor", anchor);
+      t.textContent = text;
+      nodes.push(t);
+    }
+    svg.replaceChildren(...nodes);
+    timeSummary.textContent = `Timeline (${lanes} lanes)`;
+    timeNote.textContent = h.bars_omitted ? `first ${h.bars_omitted} calls not drawn` : "";
+  });
+
+  const drawTrace = guard("trace", () => {
+    const t = model.get("trace") || {};
+    traceSummary.textContent = `Reduction trace (${t.steps || 0} steps)`;
+    const spans = [];
+    for (const [rule, n] of Object.entries(t.rules || {})) {
+      if (!n) continue;
+      const s = el("span", null, `${rule} ${n}`);
+      s.dataset.rule = rule;
+      spans.push(s);
+    }
+    rules.replaceChildren(...spans);
+    const items = (t.recent || []).map(([n, rule, text]) => {
+      const li = el("li", null, `${rule}: ${text}`);
+      li.value = n;
+      return li;
+    });
+    stepList.replaceChildren(...items);
+    stepList.style.display = items.length ? "" : "none";
+    stepList.scrollTop = stepList.scrollHeight;
+  });
+
+  const drawSot = guard("skeleton", () => {
+    const s = model.get("sot") || {};
+    const points = s.points || [];
+    sotPanel.style.display = points.length || s.question || s.answer ? "" : "none";
+    sotSummary.textContent = `Skeleton-of-Thought (${points.length} points)`;
+    sotQuestion.textContent = s.question || "";
+    sotAnswer.textContent = s.answer || "";
+    const items = points.map((p) => {
+      const li = el("li");
+      li.value = p.index;
+      li.dataset.index = p.index;
+      li.dataset.state = p.done ? "done" : "running";
+      li.append(el("b", null, p.text), el("div", "epic-expansion", p.expansion));
+      return li;
+    });
+    sotList.replaceChildren(...items);
+  });
+
+  const drawAll = () => { drawHeader(); drawRows(); drawBars(); drawTrace(); drawSot(); };
+  drawAll();
+  const handlers = [
+    ["change:header", () => { drawHeader(); drawBars(); }],
+    ["change:cancellable", drawHeader],
+    ["change:rows", drawRows],
+    ["change:bars", drawBars],
+    ["change:trace", drawTrace],
+    ["change:sot", drawSot],
+  ];
+  for (const [ev, fn] of handlers) model.on(ev, fn);
+  return () => { for (const [ev, fn] of handlers) model.off(ev, fn); };
+}
+
+export default { render };
