@@ -208,8 +208,12 @@ class Batcher:
         return ticket
 
     def flush(self) -> None:
-        """Start a batch now instead of waiting for the timer (every feeding run is quiescent)."""
+        """Start a batch now instead of waiting for the timer (every feeding run is quiescent).
+        With nothing pending it does nothing: a standing flush would start the next batch with
+        whichever request happened to arrive first."""
         with self._cond:
+            if not self._pending:
+                return
             self._flush_requested = True
             self._cond.notify()
 

@@ -210,8 +210,18 @@ class Evaluator:
         if busy == self._busy:
             return
         self._busy = busy
-        for f in self._feeders:
-            f.busy() if busy else f.quiescent()
+        if busy:
+            for f in self._feeders:
+                f.busy()
+        elif self._feeders and self.loop is not None:
+            # after the tasks just dispatched have run their first step (and so submitted their
+            # requests): a flush before that would start a batch with only the first arrivals
+            self.loop.call_soon(self._notify_quiescent)
+
+    def _notify_quiescent(self) -> None:
+        if not self._busy:
+            for f in self._feeders:
+                f.quiescent()
 
     # ----------------------------------------------------------------------------- cell plumbing
     def bind(self, cell: Cell, v: Any) -> None:
