@@ -356,7 +356,11 @@ def test_serves_the_tiny_transformers_model(tiny_model_dir):
                 return c.chat.completions.create(model="m", messages=msgs, max_tokens=6,
                                                  temperature=0).choices[0].message.content
 
+            be.batcher.reset_stats()
             with ThreadPoolExecutor(4) as pool:
                 assert list(pool.map(one, range(4))) == expected
+            stats = httpx2.get(s.url + "/v1/stats").json()["stats"]
+            assert stats["requests"] == 4 and stats["finished"] == 4
+            assert stats["batch_sizes"] and max(map(int, stats["batch_sizes"])) >= 1
     finally:
         be.close()

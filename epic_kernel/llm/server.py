@@ -162,6 +162,15 @@ class _App:
     async def health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok", "backend": self.backend.describe(), "model": self.model_name})
 
+    async def stats(self, request: Request) -> Response:
+        """The shared batcher's counters (batches, steps, rows per decode step): how operators and
+        benchmarks see that requests from different clients are decoded together."""
+        if not self._authorized(request):
+            return _unauthorized()
+        fn = getattr(self.backend, "stats", None)
+        data = fn() if callable(fn) else {}
+        return JSONResponse({"backend": self.backend.describe(), "stats": data})
+
     async def models(self, request: Request) -> Response:
         if not self._authorized(request):
             return _unauthorized()
@@ -343,7 +352,7 @@ def create_app(backend: Backend, api_key: str | None = None, model_name: str | N
     async def internal_error(request: Request, exc: Exception) -> Response:
         return _error(500, f"internal server error: {type(exc).__name__}: {exc}", "server_error")
 
-    routes = [Route("/health", h.health), Route("/v1/models", h.models),
+    routes = [Route("/health", h.health), Route("/v1/models", h.models), Route("/v1/stats", h.stats),
               Route("/v1/chat/completions", h.chat, methods=["POST"]),
               Route("/v1/completions", h.completions, methods=["POST"])]
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: internal_error})
