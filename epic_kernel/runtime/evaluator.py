@@ -23,6 +23,7 @@ import asyncio
 import builtins as _py_builtins
 import contextvars
 import gc
+import inspect
 import itertools
 import random
 import reprlib
@@ -558,7 +559,7 @@ class Evaluator:
         except Exception as e:
             self.fail(node, e)
             return
-        if asyncio.iscoroutine(r) or isinstance(r, asyncio.Future) or hasattr(r, "__anext__"):
+        if inspect.isawaitable(r) or hasattr(r, "__anext__"):
             self.n_delta -= 1                         # an awaitable or an async generator (a stream)
             self._dispatch(f, pos, kw, node, ASYNC, awaitable=r)
             return
