@@ -146,6 +146,9 @@ def comprehension(self, gens: list[ast.comprehension], elt, line: int | None) ->
 
     def body(c, pvars: list[Var]) -> Var:
         c.bind(g.target, pvars[0])
+        # the comprehension's own variables: a lambda in it reads these, whatever the enclosing scope
+        # assigns to the same names later
+        c.tr.comp_vars.update(c.env[n.id] for n in ast.walk(g.target) if isinstance(n, ast.Name))
         if rest:
             inner = c.thunk(c.child(), "inner", line, lambda cc: cc.comprehension(rest, elt, line))
             if not g.ifs:

@@ -8,6 +8,7 @@ Every operand is a variable; a statement binds fresh variables:
     unpack (y1..ym) := p                      projection
     prim   y := <host value>                  str, int, None, host callables, intrinsics
     global y := NAME                          looked up in the host namespace at instantiation
+    global? y := NAME                         a *soft* lookup: a missing name is an error only if used
 
 (`task` exists only at run time: a dispatched external call.) `io` is the implicit token the
 translator threads through calls that may print, so output appears in program order while nothing
@@ -45,9 +46,15 @@ class Prim(Stmt):
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Global(Stmt):
+    """`out := NAME` from the host namespace. A *hard* lookup is a name the program reads: missing, it
+    is a NameError at once (as in Python, even if the value goes unused). A *soft* one is the
+    translator's own, for a name carried out of a branch or loop (an SSA join, a loop state, a
+    completion record) that may never have been assigned: missing, it fails only where it is used."""
+
     out: Var
     name: str
     line: int | None = None
+    soft: bool = False
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -117,8 +124,8 @@ def pretty(fn: Function, indent: int = 0) -> str:
         match s:
             case Prim(out, value):
                 lines.append(f"{inner}{out!r} := {_fmt_value(value)}")
-            case Global(out, name):
-                lines.append(f"{inner}{out!r} := global {name}")
+            case Global(out, name, _, soft):
+                lines.append(f"{inner}{out!r} := global{'?' if soft else ''} {name}")
             case Pack(out, items, kind):
                 br = "[]" if kind == "list" else "()"
                 lines.append(f"{inner}{out!r} := {br[0]}{', '.join(map(repr, items))}{br[1]}")

@@ -11,6 +11,29 @@ that can exit early is a recursive closure whose body returns a *completion reco
 once the exit test is known (no speculative calls). The same records carry an early `return` out of
 nested branches: after a statement that may exit, the rest of the block becomes a continuation thunk
 chosen by `%is_normal(kind)`.
+
+Scoping: closures capture *values* when they are defined. There is no mutable global store: a
+function's free names are the enclosing scope's SSA variables as they stand at its `def`/`lambda`
+(names nobody in the program assigns are looked up in the host namespace). Where that would differ
+from Python's late binding, because the enclosing scope (re)assigns a name the function reads after
+the definition (by source order: assignment, augmented assignment, a `for` target, `xs.append(...)`),
+the translator raises EpicSyntaxError ("late binding") at the read instead of computing another
+value. `def`s bound once at the top level of a block are letrec (visible before their statement, so
+mutual recursion works), and any `def` can call itself.
+
+One difference is deliberate and not an error: each loop iteration and each comprehension element
+binds its own value (values are immutable), so
+
+    [f(0) for f in [lambda x: x + i for i in range(3)]]
+
+is [0, 1, 2] in epic but [2, 2, 2] in Python (whose lambdas all see the last `i`); likewise a
+`def`/`lambda` made in a loop body sees that iteration's loop variable (and the names assigned
+before it in that iteration), not the values of the last iteration.
+
+Name lookups in the host namespace (`Global`) are *hard* for a name the user's code reads (missing,
+it is a NameError at once, as in Python) and *soft* for the translator's own reads of names it
+carries out of branches and loops (SSA joins, loop state, completion records): such a name may never
+have been assigned, and is an error only where it is used.
 """
 
 from __future__ import annotations
@@ -33,6 +56,9 @@ IO = "%io"
 REBINDING_METHODS = {"append": "append", "extend": "extend"}
 
 
+Pos = tuple[int, int]          # (line, col) in the parsed source: source order
+
+
 @dataclass
 class PyScope:
     """One Python function scope: which names are local (assigned anywhere in it) and the
@@ -42,6 +68,20 @@ class PyScope:
     outer_env: dict[str, Var] | None
     outer: PyScope | None
     top: bool = False              # the program itself: an unassigned name is the notebook's global
+    name: str = ""                 # the function's name ("<lambda>", "<program>")
+    node: ast.AST | None = None    # its `def`/`lambda` (where it captures the enclosing scope's values)
+    body: list[ast.stmt] = field(default_factory=list)
+    letrec: set[str] = field(default_factory=set)      # defs visible before their statement
+    _points: dict[str, list[Pos]] | None = field(default=None, repr=False)
+
+    def binding_points(self) -> dict[str, list[Pos]]:
+        """name -> the source positions at which this scope (re)binds it."""
+        if self._points is None:
+            self._points = _binding_points(self.body)
+        return self._points
+
+    def who(self) -> str:
+        return "the lambda" if self.name == "<lambda>" else f"`{self.name}`"
 
 
 @dataclass
@@ -108,28 +148,59 @@ class Builder:
         return self.call(sel, [], line=line, name="branch")
 
     # -- names ---------------------------------------------------------------------------------------
-    def lookup(self, name: str, node: ast.AST) -> Var:
+    def lookup(self, name: str, node: ast.AST, soft: bool = False) -> Var:
+        """The variable for `name` here. `soft`: the translator's own read of a name it carries out of
+        a branch or loop (not one the user wrote), which may never have been assigned."""
         if name in self.env:
             return self.env[name]
         if name in self.scope.locals and not self.scope.top:
             return self.prim(Unbound(name))
         scope = self.scope
         while scope.outer_env is not None:
-            if name in scope.outer_env:
-                return scope.outer_env[name]
-            scope = scope.outer
-            if name in scope.locals and not scope.top:        # assigned later in the enclosing function: Python would late-bind
-                raise self.tr.error(node, "a nested function reads a name before it is assigned",
-                                    f"assign {name!r} before the `def`/`lambda` that uses it")
-        return self._global(name, node)
+            owner = scope.outer
+            found = scope.outer_env.get(name)
+            if not soft:
+                self._check_late(name, node, scope, owner, found)
+            if found is not None:
+                return found
+            scope = owner
+        return self._global(name, node, soft)
 
-    def _global(self, name: str, node: ast.AST) -> Var:
-        key = ("global", name)
-        if key in self.consts:
-            return self.consts[key]
+    def _check_late(self, name: str, node: ast.AST, scope: PyScope, owner: PyScope, found: Var | None) -> None:
+        """A function (`self.scope`, inside `scope`, a function defined in `owner`) reads `name`: reject
+        it if `owner` (re)assigns `name` after that definition. Epic functions capture values when they
+        are defined; Python would read the name when the function runs (late binding)."""
+        if found is not None and found in self.tr.comp_vars:
+            return                         # a comprehension's own variable shadows the owner's name
+        if name in owner.letrec:
+            return                         # a def bound once, visible before its statement (letrec)
+        at = _pos(scope.node)
+        late = at is not None and any(p > at for p in owner.binding_points().get(name, ()))
+        if not late and (found is not None or owner.top or name not in owner.locals):
+            return
+        reader = self.scope.who()
+        definer = scope.who()
+        whose = "the program" if owner.top else owner.who()
+        if late:
+            verb = "reassigns" if found is not None else "assigns"
+            message = f"{reader} reads `{name}`, which {whose} {verb} after {definer} is defined"
+        else:
+            message = f"{reader} reads `{name}`, a local of {whose} that has no value when {definer} is defined"
+        where = "the lambda" if isinstance(scope.node, ast.Lambda) else "the def"
+        raise self.tr.error(node, message,
+                            f"assign {name} before {where} (epic functions capture values when they are "
+                            f"defined), or pass it as an argument", construct="late binding")
+
+    def _global(self, name: str, node: ast.AST, soft: bool = False) -> Var:
+        """A host-namespace lookup, once per builder: a soft one reuses a hard one, never the reverse
+        (a hard lookup must report a missing name even where a soft one already looked it up)."""
+        hard_key, soft_key = ("global", name), ("global?", name)
+        for key in ((hard_key, soft_key) if soft else (hard_key,)):
+            if key in self.consts:
+                return self.consts[key]
         v = self.tr.var(name)
-        self.emit(Global(v, name, self.tr.line(node)))
-        self.consts[key] = v
+        self.emit(Global(v, name, self.tr.line(node), soft))
+        self.consts[soft_key if soft else hard_key] = v
         return v
 
     def child(self, scope: PyScope | None = None, env: dict[str, Var] | None = None) -> Builder:
@@ -152,6 +223,7 @@ class Translator:
         self.line_offset = first_line - 1
         self._next = 0
         self.uses_io = False
+        self.comp_vars: set[Var] = set()     # variables bound by comprehension targets (their own scope)
 
     def var(self, name: str = "") -> Var:
         self._next += 1
@@ -171,11 +243,17 @@ class Translator:
 
     # ======================================================================================= functions
     def function(self, name: str, args: ast.arguments | None, body: list[ast.stmt], node: ast.AST,
-                 outer: Builder | None, *, is_lambda: bool = False, top: bool = False) -> tuple[Function, list[Var]]:
-        """Compile a Python function (or the program itself when `top`). Returns it and its default vars."""
+                 outer: Builder | None, *, is_lambda: bool = False, top: bool = False,
+                 itself: Var | None = None) -> tuple[Function, list[Var]]:
+        """Compile a Python function (or the program itself when `top`). Returns it and its default vars.
+        `itself`: the variable the `def` binds, visible to the body (so the function can call itself)."""
         params = _param_names(self, args, node) if args else []
         local_names = set(params) | _assigned(body)
-        scope = PyScope(local_names, outer.env if outer else None, outer.scope if outer else None, top)
+        outer_env = None
+        if outer is not None:
+            outer_env = outer.env if itself is None else {**outer.env, name: itself}
+        scope = PyScope(local_names, outer_env, outer.scope if outer else None, top, name=name, node=node,
+                        body=body)
         io_in = self.var(IO)
         pvars = [self.var(p) for p in params]
         env = dict(zip(params, pvars, strict=True))
@@ -210,7 +288,7 @@ class Translator:
         for s in body:
             if isinstance(s, ast.FunctionDef) and counts.get(s.name) == 1 and not _assigned_nested(body, s.name):
                 b.env[s.name] = self.var(s.name)
-                b.tr_letrec = getattr(b, "tr_letrec", set()) | {s.name}
+                b.scope.letrec.add(s.name)
 
 
 def _param_names(tr: Translator, args: ast.arguments, node: ast.AST) -> list[str]:
@@ -230,6 +308,40 @@ def _assigned(stmts: list[ast.stmt]) -> set[str]:
             out.add(node.name)
         elif isinstance(node, ast.Expr) and _rebinding_call(node.value):
             out.add(node.value.func.value.id)
+    return out
+
+
+def _pos(node: ast.AST | None) -> Pos | None:
+    line = getattr(node, "lineno", None)
+    return None if line is None else (line, getattr(node, "col_offset", 0))
+
+
+def _binding_points(stmts: list[ast.stmt]) -> dict[str, list[Pos]]:
+    """Where a block (re)binds each name, in source positions, not looking inside nested functions or
+    comprehensions. An assignment binds at the end of its statement (its value, which may hold a
+    lambda, is evaluated first); a `for` target where it is written (before the body); a `def` its
+    name where it starts (the body may call the function itself)."""
+    out: dict[str, list[Pos]] = {}
+
+    def add(target: ast.AST, at: Pos) -> None:
+        for n in ast.walk(target):
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
+                out.setdefault(n.id, []).append(at)
+
+    for node in walk_local(stmts):
+        end = (getattr(node, "end_lineno", None) or 0, getattr(node, "end_col_offset", None) or 0)
+        match node:
+            case ast.Assign(targets=targets):
+                for t in targets:
+                    add(t, end)
+            case ast.AugAssign(target=t) | ast.AnnAssign(target=t):
+                add(t, end)
+            case ast.For(target=t):
+                add(t, _pos(t))
+            case ast.FunctionDef(name=name):
+                out.setdefault(name, []).append(_pos(node))
+            case ast.Expr(value=value) if _rebinding_call(value):
+                out.setdefault(value.func.value.id, []).append(end)
     return out
 
 
@@ -349,12 +461,12 @@ def _block_x(self: Builder, stmts: list[ast.stmt], carried: list[str]) -> Var:
             if not rest:
                 if names == carried:
                     return rec
-                return self.pack([kind, value, *[self.lookup(n, s) for n in carried]], line=line)
+                return self.pack([kind, value, *[self.lookup(n, s, soft=True) for n in carried]], line=line)
             normal = self.intrinsic("is_normal", [kind], line)
             # the fill callbacks run inside thunk() before this iteration returns: late binding is safe
             cont_fn = self.thunk(self.child(), "rest", line, lambda c: c.block_x(rest, carried))  # noqa: B023
             exit_fn = self.thunk(self.child(), "exit", line,
-                                 lambda c: c.pack([kind, value, *[c.lookup(n, s) for n in carried]],  # noqa: B023
+                                 lambda c: c.pack([kind, value, *[c.lookup(n, s, soft=True) for n in carried]],  # noqa: B023
                                                   line=line))  # noqa: B023
             return self.select(normal, cont_fn, exit_fn, line)
         self.stmt(s)
@@ -367,8 +479,8 @@ def _select_call(self: Builder, church: Var, then_fn: Var, else_fn: Var, line: i
 
 
 def _record(self: Builder, kind: int, value: Var, carried: list[str], line: int | None) -> Var:
-    node = ast.Name(id="?", lineno=line)
-    return self.pack([self.prim(kind), value, *[self.lookup(n, node) for n in carried]], line=line)
+    node = ast.Name(id="?", lineno=line - self.tr.line_offset if line else None)
+    return self.pack([self.prim(kind), value, *[self.lookup(n, node, soft=True) for n in carried]], line=line)
 
 
 def _thunk(self: Builder, child: Builder, name: str, line: int | None, fill) -> Var:
@@ -469,9 +581,11 @@ def _funcdef(self: Builder, s: ast.FunctionDef) -> None:
         raise self.tr.error(s.decorator_list[0], "decorators are not supported on functions inside epic code",
                             "decorate a Python function instead, or call the decorator explicitly",
                             construct="decorator")
-    fn, defaults = self.tr.function(s.name, s.args, s.body, s, self)
-    preset = self.env.get(s.name) if s.name in getattr(self, "tr_letrec", ()) else None
-    self.env[s.name] = self.define(fn, defaults, out=preset)
+    # a letrec def's variable is already bound; any other def's is made here, before its body is
+    # compiled, so the body can call the function itself (recursion), as in Python
+    out = self.env[s.name] if s.name in self.scope.letrec else self.tr.var(s.name)
+    fn, defaults = self.tr.function(s.name, s.args, s.body, s, self, itself=out)
+    self.env[s.name] = self.define(fn, defaults, out=out)
 
 
 # ------------------------------------------------------------------------------------ compound
@@ -484,7 +598,7 @@ def _if_stmt(self: Builder, s: ast.If) -> None:
     def arm(stmts):
         def fill(c: Builder) -> Var:
             c.block(stmts)
-            return c.pack([c.lookup(n, s) for n in names], line=line)
+            return c.pack([c.lookup(n, s, soft=True) for n in names], line=line)
         return self.thunk(self.child(), "then" if stmts is s.body else "else", line, fill)
 
     r = self.branch(test, arm(s.body), arm(s.orelse), line)
@@ -540,7 +654,8 @@ def _loop_x(self: Builder, s: ast.For | ast.While, names: list[str]) -> Var:
                              cb.thunk(cb.child(), "stop", line, stop), line)
 
         def done(cd: Builder) -> Var:
-            return cd.pack([cd.prim(NORMAL), cd.prim(None), *[cd.lookup(n, s) for n in names]], line=line)
+            return cd.pack([cd.prim(NORMAL), cd.prim(None), *[cd.lookup(n, s, soft=True) for n in names]],
+                           line=line)
 
         if is_for:
             has, x, nxt = c.unpack(c.intrinsic("next", [pvars[0]], line), ["has", "x", "next"], line)
@@ -554,7 +669,7 @@ def _loop_x(self: Builder, s: ast.For | ast.While, names: list[str]) -> Var:
     fn = self.lambda_fn("loop", params, line, iteration)
     self.define(fn, out=loop_var)
     start = ([self.intrinsic("iter", [self.expr(s.iter)], line)] if is_for else [])
-    return self.call(loop_var, start + [self.lookup(n, s) for n in names], line=line, name="loop")
+    return self.call(loop_var, start + [self.lookup(n, s, soft=True) for n in names], line=line, name="loop")
 
 
 def _for_stmt(self: Builder, s: ast.For) -> None:
@@ -570,7 +685,7 @@ def _for_stmt(self: Builder, s: ast.For) -> None:
             self.env[n] = v
         return
     xs = self.expr(s.iter)
-    state0 = self.pack([self.lookup(n, s) for n in names], line=line)
+    state0 = self.pack([self.lookup(n, s, soft=True) for n in names], line=line)
 
     def step(c: Builder, pvars: list[Var]) -> Var:
         st, x = pvars
@@ -578,7 +693,7 @@ def _for_stmt(self: Builder, s: ast.For) -> None:
             c.env[n] = v
         c.bind(s.target, x)
         c.block(s.body)
-        return c.pack([c.lookup(n, s) for n in names], line=line)
+        return c.pack([c.lookup(n, s, soft=True) for n in names], line=line)
 
     step_fn = self.define(self.lambda_fn("step", ["%state", "%x"], line, step))
     final = self.call(self.op("fold"), [xs, state0, step_fn], line=line, name="for")
