@@ -11,8 +11,13 @@ alternate which of the two goes first; medians of `--reps`.
   /v1/chat/completions (the same text as one user message, through the chat template).
 * EOS: the server has no flag to ignore EOS, so both sides stop at EOS and tokens/s counts the
   tokens actually generated (`usage.completion_tokens` vs `tokens_out`); the texts are compared too.
-* batches: the server exposes no batcher stats (no endpoint; /health gives only the backend's
-  description), so batch sharing is inferred from timing: (a) the spread of the 32 end times
+* batches, observed: GET /v1/stats (the shared batcher's counters) is read before and after every
+  round and the difference is reported: decode steps by rows in the batch (a histogram), mean rows
+  per decode step, batches, prefills, merges, requests and tokens. The in-process backend's
+  `stats()` is diffed the same way, so both sides' batching is compared directly. The counters are
+  cumulative (there is no HTTP reset), so a round's figures are after - before, read once the
+  round's requests are all counted as finished.
+* batches, from timing (secondary, kept as a cross-check): (a) the spread of the 32 end times
   against one decode step, (b) a control round with the 4 clients one after another, (c) a
   streaming round whose per-token arrival times, clustered, show how many requests (and from how
   many client processes) received a token in the same decode step.
@@ -96,6 +101,80 @@ def stop_server(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+
+
+# ------------------------------------------------------------------------------------------ batcher stats
+COUNTERS = ("requests", "finished", "cancelled", "batches", "prefills", "merges", "reprefills", "steps",
+            "tokens_out")
+
+
+def server_stats(port: int) -> dict:
+    """The server's batcher counters: GET /v1/stats -> {"backend": ..., "stats": {...}}."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/stats", timeout=10) as r:
+        return json.loads(r.read())["stats"]
+
+
+def settled(read, before: dict, expect: int, timeout: float = 5.0) -> dict:
+    """Counters once the round's `expect` requests are counted finished and nothing is running.
+    A response can reach its client a moment before the batcher bumps "finished"; poll briefly."""
+    t0 = time.monotonic()
+    while True:
+        after = read()
+        done = after.get("finished", 0) + after.get("cancelled", 0) - before.get("finished", 0) \
+            - before.get("cancelled", 0)
+        if (done >= expect and not after.get("running") and not after.get("pending")) \
+                or time.monotonic() - t0 > timeout:
+            return after
+        time.sleep(0.02)
+
+
+def stats_delta(before: dict, after: dict) -> dict:
+    """What one round did: counter differences and its histogram of rows per decode step."""
+    out = {k: after.get(k, 0) - before.get(k, 0) for k in COUNTERS if k in after}
+    b = {int(k): v for k, v in (before.get("batch_sizes") or {}).items()}
+    a = {int(k): v for k, v in (after.get("batch_sizes") or {}).items()}
+    hist = {k: a.get(k, 0) - b.get(k, 0) for k in sorted(set(a) | set(b))}
+    hist = {k: v for k, v in hist.items() if v}
+    steps = sum(hist.values())
+    out["batch_sizes"] = hist
+    out["decode_steps"] = steps
+    out["mean_rows_per_step"] = round(sum(k * v for k, v in hist.items()) / steps, 2) if steps else 0.0
+    out["max_rows"] = max(hist, default=0)
+    return out
+
+
+def observe(read, expect: int, run):
+    """Run `run()` between two reads of the counters; returns (run's result, the round's delta)."""
+    before = read()
+    got = run()
+    return got, stats_delta(before, settled(read, before, expect))
+
+
+def merge_hists(deltas: list[dict]) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for d in deltas:
+        for k, v in d["batch_sizes"].items():
+            out[k] = out.get(k, 0) + v
+    return dict(sorted(out.items()))
+
+
+def observed_summary(deltas: list[dict]) -> dict:
+    """Rounds together: the summed histogram, mean rows per step over all steps, per-round counts."""
+    hist = merge_hists(deltas)
+    steps = sum(hist.values())
+    return {"batch_sizes": hist, "decode_steps": steps,
+            "mean_rows_per_step": round(sum(k * v for k, v in hist.items()) / steps, 2) if steps else 0.0,
+            "max_rows": max(hist, default=0),
+            **{f"{k}_per_round": [d.get(k, 0) for d in deltas] for k in
+               ("requests", "finished", "batches", "prefills", "merges", "reprefills", "decode_steps",
+                "tokens_out")},
+            "mean_rows_per_step_per_round": [d["mean_rows_per_step"] for d in deltas],
+            "rounds": deltas}
+
+
+def fmt_hist(h: dict) -> str:
+    """{32: 31, 30: 1} -> '32x31, 30x1' (rows x decode steps), largest batches first."""
+    return ", ".join(f"{k}x{v}" for k, v in sorted(((int(k), v) for k, v in h.items()), reverse=True)) or "-"
 
 
 # ------------------------------------------------------------------------------------------ clients
@@ -282,6 +361,11 @@ def bench(model: str, reps: int, out: Path) -> dict:
         backend = TransformersBackend(model, max_batch_size=N)       # EOS honoured, like the server
         texts = make_prompts(backend.batcher.tokenizer, N)
         clients = Clients(base_url, model, texts)
+
+        def srv_read() -> dict:
+            return server_stats(port)
+
+        inp_read = backend.stats
         res: dict = {"model": model, "clients": CLIENTS, "per_client": PER_CLIENT, "N": N, "new_tokens": NEW,
                      "reps": reps, "server_start_s": round(server_start_s, 2),
                      "server_cmd": " ".join([Path(epic_command()[0]).name, *epic_command()[1:], "serve",
@@ -294,13 +378,16 @@ def bench(model: str, reps: int, out: Path) -> dict:
             asyncio.run(inproc_burst(backend, reqs[ep]))
         for ep in ENDPOINTS:
             server_rounds, inproc_walls, inproc_toks, same_text = [], [], [], []
+            srv_obs, inp_obs = [], []
             for rep in range(reps):
                 first_inproc = rep % 2 == 1
                 if first_inproc:
-                    wall_i, rs = asyncio.run(inproc_burst(backend, reqs[ep]))
-                rows = clients.round(ep)
+                    (wall_i, rs), oi = observe(inp_read, N, lambda ep=ep: asyncio.run(inproc_burst(backend, reqs[ep])))
+                rows, os_ = observe(srv_read, N, lambda ep=ep: clients.round(ep))
                 if not first_inproc:
-                    wall_i, rs = asyncio.run(inproc_burst(backend, reqs[ep]))
+                    (wall_i, rs), oi = observe(inp_read, N, lambda ep=ep: asyncio.run(inproc_burst(backend, reqs[ep])))
+                srv_obs.append(os_)
+                inp_obs.append(oi)
                 s = summarize_round(rows)
                 server_rounds.append(s)
                 inproc_walls.append(wall_i)
@@ -311,6 +398,11 @@ def bench(model: str, reps: int, out: Path) -> dict:
                       f"{s['end_spread_s'] * 1000:.1f} ms) | in-process {wall_i:.3f}s "
                       f"({inproc_toks[-1] / wall_i:.0f} tok/s, {inproc_toks[-1]} tok) | same text {same_text[-1]}/{N}",
                       flush=True)
+                print(f"    observed rows per decode step: server [{fmt_hist(os_['batch_sizes'])}] mean "
+                      f"{os_['mean_rows_per_step']}, {os_['batches']} batch(es), {os_['prefills']} prefill(s), "
+                      f"{os_['merges']} merge(s), {os_['requests']} requests | in-process "
+                      f"[{fmt_hist(oi['batch_sizes'])}] mean {oi['mean_rows_per_step']}, {oi['batches']} batch(es), "
+                      f"{oi['prefills']} prefill(s)", flush=True)
             wall_s = med([r["wall_s"] for r in server_rounds])
             tok_server = med([r["tok_s"] for r in server_rounds])
             tok_inproc = med([t / w for t, w in zip(inproc_toks, inproc_walls, strict=True)])
@@ -329,21 +421,26 @@ def bench(model: str, reps: int, out: Path) -> dict:
                 "end_spread_in_steps": round(med([r["end_spread_s"] for r in server_rounds]) / step_s, 2),
                 "raw": {"server_wall_s": [r["wall_s"] for r in server_rounds], "inproc_wall_s": inproc_walls},
                 "target_within_20pct": tok_server / tok_inproc >= 0.8,
+                "observed_server": observed_summary(srv_obs),
+                "observed_inproc": observed_summary(inp_obs),
             }
         # control: the 4 clients one after another (8 concurrent each); twice, keep the faster
-        serial_walls = []
+        serial_walls, serial_obs = [], []
         for _ in range(2 if reps > 1 else 1):
-            per = clients.serial("completions")
+            per, ob = observe(srv_read, N, lambda: clients.serial("completions"))
             serial_walls.append([summarize_round(rows)["wall_s"] for rows in per])
-        best = min(serial_walls, key=sum)
+            serial_obs.append(ob)
+        bi = min(range(len(serial_walls)), key=lambda i: sum(serial_walls[i]))
+        best = serial_walls[bi]
         res["serial_clients"] = {"per_client_wall_s": [round(w, 4) for w in best], "sum_s": round(sum(best), 4),
                                  "concurrent_wall_s": res["completions"]["server_wall_s"],
-                                 "concurrent_vs_serial": round(sum(best) / res["completions"]["server_wall_s"], 2)}
+                                 "concurrent_vs_serial": round(sum(best) / res["completions"]["server_wall_s"], 2),
+                                 "observed_server": serial_obs[bi]}
         # streaming round: per-token arrival times across the 4 processes
-        rows = clients.round("completions", stream=True)
+        rows, ob = observe(srv_read, N, lambda: clients.round("completions", stream=True))
         st = summarize_round(rows)
         res["stream_probe"] = {"wall_s": round(st["wall_s"], 4), "tok_s": round(st["tok_s"], 1),
-                               **stream_clusters(rows)}
+                               **stream_clusters(rows), "observed_server": ob}
         print(f"  serial clients {res['serial_clients']}\n  stream probe {res['stream_probe']}", flush=True)
     finally:
         if clients is not None:
@@ -355,9 +452,34 @@ def bench(model: str, reps: int, out: Path) -> dict:
     return res
 
 
+def clients_at_least(rows: int) -> int:
+    """Fewest client processes a decode step of `rows` rows can draw from (each has PER_CLIENT requests)."""
+    return -(-rows // PER_CLIENT)
+
+
+def steps_from_all_clients(hist: dict) -> int:
+    """Decode steps whose rows must come from all CLIENTS processes (more rows than CLIENTS-1 can hold)."""
+    return sum(v for k, v in hist.items() if clients_at_least(int(k)) >= CLIENTS)
+
+
 def markdown(res: dict, meta: dict) -> str:
     c, h, s, p = res["completions"], res["chat"], res["serial_clients"], res["stream_probe"]
-    n = res["N"]
+    n, k = res["N"], res["clients"]
+
+    def per_round(xs: list) -> str:
+        return ", ".join(map(str, xs))
+
+    def obs_row(label: str, side: str, o: dict) -> str:
+        if "rounds" not in o:                  # a single round's delta
+            o = observed_summary([o])
+        merges = sum(o["merges_per_round"])
+        pre = per_round(o["prefills_per_round"]) + (f" ({merges} merge{'s' * (merges != 1)})" if merges else "")
+        return (f"| {label} | {side} | {per_round(o['requests_per_round'])} | {per_round(o['batches_per_round'])} | "
+                f"{pre} | {per_round(o['decode_steps_per_round'])} | {fmt_hist(o['batch_sizes'])} | "
+                f"**{o['mean_rows_per_step']}** ({per_round(o['mean_rows_per_step_per_round'])}) | "
+                f"{steps_from_all_clients(o['batch_sizes'])} of {o['decode_steps']} |")
+
+    cs, hs = c["observed_server"], h["observed_server"]
     lines = [
         f"# `epic serve`: {res['clients']} client processes x {res['per_client']} concurrent requests vs in-process",
         "",
@@ -386,9 +508,46 @@ def markdown(res: dict, meta: dict) -> str:
             f"({r['end_spread_in_steps']}) |")
     lines += [
         "",
-        "Do requests from different client processes share decode batches? The server exposes no batcher "
-        "statistics (no stats endpoint; /health returns only the backend's description), so this is "
-        "inferred from timing:",
+        "## Observed decode batches",
+        "",
+        "Do requests from different client processes share decode batches? Read from the batcher's own "
+        "counters: the server's `GET /v1/stats` (and the in-process backend's `stats()`) before and after "
+        "each round, the difference being that round's work. `rows x steps` counts decode steps by the number "
+        "of rows (requests) in the batch; the prefill that produces each request's first token is not a decode "
+        f"step, so a round of {n} requests x {res['new_tokens']} tokens without EOS is 1 prefill and "
+        f"{res['new_tokens'] - 1} decode steps of {n} rows. Each client process holds {res['per_client']} "
+        f"requests, so a step with more than {res['per_client'] * (k - 1)} rows has rows from all {k} processes.",
+        "",
+        "| rounds | counters | requests per round | batches per round | prefills per round | decode steps per "
+        "round | rows x decode steps, all rounds | mean rows per decode step (per round) | steps of more than "
+        f"{res['per_client'] * (k - 1)} rows (rows from all {k} clients) |",
+        "|---|---|---|---|---|---|---|---|---|",
+        obs_row(f"/v1/completions, {k} clients at once", "server /v1/stats", cs),
+        obs_row("", "in-process stats()", c["observed_inproc"]),
+        obs_row(f"/v1/chat/completions, {k} clients at once", "server /v1/stats", hs),
+        obs_row("", "in-process stats()", h["observed_inproc"]),
+        obs_row(f"/v1/completions, {k} clients one after another (control)", "server /v1/stats",
+                s["observed_server"]),
+        obs_row(f"/v1/completions streamed, {k} clients at once", "server /v1/stats", p["observed_server"]),
+        "",
+        f"* concurrent rounds, server: mean **{cs['mean_rows_per_step']}** rows per decode step on /v1/completions "
+        f"and **{hs['mean_rows_per_step']}** on /v1/chat/completions (in-process: "
+        f"{c['observed_inproc']['mean_rows_per_step']} and {h['observed_inproc']['mean_rows_per_step']}); largest "
+        f"step {cs['max_rows']} and {hs['max_rows']} rows of {n}; "
+        f"{steps_from_all_clients(cs['batch_sizes'])} of {cs['decode_steps']} and "
+        f"{steps_from_all_clients(hs['batch_sizes'])} of {hs['decode_steps']} decode steps carried rows from all "
+        f"{k} client processes. Each round's {n} requests were admitted in "
+        f"{per_round(cs['prefills_per_round'])} and {per_round(hs['prefills_per_round'])} prefills "
+        f"({sum(cs['merges_per_round'])} and {sum(hs['merges_per_round'])} merges into the running batch in all), "
+        f"{per_round(cs['batches_per_round'])} and {per_round(hs['batches_per_round'])} batches per round; "
+        "in-process, "
+        f"{per_round(c['observed_inproc']['prefills_per_round'])} and "
+        f"{per_round(h['observed_inproc']['prefills_per_round'])} prefills.",
+        f"* control, the clients one after another: mean {s['observed_server']['mean_rows_per_step']} rows per "
+        f"step, at most {s['observed_server']['max_rows']} (one client's {res['per_client']}), in "
+        f"{s['observed_server']['batches']} batches: the counters tell sequential clients from concurrent ones.",
+        "",
+        "## Timing (secondary evidence, consistent with the counters)",
         "",
         f"* the {res['N']} non-streamed responses of a round end within {c['end_spread_s'] * 1000:.1f} ms of one "
         f"another (median), {c['end_spread_in_steps']} in-process decode steps of {c['inproc_step_s'] * 1000:.1f} ms; "
@@ -401,10 +560,8 @@ def markdown(res: dict, meta: dict) -> str:
         f"token interval starts a new group); requests per group: median {p.get('requests_per_cluster_median')}, "
         f"max {p.get('requests_per_cluster_max')}; groups with tokens for all {res['clients']} client processes: "
         f"{p.get('clusters_with_all_clients')}, with 2 or more: {p.get('clusters_with_2plus_clients')}; "
-        f"histogram {p.get('requests_per_cluster_hist')}.",
-        "",
-        "The batcher has one decode thread running one batch at a time, so requests whose tokens are produced "
-        "in the same step are rows of the same batch.",
+        f"histogram {p.get('requests_per_cluster_hist')}. (Arrival clusters blur steps together or split "
+        "them; the counters above are exact.)",
         "",
         "Target: server tokens/s within 20 % of in-process (server / in-process >= 0.8, the ratio of the "
         "medians; the per-round pairs column is the median of the ratios of rounds run back to back).",
