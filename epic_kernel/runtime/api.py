@@ -74,6 +74,7 @@ async def _execute(ev: Evaluator, clo: Any, args: list, kwargs: dict, *, exports
     ev.state = "running"
     ev.emit("run.start", source=source, strategy=ev.strategy, backend=str(ev.backend_spec or "default"))
     out = ev.start_call(clo, args, kwargs)
+    ev.result_cell, ev.exports = out, exports       # so an interrupt can report what is resolved
     try:
         await ev.drive()
     except asyncio.CancelledError:
@@ -101,6 +102,8 @@ async def _execute(ev: Evaluator, clo: Any, args: list, kwargs: dict, *, exports
 
 def partial_result(ev: Evaluator, out: Cell | None = None, exports: list[str] | None = None) -> RunResult:
     """Whatever the run has produced so far: finished calls, resolved names (for errors and interrupts)."""
+    if out is None:
+        out, exports = getattr(ev, "result_cell", None), getattr(ev, "exports", None)
     value: Any = None
     namespace: dict[str, Any] = {}
     if out is not None:

@@ -112,6 +112,8 @@ class Evaluator:
         self.namespace = namespace
         self.filename = filename
         self.first_line = 1
+        self.result_cell: Cell | None = None        # the program's value (set by api._execute)
+        self.exports: list[str] | None = None       # its top-level names, in the value pack's order
         self.backend_spec = backend
         self.options = options or {}
         self.trace_on = bool(trace)
