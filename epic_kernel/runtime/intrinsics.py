@@ -198,33 +198,31 @@ def _map(ev: Any, node: Any) -> None:
         node.io_out = None
         ev.bind(node.out, PackVal((y, rest), "cons"))
         return
-    items = _elements(ev, node, xs)
-    if items is None:
-        return
-    ev.n_delta += 1
-    outs = _emit_calls(ev, node, fn, [[x] for x in items])
-    ev.bind(node.out, PackVal(tuple(outs), "list"))
+    _map_then(ev, node, None)
 
 
 def _mapfilter(ev: Any, node: Any) -> None:
     """[f(x) for x in xs if p(x)]: each call returns (keep, value); the list waits only on the flags."""
-    xs, fn = node.args
-    items = _elements(ev, node, xs)
-    if items is None:
-        return
-    ev.n_delta += 1
-    outs = _emit_calls(ev, node, fn, [[x] for x in items])
-    _chain(ev, node, _KEEP, PackVal(tuple(outs), "list"))
+    _map_then(ev, node, _KEEP)
 
 
 def _flatmap(ev: Any, node: Any) -> None:
+    """Nested generators: each call returns a list; the result is their concatenation."""
+    _map_then(ev, node, _CONCAT)
+
+
+def _map_then(ev: Any, node: Any, then: Intrinsic | None) -> None:
+    """One call of fn per element, all at once; then (optionally) a structural step on the results."""
     xs, fn = node.args
     items = _elements(ev, node, xs)
     if items is None:
         return
     ev.n_delta += 1
-    outs = _emit_calls(ev, node, fn, [[x] for x in items])
-    _chain(ev, node, _CONCAT, PackVal(tuple(outs), "list"))
+    results = PackVal(tuple(_emit_calls(ev, node, fn, [[x] for x in items])), "list")
+    if then is None:
+        ev.bind(node.out, results)
+    else:
+        _chain(ev, node, then, results)
 
 
 def _chain(ev: Any, node: Any, op: Intrinsic, arg: Any) -> None:
