@@ -179,7 +179,8 @@ function render({ model, el: host }) {
       const r = document.createElementNS(SVG, "rect");
       r.setAttribute("x", (start * scale).toFixed(1));
       r.setAttribute("y", (lane * laneH).toFixed(1));
-      r.setAttribute("width", Math.max(1, (end - start) * scale).toFixed(1));
+      const w = (end - start) * scale;          // 1 px gap: back-to-back calls in a lane stay apart
+      r.setAttribute("width", Math.max(1, w > 3 ? w - 1 : w).toFixed(1));
       r.setAttribute("height", Math.max(1, laneH - 1).toFixed(1));
       r.setAttribute("fill", batchColor(batch, state));
       r.dataset.state = state;
@@ -254,7 +255,18 @@ function render({ model, el: host }) {
     ["change:sot", drawSot],
   ];
   for (const [ev, fn] of handlers) model.on(ev, fn);
-  return () => { for (const [ev, fn] of handlers) model.off(ev, fn); };
+  // the timeline is drawn to the host's width, which is 0 until the view is attached (Lab renders
+  // a re-published view detached): redraw when the width changes, not only on data updates
+  let drawnWidth = host.clientWidth;
+  const resize = typeof ResizeObserver === "function" ? new ResizeObserver(() => {
+    const w = host.clientWidth;
+    if (w && w !== drawnWidth) { drawnWidth = w; drawBars(); }
+  }) : null;
+  if (resize) resize.observe(host);
+  return () => {
+    for (const [ev, fn] of handlers) model.off(ev, fn);
+    if (resize) resize.disconnect();
+  };
 }
 
 export default { render };
