@@ -447,3 +447,23 @@ def test_soft_lookup_lines_are_offset_once():
     gs = walk(compile_program(src, first_line=10), [])
     assert {g.name for g in gs} == {"k", "i", "y"}
     assert all(10 <= g.line <= 14 for g in gs), [(g.name, g.line) for g in gs]
+
+
+# ------------------------------------------------------------------------------------------ mutation
+@pytest.mark.parametrize("src, hint", [
+    ("xs = [3, 1, 2]\nxs.sort()\nxs", "sorted(xs)"),
+    ("xs = [3, 1, 2]\nxs.reverse()\nxs", "xs[::-1]"),
+    ("d = {}\nd.update({1: 2})\nd", "{**d"),
+    ("s = set()\ns.add(1)\ns", "s | {"),
+    ("xs = [1]\nv = xs.pop()\nv", ""),
+    ("m = [[1]]\nm[0].append(5)\nm", ""),
+])
+def test_in_place_mutation_is_rejected_with_the_immutable_alternative(src: str, hint: str) -> None:
+    with pytest.raises(EpicSyntaxError) as e:
+        compile_program(src)
+    assert e.value.construct == "mutation" and e.value.line == 2
+    assert hint in e.value.hint
+
+
+def test_self_recursive_lambda_is_letrec() -> None:
+    assert run("fact = lambda n: 1 if n <= 1 else n * fact(n - 1)\nfact(5)").value == 120

@@ -63,10 +63,8 @@ def expr(self, e: ast.expr) -> Var:
             return self.intrinsic("dict_from_pairs", [pairs], line)
         case ast.JoinedStr(values=parts):
             return self.fstring(parts, line)
-        case ast.Lambda(args=args, body=body):
-            fn, defaults = self.tr.function("<lambda>", args, [ast.Expr(body, lineno=e.lineno)], e, self,
-                                            is_lambda=True)
-            return self.define(fn, defaults)
+        case ast.Lambda():
+            return self.lambda_expr(e)
         case _:
             raise self.tr.error(e, f"{type(e).__name__} expressions are not supported in epic code")
 

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .translate import Translator
 
-__all__ = ["UNSUPPORTED", "check_program", "check_supported", "control_error", "misplaced_control", "walk_local"]
+__all__ = ["MUTATING_METHODS", "UNSUPPORTED", "check_program", "check_supported", "control_error", "misplaced_control",
+           "mutation_error", "walk_local"]
 
 # node type -> (construct name, hint)
 UNSUPPORTED: dict[type, tuple[str, str]] = {
@@ -39,11 +40,67 @@ UNSUPPORTED: dict[type, tuple[str, str]] = {
 }
 
 
+# In-place mutations epic cannot keep: values are immutable and statements do not order effects, so the
+# change would be lost (or, on a host object, race with later reads). A purely syntactic check: such a
+# method called as a statement, or (those that also return something) as the whole value of an
+# assignment. Method name -> (the immutable alternative for a receiver `{x}`, a note).
+MUTATING_METHODS: dict[str, tuple[str, str]] = {
+    "sort": ("{x} = sorted({x}{kw})", ""),
+    "reverse": ("{x} = {x}[::-1]", ""),
+    "pop": ("v = {x}[-1]; {x} = {x}[:-1]", "a dict: `v = {x}[k]; {x} = {{kk: vv for kk, vv in {x}.items() if kk != k}}`"),
+    "insert": ("{x} = {x}[:i] + [v] + {x}[i:]", ""),
+    "remove": ("i = {x}.index(v); {x} = {x}[:i] + {x}[i + 1:]", ""),
+    "clear": ("{x} = []", "`{{}}` for a dict, `set()` for a set"),
+    "update": ("{x} = {{**{x}, **other}}", "a set: `{x} = {x} | other`"),
+    "add": ("{x} = {x} | {{v}}", ""),
+    "discard": ("{x} = {x} - {{v}}", ""),
+    "setdefault": ("{x} = {{k: default, **{x}}}; v = {x}[k]", ""),
+    "popitem": ("k, v = list({x}.items())[-1]; {x} = dict(list({x}.items())[:-1])", ""),
+    "append": ("{x} = {x} + [v]", ""),
+    "extend": ("{x} = {x} + ys", ""),
+}
+_VALUE_MUTATORS = {"pop", "popitem", "setdefault"}      # also rejected as `v = xs.pop()`
+_REBINDING = {"append", "extend"}                       # `xs.append(v)` on a plain name is `xs = xs + [v]`
+
+
+def mutation_error(tr: Translator, node: ast.AST) -> Exception | None:
+    """The error for an in-place mutation written as a statement (`xs.sort()`, `d.update(e)`,
+    `m[0].append(5)`) or as an assignment's value (`v = xs.pop()`); None for anything else."""
+    if isinstance(node, ast.Expr):
+        call, methods = node.value, MUTATING_METHODS
+    elif isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
+        call, methods = node.value, _VALUE_MUTATORS
+    else:
+        return None
+    if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr in methods):
+        return None
+    method, recv = call.func.attr, call.func.value
+    if method in _REBINDING and isinstance(recv, ast.Name):
+        return None                                      # a rebinding (translate.REBINDING_METHODS)
+    text = ast.unparse(recv)
+    code, note = MUTATING_METHODS[method]
+    if isinstance(recv, ast.Name):
+        kw = "".join(", " + ast.unparse(k) for k in call.keywords) if method == "sort" else ""
+        hint = f"rebind the name to a new value: `{code.format(x=text, kw=kw)}`"
+        if note:
+            hint += f" ({note.format(x=text)})"
+    else:
+        hint = (f"the change would not reach `{text}`: build the new value under a name (`ys = {text}`, then "
+                f"`{code.format(x='ys', kw='')}`), or mutate it in a Python function")
+    dots = "..." if call.args or call.keywords else ""
+    message = (f"`{text}.{method}({dots})` changes {text} in place; epic values are immutable and statements do "
+               "not order effects, so the change would be lost")
+    return tr.error(call, message, hint, construct="mutation")
+
+
 def check_supported(tr: Translator, node: ast.AST) -> None:
     info = UNSUPPORTED.get(type(node))
     if info is not None:
         construct, hint = info
         raise tr.error(node, f"'{construct}' is not supported in epic code", hint, construct=construct)
+    err = mutation_error(tr, node)
+    if err is not None:
+        raise err
     if isinstance(node, ast.Call):
         if any(isinstance(a, ast.Starred) for a in node.args) or any(k.arg is None for k in node.keywords):
             raise tr.error(node, "*args / **kwargs in calls are not supported",

@@ -18,8 +18,10 @@ function's free names are the enclosing scope's SSA variables as they stand at i
 from Python's late binding, because the enclosing scope (re)assigns a name the function reads after
 the definition (by source order: assignment, augmented assignment, a `for` target, `xs.append(...)`),
 the translator raises EpicSyntaxError ("late binding") at the read instead of computing another
-value. `def`s bound once at the top level of a block are letrec (visible before their statement, so
-mutual recursion works), and any `def` can call itself.
+value. `def`s, and plain `name = lambda ...` statements, that bind a name (not a parameter's) once
+at the top level of a function body or the program are letrec (visible before their statement, so
+recursion and mutual recursion work: `fact = lambda n: 1 if n <= 1 else n * fact(n - 1)`), and any
+`def` can call itself.
 
 One difference is deliberate and not an error: each loop iteration and each comprehension element
 binds its own value (values are immutable), so
@@ -29,6 +31,16 @@ binds its own value (values are immutable), so
 is [0, 1, 2] in epic but [2, 2, 2] in Python (whose lambdas all see the last `i`); likewise a
 `def`/`lambda` made in a loop body sees that iteration's loop variable (and the names assigned
 before it in that iteration), not the values of the last iteration.
+
+Mutation: values are immutable and statements do not order effects. `xs.append(v)` and
+`xs.extend(ys)` written as statements on a plain name are rebindings, `xs = xs + [v]`: append rebinds
+the name, so aliases (`ys = xs` before it) and callers (a parameter appended to in a def) keep the old
+list. Every other in-place mutation is an EpicSyntaxError ("mutation", with the immutable alternative
+as the hint) where it can be seen syntactically (`syntax.MUTATING_METHODS`): a well-known mutating
+method (`sort`, `reverse`, `pop`, `insert`, `remove`, `clear`, `update`, `add`, `discard`,
+`setdefault`, `popitem`) called as a statement, `append`/`extend` as a statement on anything but a
+plain name (`m[0].append(5)`, `self.xs.append(v)`), and `v = xs.pop()` (pop/popitem/setdefault as an
+assignment's whole value). A mutation hidden in an expression or inside a host function is not caught.
 
 Name lookups in the host namespace (`Global`) are *hard* for a name the user's code reads (missing,
 it is a NameError at once, as in Python) and *soft* for the translator's own reads of names it
@@ -71,7 +83,7 @@ class PyScope:
     name: str = ""                 # the function's name ("<lambda>", "<program>")
     node: ast.AST | None = None    # its `def`/`lambda` (where it captures the enclosing scope's values)
     body: list[ast.stmt] = field(default_factory=list)
-    letrec: set[str] = field(default_factory=set)      # defs visible before their statement
+    letrec: set[str] = field(default_factory=set)      # defs/lambdas visible before their statement
     _points: dict[str, list[Pos]] | None = field(default=None, repr=False)
 
     def binding_points(self) -> dict[str, list[Pos]]:
@@ -173,7 +185,7 @@ class Builder:
         if found is not None and found in self.tr.comp_vars:
             return                         # a comprehension's own variable shadows the owner's name
         if name in owner.letrec:
-            return                         # a def bound once, visible before its statement (letrec)
+            return                         # a def/lambda bound once, visible before its statement (letrec)
         at = _pos(scope.node)
         late = at is not None and any(p > at for p in owner.binding_points().get(name, ()))
         if not late and (found is not None or owner.top or name not in owner.locals):
@@ -279,16 +291,31 @@ class Translator:
         return fn, defaults
 
     def _declare_defs(self, b: Builder, body: list[ast.stmt]) -> None:
-        """`def`s bound once at the top of a body are letrec: visible before their statement, so
-        recursion and mutual recursion work as in Python."""
+        """`def`s and plain `name = lambda ...` statements that bind their name once at the top of a body
+        are letrec: visible before their statement, so recursion and mutual recursion work as in Python.
+        Not a parameter's name (the parameter holds its value until the statement)."""
         counts: dict[str, int] = {}
         for s in body:
             for n in _assigned([s]):
                 counts[n] = counts.get(n, 0) + 1
         for s in body:
-            if isinstance(s, ast.FunctionDef) and counts.get(s.name) == 1 and not _assigned_nested(body, s.name):
-                b.env[s.name] = self.var(s.name)
-                b.scope.letrec.add(s.name)
+            name = _letrec_name(s)
+            if name and name not in b.env and counts.get(name) == 1 and not _assigned_nested(body, name, s):
+                b.env[name] = self.var(name)
+                b.scope.letrec.add(name)
+
+
+def _letrec_name(s: ast.stmt) -> str | None:
+    """The name a `def` or a plain `name = lambda ...` statement binds; None for any other statement (and
+    for a lambda whose defaults read its own name: they are evaluated before the name is bound)."""
+    if isinstance(s, ast.FunctionDef):
+        return s.name
+    match s:
+        case ast.Assign(targets=[ast.Name(id=name)], value=ast.Lambda(args=args)):
+            defaults = [n for d in args.defaults for n in ast.walk(d)]
+            if not any(isinstance(n, ast.Name) and n.id == name for n in defaults):
+                return name
+    return None
 
 
 def _param_names(tr: Translator, args: ast.arguments, node: ast.AST) -> list[str]:
@@ -345,10 +372,11 @@ def _binding_points(stmts: list[ast.stmt]) -> dict[str, list[Pos]]:
     return out
 
 
-def _assigned_nested(body: list[ast.stmt], name: str) -> bool:
-    """True if `name` is assigned inside a compound statement (so it is not a simple letrec def)."""
+def _assigned_nested(body: list[ast.stmt], name: str, binder: ast.stmt) -> bool:
+    """True if a statement of `body` other than `binder` (its letrec `def` or `name = lambda`) assigns
+    `name` (so it is not a simple letrec binding)."""
     for s in body:
-        if isinstance(s, ast.FunctionDef):
+        if s is binder or isinstance(s, ast.FunctionDef):
             continue
         if name in _assigned([s]):
             return True
@@ -522,6 +550,8 @@ def _stmt(self: Builder, s: ast.stmt) -> None:
                 self.env[name] = self.intrinsic(REBINDING_METHODS[value.func.attr], [xs, item], line)
             else:
                 self.expr(value)
+        case ast.Assign(targets=[ast.Name(id=name)], value=ast.Lambda() as value) if name in self.scope.letrec:
+            self.env[name] = self.lambda_expr(value, out=self.env[name])      # letrec: already declared
         case ast.Assign(targets=targets, value=value):
             v = self.expr(value)
             for t in targets:
@@ -586,6 +616,13 @@ def _funcdef(self: Builder, s: ast.FunctionDef) -> None:
     out = self.env[s.name] if s.name in self.scope.letrec else self.tr.var(s.name)
     fn, defaults = self.tr.function(s.name, s.args, s.body, s, self, itself=out)
     self.env[s.name] = self.define(fn, defaults, out=out)
+
+
+def _lambda_expr(self: Builder, e: ast.Lambda, out: Var | None = None) -> Var:
+    """A lambda: a closure over the enclosing scope's current names. `out`: its letrec variable."""
+    fn, defaults = self.tr.function("<lambda>", e.args, [ast.Expr(e.body, lineno=e.lineno)], e, self,
+                                    is_lambda=True)
+    return self.define(fn, defaults, out=out)
 
 
 # ------------------------------------------------------------------------------------ compound
@@ -722,6 +759,7 @@ Builder.lambda_fn = _lambda_fn
 Builder.stmt = _stmt
 Builder.bind = _bind
 Builder.funcdef = _funcdef
+Builder.lambda_expr = _lambda_expr
 Builder.if_stmt = _if_stmt
 Builder.compound_x = _compound_x
 Builder.loop_x = _loop_x
