@@ -31,9 +31,11 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
+# JupyterLab on 127.0.0.1 with the EPIC kernel installed into .venv (root needs --allow-root)
+LAB_DIR := $(if $(wildcard tutorials),tutorials,.)
 lab: $(STAMP)
 	$(BIN)/epic install --sys-prefix
-	$(BIN)/jupyter lab --ip=127.0.0.1 --notebook-dir=tutorials
+	$(BIN)/jupyter lab --ip=127.0.0.1 --notebook-dir=$(LAB_DIR) $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
