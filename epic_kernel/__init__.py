@@ -9,6 +9,7 @@
 See DESIGN.md section 7 for the public API.
 """
 
+from . import programs  # noqa: E402,F401  (registers `sot` and `emit_event` as builtins of epic code)
 from .errors import EpicError, EpicException, EpicInterrupted, EpicSyntaxError
 from .llm.builtin import llm
 from .runtime.api import run, run_async

@@ -55,6 +55,9 @@ The seam for constrained decoding (regex=, choices=): return the logits with dis
 -inf. It runs on the decode thread, so it must not touch the event loop."""
 
 
+_HOLD_S = 0.05      # the longest a request waits for a still-dispatching run to go quiescent
+
+
 class BatcherFull(BackendError):
     """More requests are waiting than `max_queue` allows: the caller is outrunning the model."""
 
@@ -307,7 +310,12 @@ class Batcher:
                         return self._take()
                     return []
                 if self._pending:
-                    wait = self._pending[0].deadline - time.monotonic()
+                    now = time.monotonic()
+                    wait = self._pending[0].deadline - now
+                    if wait <= 0 and not self.feeders.all_quiescent:
+                        # a run feeding us is still dispatching (its quiescence will flush us): a
+                        # batch started now would miss its next requests; wait, but never long
+                        wait = self._pending[0].submitted + _HOLD_S - now
                     if self._flush_requested or len(self._pending) >= self.max_batch_size or wait <= 0:
                         return self._take()
                     self._cond.wait(wait)

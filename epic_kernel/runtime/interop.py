@@ -50,10 +50,17 @@ def tool(fn: Callable | None = None, *, name: str | None = None) -> Any:
     return mark(fn) if fn is not None else mark
 
 
+# Keyword arguments a Python caller may add to an epic function's own: they choose how the run goes
+# (see `run`). A function that has a parameter of the same name gets it as an argument instead.
+RUN_OPTIONS = ("backend", "strategy", "model", "trace", "observers")
+
+
 class EpicFunction:
     """An epic closure seen from Python. Calling it runs the evaluator (synchronously; `acall` is
-    the awaitable form); epic code that calls it instantiates its body inline, so its calls join the
-    caller's opportunistic schedule instead of running as one opaque call."""
+    the awaitable form), with run options beside the function's arguments:
+    ``sot("Why sleep?", backend="sim", strategy="sequential")``. Epic code that calls it
+    instantiates its body inline, so its calls join the caller's opportunistic schedule (and its
+    batches) instead of running as one opaque call."""
 
     def __init__(self, closure: Any, name: str | None = None, **run_options: Any):
         self.closure = closure
@@ -62,18 +69,25 @@ class EpicFunction:
         self.__doc__ = f"epic function {self.__name__}({', '.join(closure.tmpl.param_names)})"
         self.run_options = run_options
 
+    def _split(self, kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        options = dict(self.run_options)
+        params = self.closure.tmpl.param_names
+        options.update({k: kwargs.pop(k) for k in RUN_OPTIONS if k in kwargs and k not in params})
+        return options, kwargs
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from .api import call_function
-        return call_function(self, args, kwargs, **self.run_options).value
+        return self.run(*args, **kwargs).value
 
     async def acall(self, *args: Any, **kwargs: Any) -> Any:
         from .api import call_function_async
-        return (await call_function_async(self, args, kwargs, **self.run_options)).value
+        options, kwargs = self._split(kwargs)
+        return (await call_function_async(self, args, kwargs, **options)).value
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         """Like calling it, but returns the whole RunResult (calls, steps, trace)."""
         from .api import call_function
-        return call_function(self, args, kwargs, **self.run_options)
+        options, kwargs = self._split(kwargs)
+        return call_function(self, args, kwargs, **options)
 
     def __repr__(self) -> str:
         return f"<epic function {self.__name__}({', '.join(self.closure.tmpl.param_names)})>"

@@ -1,0 +1,227 @@
+"""Skeleton-of-Thought (Ning et al., ICLR 2024) as an epic program.
+
+SoT answers in two stages: one call writes a short numbered *skeleton* of the answer, then one call
+per point *expands* it in a sentence or two, and the expansions are joined in skeleton order. The
+expansions do not depend on each other, so the evaluator dispatches them together (one batch on a
+local model); the answer takes about as long as the skeleton plus the longest point.
+
+    from epic_kernel.programs import sot
+    out = sot("How do I fall asleep faster?", backend="sim")     # from Python: runs the evaluator
+    out["answer"], out["points"], out["expansions"], out["used_sot"]
+
+Epic code (a `%%epic` cell, `epic run`) calls it the same way, without run options:
+`sot(question, stream=True, router=True)`. Its calls then join the caller's schedule.
+
+Options
+    stream      expand each point the moment its skeleton line is complete, while the skeleton is
+                still being generated; each expansion then streams too. A point's prompt shows the
+                skeleton so far (the points after it do not exist yet).
+    router      SoT-R: first ask the model whether the answer is a list of independent points (the
+                paper's prompting router, A/B/C); anything but "A", or no clear letter, decodes normally.
+    max_points  points beyond this many are dropped.
+    max_tokens  the budget of every generated part: skeleton, each expansion, a normal answer.
+    prefill     True: start the model's answers ourselves (the paper's partial answer, "1." for the
+                skeleton and "3. <point>" for point 3) with `llm(prefill=...)`, which the transformers
+                and sim backends support (the OpenAI backend only with guided="vllm").
+                False: ask for that start in the prompt instead (the paper's variant for GPT-4 and
+                Claude); use it for chat APIs that reject a partial assistant message.
+
+Skeleton lines are read by `parse_point`: a number at the start of a line, then "." or ")", then the
+point. Repeated numbers and repeated points are dropped; other lines (a preamble, a closing remark)
+are skipped. With fewer than two points the question is answered by normal decoding instead.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..llm.builtin import llm
+from ..runtime.intrinsics import INTRINSICS
+from ._program import emit_event, program
+
+__all__ = ["assemble", "parse_point", "parse_skeleton", "router_choice", "sot"]
+
+lines = INTRINSICS["lines"]     # the language's `lines(s)`, for the epic code below
+
+# The paper's prompts, open-model variant (prompts/sot_opensource.json in the authors' repository).
+SKELETON_PROMPT = (
+    "You're an organizer responsible for only giving the skeleton (not the full content) for answering "
+    "the question. Provide the skeleton in a list of points (numbered 1., 2., 3., etc.) to answer the "
+    "question. Instead of writing a full sentence, each skeleton point should be very short with only "
+    "3~5 words. Generally, the skeleton should have 3~10 points.\n\n"
+    "Question:\nWhat are the typical types of Chinese dishes?\nSkeleton:\n"
+    "1. Dumplings. \n2. Noodles. \n3. Dim Sum. \n4. Hot Pot. \n5. Wonton. \n6. Ma Po Tofu. \n"
+    "7. Char Siu. \n8. Fried Rice. \n\n"
+    "Question:\nWhat are some practical tips for individuals to reduce their carbon emissions?\nSkeleton:\n"
+    "1. Energy conservation. \n2. Efficient transportation. \n3. Home energy efficiency. \n"
+    "4. Reduce water consumption. \n5. Sustainable diet. \n6. Sustainable travel. \n\n"
+    "Now, please provide the skeleton for the following question.\n{question}\nSkeleton:\n"
+)
+EXPAND_PROMPT = (
+    "You're responsible for continuing the writing of one and only one point in the overall answer to "
+    "the following question.\n\n{question}\n\nThe skeleton of the answer is\n\n{skeleton}\n\n"
+    "Continue and only continue the writing of point {index}. Write it **very shortly** in 1~2 sentence "
+    "and do not continue with other points!"
+)
+ROUTER_PROMPT = (
+    "Question: {question}\n\nHow would you like to answer the question?\n"
+    "A. Organize the answer as a list of points or perspectives (in the format of 1., 2., 3., etc.), and "
+    "the points or perspectives can be answered independently without referring to the contents of the "
+    "previous points.\n"
+    "B. Organize the answer as a list of points or perspectives (in the format of 1., 2., 3., etc.), and "
+    "the contents of later points or perspectives cannot be answered independently without referring to "
+    "the contents of the previous ones.\n"
+    "C. Do not organize the answer as a list of points or perspectives.\n\n"
+    "Just say A, B, or C. Do not explain. Do not provide an answer to the question."
+)
+START_FROM = '\n\nPlease start your answer from "{start}" and do not output other things before that'
+
+
+# ----------------------------------------------------------------------------------- the program
+@program
+def sot(question, stream=False, router=False, max_points=10, max_tokens=256, prefill=True):
+    """Answer `question` with Skeleton-of-Thought; see the module docstring for the options.
+
+    Returns {"answer": str, "points": [(index, text)], "expansions": [str], "used_sot": bool}
+    (no points and no expansions when it decoded normally)."""
+    emit_event("program.sot.question", text=question)
+    if router and route(question) != "A":
+        return normal(question, max_tokens)
+    if stream:
+        points, expansions = stream_points(question, max_points, max_tokens, prefill)
+    else:
+        points, expansions = plain_points(question, max_points, max_tokens, prefill)
+    if len(points) < 2:
+        return normal(question, max_tokens)
+    answer = assemble(points, expansions)
+    emit_event("program.sot.answer", text=answer)
+    return {"answer": answer, "points": points, "expansions": expansions, "used_sot": True}
+
+
+@program
+def plain_points(question, max_points, max_tokens, prefill):
+    """Plain SoT: the whole skeleton, then every point's expansion at once."""
+    skeleton = answer_from(SKELETON_PROMPT.format(question=question), "1.", max_tokens, prefill)
+    points = parse_skeleton(skeleton, max_points)
+    for index, text in points:
+        emit_event("program.sot.point", index=index, text=text)
+    # Statement order does not order calls: an expansion written above this test would be dispatched
+    # as soon as its point is known, whatever the test says. So the test comes first.
+    if len(points) < 2:
+        return points, []                         # too few to expand: `sot` answers normally
+    return points, [expand(question, skeleton, point, max_tokens, prefill) for point in points]
+
+
+@program
+def stream_points(question, max_points, max_tokens, prefill):
+    """Streaming SoT: each point's expansion is dispatched as soon as its skeleton line is complete."""
+    prompt = with_start(SKELETON_PROMPT.format(question=question), "1.", prefill)
+    skeleton = ""                                 # the lines so far
+    points = []
+    expansions = []
+    for line in lines(llm(prompt, stream=True, max_tokens=max_tokens, prefill="1." if prefill else None)):
+        if skeleton == "" and prefill:
+            line = "1." + line                    # the reply continues our "1."
+        skeleton = skeleton + line + "\n"
+        point = new_point(line, points, max_points)
+        if point is not None:
+            emit_event("program.sot.point", index=point[0], text=point[1])
+            points.append(point)
+            expansions.append(expand(question, skeleton, point, max_tokens, prefill, stream=True))
+    return points, expansions
+
+
+@program
+def expand(question, skeleton, point, max_tokens, prefill, stream=False):
+    """Point `index`'s expansion: the text the model writes after "index. text", up to its first
+    blank line (the prompt asks for 1~2 sentences; small models go on to write the whole answer)."""
+    index, text = point
+    start = f"{index}. {text}"
+    prompt = EXPAND_PROMPT.format(question=question, skeleton=skeleton.strip(), index=index)
+    if stream:
+        chunks = llm(with_start(prompt, start, prefill), stream=True, max_tokens=max_tokens, stop="\n\n",
+                     prefill=start if prefill else None)
+        for chunk in chunks:
+            emit_event("program.sot.expansion", index=index, chunk=chunk)
+        reply = "".join(chunks)
+    else:
+        reply = answer_from(prompt, start, max_tokens, prefill, "\n\n")
+    expansion = without_start(reply, start)
+    emit_event("program.sot.expansion", index=index, text=expansion, done=True)
+    return expansion
+
+
+@program
+def answer_from(prompt, start, max_tokens, prefill, stop=None):
+    """The model's answer beginning with `start`: prefilled, or asked for in the prompt."""
+    if prefill:
+        return start + llm(prompt, prefill=start, max_tokens=max_tokens, stop=stop)
+    return llm(with_start(prompt, start, prefill), max_tokens=max_tokens, stop=stop)
+
+
+@program
+def route(question):
+    """SoT-R's prompting router: "A" (independent points: use SoT), "B", "C", or None if unclear."""
+    return router_choice(llm(ROUTER_PROMPT.format(question=question), max_tokens=10))
+
+
+@program
+def normal(question, max_tokens):
+    """Normal decoding: the question as it is, one call."""
+    answer = llm(question, max_tokens=max_tokens)
+    emit_event("program.sot.answer", text=answer)
+    return {"answer": answer, "points": [], "expansions": [], "used_sot": False}
+
+
+# --------------------------------------------------------- plain Python helpers (called inline)
+_POINT = re.compile(r"^\s*(\d+)[.)](?!\d)\s*(.*\S)")     # "3. Point", " 3) Point"; not "3.5 kg"
+_LETTER = re.compile(r"\b([ABC])\b")
+
+
+def parse_point(line: str) -> tuple[int, str] | None:
+    """(index, text) of a skeleton line such as "3. Sleep hygiene.", else None."""
+    m = _POINT.match(line)
+    return (int(m.group(1)), m.group(2).strip()) if m else None
+
+
+def new_point(line: str, points: list, max_points: int) -> tuple[int, str] | None:
+    """The line's point if it is one, is not a repeat (number or text) of `points`, and fits."""
+    point = parse_point(line)
+    if point is None or len(points) >= max_points:
+        return None
+    index, text = point
+    if any(i == index or t.lower() == text.lower() for i, t in points):
+        return None
+    return point
+
+
+def parse_skeleton(skeleton: str, max_points: int = 10) -> list[tuple[int, str]]:
+    """The points of a skeleton, in order: `new_point` applied line by line."""
+    points: list[tuple[int, str]] = []
+    for line in skeleton.splitlines():
+        point = new_point(line, points, max_points)
+        if point is not None:
+            points.append(point)
+    return points
+
+
+def router_choice(reply: str) -> str | None:
+    """The router's letter: the first standalone A, B or C in its reply (None for anything else)."""
+    m = _LETTER.search(reply)
+    return m.group(1) if m else None
+
+
+def with_start(prompt: str, start: str, prefill: bool) -> str:
+    """Without a prefill, the prompt asks the model to begin its answer with `start`."""
+    return prompt if prefill or not start else prompt + START_FROM.format(start=start)
+
+
+def without_start(reply: str, start: str) -> str:
+    """The reply after `start` (which a model may repeat even when prefilled), stripped."""
+    reply = reply.strip()
+    return reply[len(start):].strip() if reply.startswith(start) else reply
+
+
+def assemble(points: list, expansions: list) -> str:
+    """The final answer: "index. text expansion" per point, one per line, in skeleton order."""
+    return "\n".join(f"{i}. {t} {e}".rstrip() for (i, t), e in zip(points, expansions, strict=True))
