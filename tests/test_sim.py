@@ -137,8 +137,10 @@ def test_prefill_response_is_the_continuation_only():
     sim = SimBackend(answers=[("points", "1. Alpha\n2. Beta"), ("other", "Gamma")])
     assert sim.answer(LLMRequest.build("list points", prefill="1.")).text == " Alpha\n2. Beta"
     assert sim.answer(LLMRequest.build("other", prefill="1.")).text == "Gamma"
-    free = sim.answer(LLMRequest.build("free", prefill="1.")).text
-    assert free.startswith(" ") and free[1].islower()
+    free = sim.answer(LLMRequest.build("free", prefill="The answer")).text
+    assert free.startswith(" ") and free[1].islower()          # it continues the sentence
+    skeleton = sim.answer(LLMRequest.build("free", prefill="1.")).text
+    assert skeleton.startswith(" ") and "\n2. " in skeleton      # after "1." a model writes a list
 
 
 # -- choices and regex ----------------------------------------------------------------------

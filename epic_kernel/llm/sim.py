@@ -376,7 +376,11 @@ class SimBackend(Backend):
 
     def _free_text(self, request: LLMRequest, rng: random.Random) -> str:
         """8-40 vocabulary words in sentences of 4-12 words. After a prefill that does not end in
-        whitespace the continuation starts with a space and in lower case (it continues a sentence)."""
+        whitespace the continuation starts with a space and in lower case (it continues a sentence).
+        A request for a skeleton (SoT's "giving the skeleton" prompt, or the prefill "1.") gets a numbered
+        list of 3-6 short points instead, as a model following the Skeleton-of-Thought prompt would."""
+        if (request.prefill or "").strip() == "1." or "giving the skeleton" in _prompt_target(request).lower():
+            return self._skeleton(request, rng)
         n = rng.randint(8, 40)
         words: list[str] = []
         sentence_left = 0
@@ -394,6 +398,14 @@ class SimBackend(Backend):
         text = " ".join(words)
         if request.prefill and not request.prefill[-1].isspace():
             text = " " + text
+        return text
+
+    def _skeleton(self, request: LLMRequest, rng: random.Random) -> str:
+        points = [" ".join(rng.choice(_VOCAB) for _ in range(rng.randint(3, 5))) for _ in range(rng.randint(3, 6))]
+        lines = [f"{k}. {p.capitalize()}" for k, p in enumerate(points, 1)]
+        text = "\n".join(lines) + "\n"
+        if (request.prefill or "").strip() == "1.":
+            text = text[2:]                       # the prefill already wrote "1."
         return text
 
     def _digest(self, request: LLMRequest) -> bytes:
