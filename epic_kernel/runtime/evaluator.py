@@ -759,7 +759,11 @@ class Evaluator:
                     await self._wakeup
                 finally:
                     self._wakeup = None
-        except BaseException:
+        except Exception as exc:               # user errors are error values; this is our bug
+            await self.cancel_inflight()
+            raise EpicInternalError(f"internal error in the evaluator ({type(exc).__name__}: {exc}); "
+                                    "please file a bug with the program that triggered it") from exc
+        except BaseException:                  # cancellation, KeyboardInterrupt
             await self.cancel_inflight()
             raise
         finally:
@@ -834,10 +838,6 @@ def _preview_args(pos: list, kw: dict) -> str:
     parts = [_short(a, 60) if isinstance(a, str) else _repr.repr(a) for a in pos]
     parts += [f"{k}={_repr.repr(v)}" for k, v in kw.items()]
     return _short(", ".join(parts), 120)
-
-
-def internal_error(msg: str) -> EpicInternalError:
-    return EpicInternalError(msg)
 
 
 from .intrinsics import STRUCTURAL, Intrinsic  # noqa: E402  (intrinsics use Evaluator's helpers)
