@@ -8,9 +8,14 @@ Epic code sees these names without importing them (`import epic_kernel` register
 
 from ._program import emit_event, program
 from .sot import sot
+from .tools import answer_all, answer_with_tools
+from .tot import tot24
 
-__all__ = ["emit_event", "program", "sot"]
+__all__ = ["answer_all", "answer_with_tools", "emit_event", "program", "sot", "tot24"]
 
 from ..runtime.context import register_builtin  # noqa: E402
 
 register_builtin("sot", sot)
+register_builtin("tot24", tot24)
+register_builtin("answer_with_tools", answer_with_tools)
+register_builtin("answer_all", answer_all)
