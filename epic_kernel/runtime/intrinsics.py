@@ -230,26 +230,33 @@ def _chain(ev: Any, node: Any, op: Intrinsic, arg: Any) -> None:
     ev._push(CallNode(Cell(op), [Cell(arg)], node.out, None, None, node.site))
 
 
+_NOT_READY = object()
+
+
+def _ready(ev: Any, node: Any, cell: Cell) -> Any:
+    """The cell's value (not looking inside packs), or _NOT_READY after parking the node on it or
+    poisoning the node with its error."""
+    v, root = ev.whnf(cell)
+    if v is PENDING:
+        ev.park(node, root)
+        return _NOT_READY
+    if v.__class__ is ErrorVal:
+        ev.poison(node, v)
+        return _NOT_READY
+    return v
+
+
 def _keep(ev: Any, node: Any) -> None:
-    pairs = node.args[0].val.items
     kept = []
-    for p in pairs:
-        v, root = ev.whnf(p)
-        if v is PENDING:
-            ev.park(node, root)
+    for p in node.args[0].val.items:
+        pair = _ready(ev, node, p)
+        if pair is _NOT_READY:
             return
-        if v.__class__ is ErrorVal:
-            ev.poison(node, v)
+        flag_cell, val_cell = pair.items
+        flag = _ready(ev, node, flag_cell)
+        if flag is _NOT_READY:
             return
-        flag_cell, val_cell = v.items
-        f, froot = ev.whnf(flag_cell)
-        if f is PENDING:
-            ev.park(node, froot)
-            return
-        if f.__class__ is ErrorVal:
-            ev.poison(node, f)
-            return
-        if f:
+        if flag:
             kept.append(val_cell)
     _done(ev, node, PackVal(tuple(kept), "list"))
 
