@@ -588,12 +588,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 2
 
 
-# ------------------------------------------------------------------------------------------ epic install
-def cmd_install(args: argparse.Namespace) -> int:      # reached only via `epic install -h`-like paths
-    from .install import main as install_main
-    return install_main(args.install_args)
-
-
 # ------------------------------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
@@ -647,8 +641,7 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("install", help="install the Jupyter kernelspec 'EPIC (Python 3)'",
                        description="[--user | --sys-prefix | --prefix P] [--name epic] [--display-name ...]",
                        add_help=False)
-    i.add_argument("install_args", nargs=argparse.REMAINDER)
-    i.set_defaults(func=cmd_install)
+    i.add_argument("install_args", nargs=argparse.REMAINDER)   # listed for --help; main() hands these over
     return p
 
 

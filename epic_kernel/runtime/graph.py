@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..lang.ir import Call, Def, Function, Global, Op, Pack, Prim, Unbound, Unpack, Var
+from ..lang.ir import Call, Def, Function, Global, Op, Pack, Prim, Unpack, Var
 
 __all__ = ["PENDING", "CallNode", "Cell", "Closure", "ErrorVal", "PackVal", "Poison", "Template", "UnpackNode", "Wait",
            "template_of"]
@@ -227,8 +227,3 @@ class Poison(Exception):
 
     def __init__(self, err: ErrorVal):
         self.err = err
-
-
-
-def is_unbound(v: Any) -> bool:
-    return v.__class__ is Unbound
