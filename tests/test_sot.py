@@ -24,6 +24,12 @@ def expansion(request, m) -> str:
     return " ".join(["more"] * (2 * k)) + f" about point {k}."
 
 
+def point_expansion(request, m) -> str:
+    """`expand_with="point"`: the point is named, not numbered; find its number in POINTS."""
+    k = next(i for i, t in POINTS if t == m.group(1))
+    return " ".join(["more"] * (2 * k)) + f" about point {k}."
+
+
 def sim(skeleton: str = SKELETON, router: str = "A", normal: str = "One plain answer.", log: list | None = None,
         **kw) -> SimBackend:
     def record(reply):
@@ -36,6 +42,7 @@ def sim(skeleton: str = SKELETON, router: str = "A", normal: str = "One plain an
     return SimBackend(answers=[
         (r"^You're an organizer", record(skeleton)),
         (r"^You're responsible for continuing.*writing of point (\d+)\.", record(expansion)),
+        (r"^You're responsible for continuing.*The point is: (.*?)\n", record(point_expansion)),
         (r"^Question: .*Just say A, B, or C", record(router)),
         (r".*", record(normal)),
     ], **kw)
@@ -100,6 +107,31 @@ def test_sot_expands_every_point_in_parallel_and_assembles_in_order():
     point2 = log[2].messages[-1]["content"]
     assert f"\n\n{QUESTION}\n\nThe skeleton of the answer is\n\n{SKELETON.strip()}\n\n" in point2
     assert "Continue and only continue the writing of point 2." in point2
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_expand_with_point_shows_each_expansion_only_its_point(stream):
+    log: list = []
+    out = sot(QUESTION, stream=stream, expand_with="point", backend=sim(log=log))
+    assert out["answer"] == expected_answer() and out["used_sot"]
+    skeleton, *expansions = log
+    assert skeleton.prefill == "1."                               # the skeleton is still prefilled
+    assert len(expansions) == 4 and all(r.prefill is None for r in expansions)
+    prompts = [r.messages[-1]["content"] for r in expansions]
+    assert sorted(re.search(r"The point is: (.*)\n", p).group(1) for p in prompts) == sorted(t for _, t in POINTS)
+    assert not any("The skeleton of the answer" in p or "Please start your answer from" in p for p in prompts)
+
+
+def test_skeleton_stops_at_a_blank_line_or_a_new_few_shot_block():
+    log: list = []
+    sot(QUESTION, backend=sim(log=log))
+    assert log[0].params.stop == ("\n\n", "\nQuestion:", "\nSkeleton:")
+    assert all(r.params.stop == ("\n\n",) for r in log[1:])
+
+
+def test_unknown_expand_with_is_a_clear_error():
+    with pytest.raises(EpicError, match="expand_with must be 'skeleton'.*not 'points'"):
+        sot(QUESTION, expand_with="points", backend=sim())
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -25,6 +25,15 @@ Options
                 and sim backends support (the OpenAI backend only with guided="vllm").
                 False: ask for that start in the prompt instead (the paper's variant for GPT-4 and
                 Claude); use it for chat APIs that reject a partial assistant message.
+    expand_with "skeleton" (the paper): a point's prompt shows the whole skeleton and asks to continue
+                point i, and its answer is prefilled with "i. <point>".
+                "point": a point's prompt shows only its own point, with no prefill. Small models
+                (SmolLM2-135M, the default local model) given the whole skeleton copy it out instead
+                of expanding their point, or stop at once after the prefilled sentence; shown one
+                point they write the one or two sentences asked for. The benchmark uses it for SmolLM2.
+
+The skeleton stops at its first blank line, or where the model starts another few-shot block
+("Question:", "Skeleton:"), so a model that would run on to its token budget does not.
 
 Skeleton lines are read by `parse_point`: a number at the start of a line, then "." or ")", then the
 point. Repeated numbers and repeated points are dropped; other lines (a preamble, a closing remark)
@@ -39,7 +48,7 @@ from ..llm.builtin import llm
 from ..runtime.intrinsics import INTRINSICS
 from ._program import emit_event, program
 
-__all__ = ["assemble", "parse_point", "parse_skeleton", "router_choice", "sot"]
+__all__ = ["assemble", "check_expand_with", "parse_point", "parse_skeleton", "router_choice", "sot"]
 
 lines = INTRINSICS["lines"]     # the language's `lines(s)`, for the epic code below
 
@@ -57,6 +66,12 @@ SKELETON_PROMPT = (
     "4. Reduce water consumption. \n5. Sustainable diet. \n6. Sustainable travel. \n\n"
     "Now, please provide the skeleton for the following question.\n{question}\nSkeleton:\n"
 )
+EXPAND_POINT_PROMPT = (
+    "You're responsible for continuing the writing of one and only one point in the overall answer to "
+    "the following question.\n\n{question}\n\nThe point is: {point}\n\n"
+    "Write it **very shortly** in 1~2 sentences."
+)
+SKELETON_STOP = ("\n\n", "\nQuestion:", "\nSkeleton:")
 EXPAND_PROMPT = (
     "You're responsible for continuing the writing of one and only one point in the overall answer to "
     "the following question.\n\n{question}\n\nThe skeleton of the answer is\n\n{skeleton}\n\n"
@@ -79,18 +94,20 @@ START_FROM = '\n\nPlease start your answer from "{start}" and do not output othe
 
 # ----------------------------------------------------------------------------------- the program
 @program
-def sot(question, stream=False, router=False, max_points=10, max_tokens=256, prefill=True):
+def sot(question, stream=False, router=False, max_points=10, max_tokens=256, prefill=True,
+        expand_with="skeleton"):
     """Answer `question` with Skeleton-of-Thought; see the module docstring for the options.
 
     Returns {"answer": str, "points": [(index, text)], "expansions": [str], "used_sot": bool}
     (no points and no expansions when it decoded normally)."""
     emit_event("program.sot.question", text=question)
+    check_expand_with(expand_with)
     if router and route(question) != "A":
         return normal(question, max_tokens)
     if stream:
-        points, expansions = stream_points(question, max_points, max_tokens, prefill)
+        points, expansions = stream_points(question, max_points, max_tokens, prefill, expand_with)
     else:
-        points, expansions = plain_points(question, max_points, max_tokens, prefill)
+        points, expansions = plain_points(question, max_points, max_tokens, prefill, expand_with)
     if len(points) < 2:
         return normal(question, max_tokens)
     answer = assemble(points, expansions)
@@ -99,9 +116,9 @@ def sot(question, stream=False, router=False, max_points=10, max_tokens=256, pre
 
 
 @program
-def plain_points(question, max_points, max_tokens, prefill):
+def plain_points(question, max_points, max_tokens, prefill, expand_with="skeleton"):
     """Plain SoT: the whole skeleton, then every point's expansion at once."""
-    skeleton = answer_from(SKELETON_PROMPT.format(question=question), "1.", max_tokens, prefill)
+    skeleton = answer_from(SKELETON_PROMPT.format(question=question), "1.", max_tokens, prefill, SKELETON_STOP)
     points = parse_skeleton(skeleton, max_points)
     for index, text in points:
         emit_event("program.sot.point", index=index, text=text)
@@ -109,17 +126,19 @@ def plain_points(question, max_points, max_tokens, prefill):
     # as soon as its point is known, whatever the test says. So the test comes first.
     if len(points) < 2:
         return points, []                         # too few to expand: `sot` answers normally
-    return points, [expand(question, skeleton, point, max_tokens, prefill) for point in points]
+    return points, [expand(question, skeleton, point, max_tokens, prefill, expand_with) for point in points]
 
 
 @program
-def stream_points(question, max_points, max_tokens, prefill):
+def stream_points(question, max_points, max_tokens, prefill, expand_with="skeleton"):
     """Streaming SoT: each point's expansion is dispatched as soon as its skeleton line is complete."""
     prompt = with_start(SKELETON_PROMPT.format(question=question), "1.", prefill)
     skeleton = ""                                 # the lines so far
     points = []
     expansions = []
-    for line in lines(llm(prompt, stream=True, max_tokens=max_tokens, prefill="1." if prefill else None)):
+    skeleton_reply = llm(prompt, stream=True, max_tokens=max_tokens, stop=SKELETON_STOP,
+                         prefill="1." if prefill else None)
+    for line in lines(skeleton_reply):
         if skeleton == "" and prefill:
             line = "1." + line                    # the reply continues our "1."
         skeleton = skeleton + line + "\n"
@@ -127,20 +146,24 @@ def stream_points(question, max_points, max_tokens, prefill):
         if point is not None:
             emit_event("program.sot.point", index=point[0], text=point[1])
             points.append(point)
-            expansions.append(expand(question, skeleton, point, max_tokens, prefill, stream=True))
+            expansions.append(expand(question, skeleton, point, max_tokens, prefill, expand_with, stream=True))
     return points, expansions
 
 
 @program
-def expand(question, skeleton, point, max_tokens, prefill, stream=False):
+def expand(question, skeleton, point, max_tokens, prefill, expand_with="skeleton", stream=False):
     """Point `index`'s expansion: the text the model writes after "index. text", up to its first
     blank line (the prompt asks for 1~2 sentences; small models go on to write the whole answer)."""
     index, text = point
-    start = f"{index}. {text}"
-    prompt = EXPAND_PROMPT.format(question=question, skeleton=skeleton.strip(), index=index)
+    if expand_with == "point":
+        start = ""                                # nothing to prefill or ask for: the reply is the expansion
+        prompt = EXPAND_POINT_PROMPT.format(question=question, point=text)
+    else:
+        start = f"{index}. {text}"
+        prompt = EXPAND_PROMPT.format(question=question, skeleton=skeleton.strip(), index=index)
     if stream:
         chunks = llm(with_start(prompt, start, prefill), stream=True, max_tokens=max_tokens, stop="\n\n",
-                     prefill=start if prefill else None)
+                     prefill=start if prefill and start else None)
         for chunk in chunks:
             emit_event("program.sot.expansion", index=index, chunk=chunk)
         reply = "".join(chunks)
@@ -154,7 +177,7 @@ def expand(question, skeleton, point, max_tokens, prefill, stream=False):
 @program
 def answer_from(prompt, start, max_tokens, prefill, stop=None):
     """The model's answer beginning with `start`: prefilled, or asked for in the prompt."""
-    if prefill:
+    if prefill and start:
         return start + llm(prompt, prefill=start, max_tokens=max_tokens, stop=stop)
     return llm(with_start(prompt, start, prefill), max_tokens=max_tokens, stop=stop)
 
@@ -203,6 +226,11 @@ def parse_skeleton(skeleton: str, max_points: int = 10) -> list[tuple[int, str]]
         if point is not None:
             points.append(point)
     return points
+
+
+def check_expand_with(expand_with: str) -> None:
+    if expand_with not in ("skeleton", "point"):
+        raise ValueError(f"expand_with must be 'skeleton' (the paper's prompt) or 'point', not {expand_with!r}")
 
 
 def router_choice(reply: str) -> str | None:
