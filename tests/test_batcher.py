@@ -361,9 +361,10 @@ def test_shared_registry_reuses_one_batcher(tiny_model_dir):
     try:
         assert a.batcher is b.batcher and c.batcher is not a.batcher
         assert a.feeders is b.feeders
-        assert a.name == "transformers" and {"stream", "prefill", "raw", "seed"} <= a.capabilities
-        with pytest.raises(UnsupportedFeature, match="regex"):
-            a.check(LLMRequest.build("x", params=SamplingParams(regex="[0-9]+")))
+        assert a.name == "transformers" and {"stream", "prefill", "raw", "seed", "regex", "choices"} <= a.capabilities
+        a.check(LLMRequest.build("x", params=SamplingParams(regex="[0-9]+")))     # constrained decoding
+        with pytest.raises(UnsupportedFeature, match="regex"):                   # ... of valid regexes only
+            a.check(LLMRequest.build("x", params=SamplingParams(regex="[0-9")))
         a.close()
         assert not b.batcher.closed                    # still referenced by b
     finally:

@@ -423,10 +423,15 @@ class Batcher:
         import torch
 
         logits = logits.float()
-        if all(t.params.greedy and t.hook is None for t in rows):
+        plain = [t.params.greedy and t.hook is None for t in rows]
+        if all(plain):
             return logits.argmax(-1).tolist()
+        argmax = logits.argmax(-1).tolist() if any(plain) else []   # one call for a mixed batch's plain rows
         out = []
         for i, t in enumerate(rows):
+            if plain[i]:
+                out.append(argmax[i])
+                continue
             row = logits[i]
             if t.hook is not None:
                 row = t.hook(t.token_ids, row)

@@ -17,6 +17,7 @@ import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
+from . import constrained
 from .base import Backend, LLMRequest, LLMResponse, StreamChunk
 from .batcher import Batcher, LogitsHook
 from .models import model_key, resolve_model
@@ -100,12 +101,13 @@ class TransformersBackend(Backend):
     """Local generation with `transformers` (see the batcher module for the scheduling policy).
 
     `model`: "smollm2" (default), "tiny"/"tiny10m", a local HF directory or a hub id (offline cache).
-    `ignore_eos` keeps decoding past EOS (benchmarks that need full-length rows).
-    Subclasses add constrained decoding by overriding `logits_hook()`.
+    `ignore_eos` keeps decoding past EOS (benchmarks that need full-length rows; not for constrained calls).
+    `regex=`/`choices=` become a per-request logits mask (see the `constrained` module for the
+    semantics: full match, `stop=` ignored, `ConstraintIncomplete` when `max_tokens` runs out first).
     """
 
     name = "transformers"
-    capabilities = frozenset({"stream", "prefill", "raw", "seed"})
+    capabilities = frozenset({"stream", "prefill", "raw", "seed", "regex", "choices"})
 
     def __init__(self, model: str | None = None, *, device: str = "auto", dtype: Any = None,
                  max_batch_size: int = 32, flush_ms: float = 5.0, join_ms: float = 30.0,
@@ -125,9 +127,35 @@ class TransformersBackend(Backend):
         self._others: dict[str, Batcher] = {}   # batchers for requests naming another model
         self._closed = False
 
-    def logits_hook(self, request: LLMRequest) -> LogitsHook | None:
-        """Per-request logits mask (regex=/choices= plug in here); None means unconstrained."""
-        return None
+    def check(self, request: LLMRequest) -> None:
+        """Also rejects an invalid regex or empty choices up front (`InvalidConstraint`)."""
+        super().check(request)
+        constrained.validate(request.params)
+
+    def logits_hook(self, request: LLMRequest, batcher: Batcher | None = None) -> LogitsHook | None:
+        """Per-request logits mask for regex=/choices=; None means unconstrained."""
+        if not constrained.is_constrained(request.params):
+            return None
+        return constrained.constrainer_for(batcher or self.batcher).hook(request.params)
+
+    async def _submit(self, request: LLMRequest, *, stream: bool) -> tuple[Any, Any]:
+        """Queue a request on its model's batcher; returns (ticket, hook)."""
+        batcher = await self._batcher_for(request)
+        if not constrained.is_constrained(request.params):
+            return batcher.submit(request, stream=stream, ignore_eos=self.ignore_eos), None
+        if constrained.constrainer_for(batcher, build=False) is None:   # tokenizer conversion: once, off the loop
+            await asyncio.to_thread(constrained.constrainer_for, batcher)
+        hook = self.logits_hook(request, batcher)
+        # the constraint decides where the answer ends: stop strings and ignore_eos do not apply
+        ticket = batcher.submit(request.with_params(stop=()), stream=stream, logits_hook=hook)
+        return ticket, hook
+
+    def _verify(self, ticket: Any, hook: Any) -> None:
+        """Raise ConstraintIncomplete if a constrained answer ended without matching."""
+        why = hook.failure(ticket.token_ids) if hook is not None else None
+        if why is not None:
+            model = model_key(ticket.request.model) if ticket.request.model else self.default_model
+            raise constrained.ConstraintIncomplete(why, model=model, backend=self.name)
 
     async def _batcher_for(self, request: LLMRequest) -> Batcher:
         if request.model is None or model_key(request.model) == self.batcher.name:
@@ -139,20 +167,21 @@ class TransformersBackend(Backend):
 
     async def generate(self, request: LLMRequest) -> LLMResponse:
         self.check(request)
-        batcher = await self._batcher_for(request)
-        ticket = batcher.submit(request, ignore_eos=self.ignore_eos, logits_hook=self.logits_hook(request))
+        ticket, hook = await self._submit(request, stream=False)
         try:
-            return await ticket.result()
+            resp = await ticket.result()
         finally:
             ticket.cancel()                # no-op once finished; frees the slot if we were cancelled
+        self._verify(ticket, hook)
+        return resp
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[StreamChunk]:
         self.check(request)
-        batcher = await self._batcher_for(request)
-        ticket = batcher.submit(request, stream=True, ignore_eos=self.ignore_eos,
-                                logits_hook=self.logits_hook(request))
+        ticket, hook = await self._submit(request, stream=True)
         try:
             async for chunk in ticket.chunks():
+                if chunk.response is not None:
+                    self._verify(ticket, hook)
                 yield chunk
         finally:
             ticket.cancel()
