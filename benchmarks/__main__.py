@@ -6,6 +6,8 @@
     batcher  bench_batcher.py  shared batcher vs static batching and one at a time (tiny10m, smollm2)
     openai   bench_openai.py   256 concurrent calls through OpenAIBackend to a fake server
     serve    bench_serve.py    `epic serve` (tiny10m) under 4 client processes x 8 requests vs in-process
+    programs bench_programs.py ToT / tool use / constrained decoding replayed from SmolLM2 recordings:
+                               sequential vs opportunistic vs hand-written asyncio
 
 `--quick` is a smoke run of every module (small sizes, one model, one repetition) that writes under
 benchmarks/results/quick/, so it never overwrites the full numbers. A module that fails does not
@@ -30,6 +32,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "batcher": ("benchmarks.bench_batcher", [], ["--models", "tiny10m", "--reps", "1", "--out", str(QUICK_OUT)]),
     "openai": ("benchmarks.bench_openai", [], ["--calls", "64", "--reps", "1", "--out", str(QUICK_OUT)]),
     "serve": ("benchmarks.bench_serve", [], ["--quick", "--out", str(QUICK_OUT)]),
+    "programs": ("benchmarks.bench_programs", [], ["--quick", "--out", str(QUICK_OUT)]),
 }
 
 
