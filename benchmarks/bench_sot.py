@@ -131,16 +131,25 @@ def run_question(q: dict, modes: list[str], backend: Any, max_tokens: int) -> di
 # ------------------------------------------------------------------------------------- the parts
 
 
+def make_backend(model: str) -> Any:
+    """`sim` is the simulated model (its skeleton prompts get numbered lists): a smoke test of the
+    benchmark itself, not a measurement. Anything else is a model for `TransformersBackend`."""
+    if model == "sim":
+        from epic_kernel.llm.sim import SimBackend
+        return SimBackend()
+    from epic_kernel.llm import TransformersBackend
+    return TransformersBackend(model)
+
+
 def live(questions: list[dict], modes: list[str], model: str, max_tokens: int, rerun: bool, rec_dir: Path,
          results: dict) -> None:
-    from epic_kernel.llm import TransformersBackend
     from epic_kernel.llm.replay import RecordingBackend
 
     todo = [q for q in questions if rerun or not (rec_dir / f"q{q['question_id']:02d}.jsonl").exists()]
     if not todo:
         print("live: every chosen question is recorded already (--rerun to run them again)")
         return
-    inner = TransformersBackend(model)
+    inner = make_backend(model)
     print(f"live: {len(todo)} questions x {len(modes)} modes on {model}; warming up", flush=True)
     from epic_kernel import run
     run("x = llm('Say hello.', max_tokens=8)", backend=inner)
@@ -358,7 +367,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--questions", default="subset", help="subset (the first --per-category of each), all, or ids")
     ap.add_argument("--per-category", type=int, default=2)
     ap.add_argument("--modes", default=",".join(MODES))
-    ap.add_argument("--model", default="smollm2")
+    ap.add_argument("--model", default="smollm2", help="a TransformersBackend model, or sim (a smoke test)")
     ap.add_argument("--max-tokens", type=int, default=512)
     ap.add_argument("--rerun", action="store_true", help="run questions that are recorded already again")
     ap.add_argument("--speed", type=float, default=1.0, help="replay: divide recorded latencies by this")
