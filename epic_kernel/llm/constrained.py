@@ -15,8 +15,10 @@ Semantics (the sim and the guided OpenAI backends agree on the first two):
 * EOS is allowed exactly when the text so far is a full match, and is the only token left once
   nothing can follow. `ignore_eos` does not apply to constrained requests.
 * `max_tokens`: the last token the budget allows must leave a full match (EOS included when the
-  text already matches). If no token can, the call fails with `ConstraintIncomplete` naming the
-  budget: a constrained call never returns a non-matching answer.
+  text already matches; sampling draws from the best 32 such tokens). If no token can, the call
+  fails with `ConstraintIncomplete` naming the budget: a constrained call never returns a
+  non-matching answer. Only that last token looks ahead, so a constraint that needs several more
+  tokens (`[0-9]+é` after 47 digits of a 48-token budget) can still fail: raise `max_tokens`.
 * `stop=` is ignored for constrained requests: the constraint already decides where the answer
   ends, and a stop string could cut it into a non-matching one.
 * An invalid regex, empty or non-string choices, or choices that all fail the regex raise
@@ -130,6 +132,8 @@ def _grammar_error(rx: str) -> str:
 # Compiling against one tokenizer
 # ---------------------------------------------------------------------------------------------
 
+LAST_TOKEN_CANDIDATES = 32     # completing tokens kept on the budget's last step (see _completing)
+
 _by_batcher: weakref.WeakKeyDictionary[Any, Constrainer] = weakref.WeakKeyDictionary()
 _by_batcher_lock = threading.Lock()
 
@@ -212,7 +216,7 @@ class ConstraintHook:
             self._feed(generated)
             allowed = self._allowed()
             if self.max_tokens - len(generated) == 1:
-                allowed = self._completing(allowed)
+                allowed = self._completing(allowed, logits)
         except Exception as exc:   # see the class docstring
             self.error = f"{type(exc).__name__}: {exc}"
         if self.error is not None:
@@ -245,18 +249,27 @@ class ConstraintHook:
             raise RuntimeError(self.matcher.get_error())
         return ((bits.unsqueeze(1) >> self.owner._shifts) & 1).flatten()[:self.owner.tokenizer.vocab_size].bool()
 
-    def _completing(self, allowed: Any) -> Any:
+    def _completing(self, allowed: Any, logits: Any) -> Any:
         """The budget's last token: keep only tokens that leave a full match (EOS when it matches
-        already). One try per allowed token (~1 us each), paid once per request."""
+        already). Candidates are tried best logit first (~1 us each) and the search stops at
+        `LAST_TOKEN_CANDIDATES`, so greedy takes the best completing token and sampling draws from
+        the best few: a top-k on this one token, not a scan of the whole vocabulary."""
+        import torch
+
         eos = set(self.owner.eos_ids)
-        keep = []
-        for tok in allowed.nonzero().flatten().tolist():
+        ids = allowed.nonzero().flatten()
+        ids = ids[ids < logits.shape[-1]]
+        order = ids[torch.argsort(logits[ids.to(logits.device)], descending=True).cpu()].tolist()
+        keep: list[int] = []
+        for tok in order:
             if tok in eos:
                 keep.append(tok)
             elif self.matcher.try_consume_tokens([tok]) == 1:
                 if self.matcher.is_accepting():
                     keep.append(tok)
                 self.matcher.rollback(1)
+            if len(keep) >= LAST_TOKEN_CANDIDATES:
+                break
         return self._only(keep) if keep else allowed
 
     def _only(self, ids: Sequence[int]) -> Any:
