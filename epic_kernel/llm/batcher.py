@@ -423,22 +423,20 @@ class Batcher:
         import torch
 
         logits = logits.float()
-        plain = [t.params.greedy and t.hook is None for t in rows]
-        if all(plain):
+        if all(t.params.greedy and t.hook is None for t in rows):
             return logits.argmax(-1).tolist()
-        argmax = logits.argmax(-1).tolist() if any(plain) else []   # one call for a mixed batch's plain rows
+        for i, t in enumerate(rows):       # hooks mask their own row (in place, or return a new one)
+            if t.hook is not None:
+                row = t.hook(t.token_ids, logits[i])
+                if row.data_ptr() != logits[i].data_ptr():
+                    logits[i] = row
+        argmax = logits.argmax(-1).tolist() if any(t.params.greedy for t in rows) else []
         out = []
         for i, t in enumerate(rows):
-            if plain[i]:
+            if t.params.greedy:
                 out.append(argmax[i])
                 continue
-            row = logits[i]
-            if t.hook is not None:
-                row = t.hook(t.token_ids, row)
-            if t.params.greedy:
-                out.append(int(row.argmax()))
-                continue
-            probs = torch.softmax(row.cpu() / t.params.temperature, dim=-1)
+            probs = torch.softmax(logits[i].cpu() / t.params.temperature, dim=-1)
             if t.params.top_p < 1.0:
                 sp, si = probs.sort(descending=True)
                 sp[(sp.cumsum(0) - sp) >= t.params.top_p] = 0.0   # smallest prefix reaching top_p
