@@ -26,7 +26,7 @@ Semantics (the sim and the guided OpenAI backends agree on the first two):
 
 Library: llguidance (the engine behind guidance, and a vLLM/SGLang structured-output backend). Its
 lexer is lazy, so a regex compiles in about 1 ms whatever the vocabulary, and it has no
-dependencies. Measured on this project's two tokenizers (2-core CPU; /tmp/constrained_report.md):
+dependencies. Measured on this project's two tokenizers (2-core CPU, the three libraries side by side):
 
     compile per regex       tiny (512 tok)   SmolLM2 (49k tok)   mask per step (SmolLM2)
     llguidance 1.9.1        0.7-4.8 ms       1.0-6.1 ms          15-335 us ([0-9]+ ... [A-Z][a-z ]{0,40}\\.)
