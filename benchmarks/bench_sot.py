@@ -187,7 +187,7 @@ def replay(results: dict, speed: float, rec_dir: Path) -> None:
                 raise SystemExit(f"replay of q{qid} {mode} gave another answer than the live run: "
                                  "the recording does not match the program")
             r["recorded_s"] = row["modes"][mode]["latency_s"] / speed
-        done[qid] = {"id": row["id"], "category": row["category"], "modes": rows}
+        done[qid] = {"id": row["id"], "category": row["category"], "max_tokens": row["max_tokens"], "modes": rows}
     results["replay"] = {"speed": speed, "questions": done, "when": time.strftime("%Y-%m-%d %H:%M")}
 
 
@@ -312,6 +312,7 @@ def markdown(results: dict) -> str:
                   f"Replayed / live latency: median {statistics.median(over):.3f} (max {max(over):.3f}): the "
                   "evaluator's end-to-end overhead is what the live run shows beyond the model's own time.", ""]
         lines += table(s)
+        lines += [""] + details(rep["questions"], s)
         results["replay_summary"] = s
     return "\n".join(lines) + "\n"
 
