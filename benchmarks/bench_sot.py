@@ -145,13 +145,16 @@ def make_backend(model: str) -> Any:
 
 
 def live(questions: list[dict], modes: list[str], model: str, max_tokens: int, rerun: bool, rec_dir: Path,
-         results: dict) -> None:
+         results: dict, threads: int = 0) -> None:
     from epic_kernel.llm.replay import RecordingBackend
 
     todo = [q for q in questions if rerun or not (rec_dir / f"q{q['question_id']:02d}.jsonl").exists()]
     if not todo:
         print("live: every chosen question is recorded already (--rerun to run them again)")
         return
+    if threads:
+        import torch
+        torch.set_num_threads(threads)
     inner = make_backend(model)
     print(f"live: {len(todo)} questions x {len(modes)} modes on {model}; warming up", flush=True)
     from epic_kernel import run
@@ -167,8 +170,14 @@ def live(questions: list[dict], modes: list[str], model: str, max_tokens: int, r
         rows = run_question(q, order, recorder, max_tokens)
         results["live"][str(qid)] = {"id": qid, "category": q["category"], "question": q["text"], "order": order,
                                      "model": model, "max_tokens": max_tokens, "modes": rows,
+                                     "torch_threads": torch_threads(),
                                      "load_avg": os.getloadavg()[0], "when": time.strftime("%Y-%m-%d %H:%M")}
         save(results)
+
+
+def torch_threads() -> int | None:
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else None
 
 
 def replay(results: dict, speed: float, rec_dir: Path) -> None:
@@ -398,6 +407,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--model", default="smollm2", help="a TransformersBackend model, or sim (a smoke test)")
     ap.add_argument("--max-tokens", type=int, default=512)
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads (default: torch's own). 1 keeps timings steady when another process "
+                         "shares this 2-core machine: two processes with 2 threads each slow each other many times over")
     ap.add_argument("--rerun", action="store_true", help="run questions that are recorded already again")
     ap.add_argument("--speed", type=float, default=1.0, help="replay: divide recorded latencies by this")
     ap.add_argument("--question-file", default=str(QUESTIONS))
@@ -417,7 +429,7 @@ def main(argv: list[str] | None = None) -> dict:
     results["meta"] = {"machine": machine(), "argv": sys.argv[1:] if argv is None else argv}
     if args.part in ("live", "all"):
         live(pick(load_questions(Path(args.question_file)), args.questions, args.per_category), modes, args.model,
-             args.max_tokens, args.rerun, rec_dir, results)
+             args.max_tokens, args.rerun, rec_dir, results, args.threads)
     if args.part in ("replay", "all"):
         replay(results, args.speed, rec_dir)
     md = markdown(results)
