@@ -8,6 +8,10 @@
     serve    bench_serve.py    `epic serve` (tiny10m) under 4 client processes x 8 requests vs in-process
     programs bench_programs.py ToT / tool use / constrained decoding replayed from SmolLM2 recordings:
                                sequential vs opportunistic vs hand-written asyncio
+    sot      bench_sot.py      Skeleton-of-Thought on Vicuna-80 (SmolLM2): normal vs SoT vs streaming SoT per
+                               category; questions not yet in benchmarks/recordings/sot run live, then every
+                               recorded question is replayed (latencies / 10 in `make bench`)
+    constrained  bench_constrained_decoding.py  regex=/choices= masks vs unconstrained, 32 calls
 
 `--quick` is a smoke run of every module (small sizes, one model, one repetition) that writes under
 benchmarks/results/quick/, so it never overwrites the full numbers. A module that fails does not
@@ -33,6 +37,11 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "openai": ("benchmarks.bench_openai", [], ["--calls", "64", "--reps", "1", "--out", str(QUICK_OUT)]),
     "serve": ("benchmarks.bench_serve", [], ["--quick", "--out", str(QUICK_OUT)]),
     "programs": ("benchmarks.bench_programs", [], ["--quick", "--out", str(QUICK_OUT)]),
+    "sot": ("benchmarks.bench_sot", ["--speed", "10"],
+            ["--model", "sim", "--questions", "1,21", "--speed", "20", "--out", str(QUICK_OUT),
+             "--recordings", str(QUICK_OUT / "recordings" / "sot")]),
+    "constrained": ("benchmarks.bench_constrained_decoding", [],
+                    ["--models", "tiny10m", "--reps", "1", "--out", str(QUICK_OUT)]),
 }
 
 

@@ -132,9 +132,9 @@ def bench_model(model: str, new: int, reps: int) -> dict:
         plain_backend.close()
 
 
-def write(results: dict) -> None:
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "constrained_decoding.json").write_text(json.dumps(results, indent=2) + "\n")
+def write(results: dict, out: Path = RESULTS) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "constrained_decoding.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = ["# Constrained decoding overhead (local backend, llguidance)", "",
              f"{results['machine']}; {N} concurrent calls, median of {results['reps']} reps; "
              f"`--new {results['new']}` tokens for plain/regex rows.", "",
@@ -153,7 +153,7 @@ def write(results: dict) -> None:
               "token count. Overhead (wall) is per row-token, since constrained rows may end early at EOS; "
               "on a shared machine it is noisy (a few %), so the time spent inside the constraint hooks "
               "(matcher mask, unpacking, masking the row) is also given directly."]
-    (RESULTS / "constrained_decoding.md").write_text("\n".join(lines) + "\n")
+    (out / "constrained_decoding.md").write_text("\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -163,6 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0,
                     help="torch threads (0: torch's default); 1 is steadier on a busy small machine")
+    ap.add_argument("--out", default=str(RESULTS), help="output folder (default benchmarks/results)")
     args = ap.parse_args(argv)
     import torch
 
@@ -175,7 +176,7 @@ def main(argv: list[str] | None = None) -> dict:
     for m in args.models.split(","):
         results["models"][m] = bench_model(m, args.new, args.reps)
         print(m, json.dumps(results["models"][m]))
-    write(results)
+    write(results, Path(args.out))
     return results
 
 
