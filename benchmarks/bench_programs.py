@@ -13,41 +13,50 @@ its noise. Three modes are measured side by side in every repetition (order rota
                    independent, issuing the same requests (the programs' own prompt templates and
                    parsing helpers): the ideal hand-parallelised baseline
 
-Every repetition checks that the three modes return the same value and issue the same multiset of
+Every repetition checks that the modes return the same value and issue the same multiset of
 requests (a mismatch is a bug and stops the benchmark). Critical path: the asyncio version replayed
 on a virtual clock (each call advances its own chain by its recorded latency; a gather waits for its
 slowest branch), i.e. the makespan with unlimited parallelism; bound = sum of the recorded latencies
 / critical path, the best speedup over sequential any schedule can reach on these latencies.
 
+Recorded latencies come from the opportunistic run, i.e. from calls that shared decode batches.
+Replaying them one at a time is what a remote API with load-independent latency gives. On a local
+CPU model a call decoded alone is much faster than inside a batch, so `--record` also runs every
+workload under the sequential strategy against the real model (`<name>.sequential.jsonl`); when it
+made the same requests, a fourth mode ("solo") replays it under the sequential strategy, and the
+report gives the speedup over that too, beside the real wall times of both recording runs.
+
 Workloads
 
     tot          `tot24("4 9 10 13", breadth=5, depth=3)` (the paper's settings; one value sample per
-                 state, greedy): per level every frontier state proposes next steps (one call), every
-                 valid new state is valued (one call each), the 5 best are kept.
+                 state, greedy, max_tokens 128): per level every frontier state proposes next steps
+                 (one call), every valid new state is valued (one call each), the 5 best are kept.
+                 SmolLM2-135M almost never proposes a valid step (see tot-model), so the proposals
+                 are scripted (`scripted_tot_reply`: the valid steps a capable model lists); their
+                 latency is real: SmolLM2 decoded the actual prompt, in the shared batcher, for
+                 exactly as many tokens as the scripted reply. The values are SmolLM2's own replies.
+    tot-model    the same search on SmolLM2's own proposals: one valid step per level, so a chain of
+                 5 calls (nothing to parallelise; reported for honesty).
     tools        `answer_all` over six questions with calculator / lookup tools and `ask`
                  sub-questions (sub-chains of their own). SmolLM2-135M never writes "CALL tool: ..."
                  lines for this prompt, so the replies are scripted (`TOOL_SCRIPT`: what a tool-using
-                 model would answer, given the question and the results so far); each call's latency
-                 is still real: SmolLM2 ran the call's actual prompt in the shared batcher for
-                 exactly as many tokens as the scripted reply has.
+                 model answers, given the question and the results so far), with real latencies as
+                 for tot's proposals.
     constrained  12 reviews classified with `choices=`; each negative one then gets a star rating
-                 (`regex="[1-5]"`) and a complaint topic (`choices=`); one summary call reads them all.
+                 (`regex="[1-5]"`) and a complaint topic (`choices=`); one summary call reads them
+                 all. SmolLM2's own (constrained) replies.
 
 Targets (ToT only, from the issue): opportunistic >= 4x over sequential (the paper: 6.2x over the
-original ToT code); opportunistic within 5 % of the hand-written asyncio version. Tools and
-constrained have no stated target; the same ratios are reported.
-
-Recorded latencies come from the opportunistic run, i.e. calls that shared decode batches. Replaying
-them one at a time (sequential) is what a remote API with load-independent latency would do; a local
-CPU model decodes one request alone faster than inside a batch, so `--record` also runs every
-workload under the sequential strategy against the real model and the report gives that real wall-time
-ratio beside the replayed one.
+original ToT code); opportunistic within 5 % of the hand-written asyncio version. The other
+workloads have no stated target; the same ratios are reported.
 
     python -m benchmarks.bench_programs [--quick] [--reps N] [--speed S] [--only tot,tools] [--out DIR]
     python -m benchmarks.bench_programs --record [--only ...] [--no-sequential]
 
-Writes DIR/programs.json and DIR/programs.md (DIR = benchmarks/results, or benchmarks/results/quick
-with --quick: 1 repetition, latencies sped up 20x).
+The full run replays latencies divided by 10 (ToT's sequential replay would otherwise take 27
+minutes a repetition; the ratios do not depend on the scale beyond the evaluator's own overhead, a
+few ms per run). Writes DIR/programs.json and DIR/programs.md (DIR = benchmarks/results, or
+benchmarks/results/quick with --quick: 1 repetition, latencies divided by 100).
 """
 
 from __future__ import annotations
@@ -62,6 +71,7 @@ import os
 import re
 import statistics
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -330,8 +340,8 @@ REVIEWS = [
 ]
 CONSTRAINED_SRC = """
 def classify(review):
-    return llm(f"Is the sentiment of this coffee shop review positive, negative or neutral?\\n"
-               f"Review: {review}\\nAnswer with one word.", choices=["positive", "negative", "neutral"])
+    return llm(f"Review: {review}\\nIs this review positive, negative or neutral?",
+               choices=["positive", "negative", "neutral"])
 
 def details(review, label):
     if label != "negative":
@@ -360,8 +370,8 @@ async def constrained_asyncio(backend: Backend, reviews) -> dict:
     llm = Caller(backend)
 
     async def item(review: str) -> tuple[str, dict | None]:
-        label = await llm(f"Is the sentiment of this coffee shop review positive, negative or neutral?\n"
-                          f"Review: {review}\nAnswer with one word.", choices=["positive", "negative", "neutral"])
+        label = await llm(f"Review: {review}\nIs this review positive, negative or neutral?",
+                          choices=["positive", "negative", "neutral"])
         if label != "negative":
             return label, None
         stars, topic = await vgather(
@@ -388,20 +398,26 @@ WORKLOADS: dict[str, dict[str, Any]] = {
     "tot": {"src": TOT_SRC, "namespace": dict(TOT), "ideal": lambda b: tot_asyncio(b, **TOT),
             "shape": "tot24 on 4 9 10 13, breadth 5, depth 3: per level one proposal per frontier state, one value "
                      "per new state, keep the 5 best; proposals scripted (valid steps), values the model's own",
-            "target": True, "script": scripted_tot_reply},
+            "target": True, "script": scripted_tot_reply,
+            "note": "proposals scripted (`scripted_tot_reply`: up to 8 valid steps, as many as fit in max_tokens), "
+                    "each with the latency of SmolLM2 decoding the real prompt for as many tokens; values are "
+                    "SmolLM2's own replies"},
     "tot-model": {"src": TOT_SRC, "namespace": dict(TOT), "ideal": lambda b: tot_asyncio(b, **TOT),
                   "shape": "the same search on SmolLM2's own proposals: it rarely writes a valid step, so every "
                            "level has one state",
-                  "target": False, "script": None},
+                  "target": False, "script": None, "note": "SmolLM2's own replies"},
     "tools": {"src": TOOLS_SRC, "namespace": {"questions": TOOL_QUESTIONS, **TOOLS_OPTS},
               "ideal": lambda b: tools_asyncio(b, TOOL_QUESTIONS, **TOOLS_OPTS),
               "shape": "answer_all over 6 questions: chains of calculator / lookup calls and 5 `ask` sub-chains; "
                        "replies scripted",
-              "target": False, "script": scripted_tool_reply},
+              "target": False, "script": scripted_tool_reply,
+              "note": "replies scripted (`TOOL_SCRIPT`), each with the latency of SmolLM2 decoding the real prompt "
+                      "for as many tokens as the scripted reply"},
     "constrained": {"src": CONSTRAINED_SRC, "namespace": {"reviews": REVIEWS},
                     "ideal": lambda b: constrained_asyncio(b, REVIEWS),
                     "shape": "12 reviews: classify (choices); each negative one: stars (regex) and topic (choices); "
-                             "one summary", "target": False, "script": None, "needs": {"regex", "choices"}},
+                             "one summary", "target": False, "script": None, "needs": {"regex", "choices"},
+                    "note": "SmolLM2's own replies (constrained decoding on the local backend)"},
 }
 
 
@@ -460,6 +476,11 @@ class ScriptedTextBackend(Backend):
         self.plain.on_all_quiescent()
 
 
+def threads_now() -> int | None:
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else None
+
+
 def load_avg() -> list[float]:
     try:
         return [round(x, 2) for x in os.getloadavg()]
@@ -467,11 +488,25 @@ def load_avg() -> list[float]:
         return []
 
 
-def record(names: list[str], sequential: bool, make_backend: Callable[..., Backend] | None = None) -> None:
+def sample_load(out: list[float], stop: threading.Event) -> None:
+    """The 1-minute load average every 2 s until `stop` (this process counts about 2 on 2 cores)."""
+    while True:
+        out.append(round(os.getloadavg()[0], 2))
+        if stop.wait(2.0):
+            return
+
+
+def record(names: list[str], sequential: bool, make_backend: Callable[..., Backend] | None = None,
+           threads: int | None = None) -> None:
     """Run each workload against the real model (`make_backend(ignore_eos=...)`, by default
-    TransformersBackend on SmolLM2) and record its calls; the summary goes to recordings/meta.json."""
+    TransformersBackend on SmolLM2) and record its calls; the summary goes to recordings/meta.json.
+    `threads`: torch's intra-op threads (fewer than the cores keeps latencies steadier on a shared machine)."""
     if make_backend is None:
         from epic_kernel.llm import TransformersBackend as make_backend
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
 
     RECORDINGS.mkdir(parents=True, exist_ok=True)
     meta = json.loads(META.read_text()) if META.exists() else {}
@@ -485,7 +520,7 @@ def record(names: list[str], sequential: bool, make_backend: Callable[..., Backe
         script = w["script"]
         forced = make_backend(ignore_eos=True) if script is not None else None
         entry: dict[str, Any] = {"model": plain.default_model, "backend": plain.name, "greedy": True,
-                                 "scripted_text": script is not None, "when": time.strftime("%Y-%m-%d %H:%M %Z"),
+                                 "scripted_text": script is not None, "torch_threads": threads_now(), "when": time.strftime("%Y-%m-%d %H:%M %Z"),
                                  "machine": machine()}
         for strategy in ("opportunistic", "sequential") if sequential else ("opportunistic",):
             path = recording(name, strategy == "sequential")
@@ -494,13 +529,20 @@ def record(names: list[str], sequential: bool, make_backend: Callable[..., Backe
             rec = RecordingBackend(backend, path)
             print(f"== recording {name} ({strategy}) into {rel(path)}, load {load_avg()}",
                   flush=True)
+            loads, stop = [], threading.Event()
+            sampler = threading.Thread(target=sample_load, args=(loads, stop), daemon=True)
+            sampler.start()
             t0 = time.perf_counter()
-            res = run(w["src"], strategy=strategy, backend=rec, namespace=dict(w["namespace"]), trace=False)
-            wall = time.perf_counter() - t0
+            try:
+                res = run(w["src"], strategy=strategy, backend=rec, namespace=dict(w["namespace"]), trace=False)
+            finally:
+                wall = time.perf_counter() - t0
+                stop.set()
+                sampler.join()
             lat = [c["latency"] for c in read_calls(path)]
             entry[strategy] = {"wall_s": round(wall, 3), "calls": len(lat), "tool_calls": len(res.calls) - len(lat),
-                               "sum_latency_s": round(sum(lat), 3),
-                               "load_before_after": load_avg(), "value": res.value}
+                               "sum_latency_s": round(sum(lat), 3), "load_before": loads[0] if loads else None,
+                               "load_max": max(loads, default=None), "load_after": load_avg(), "value": res.value}
             print(f"   {len(lat)} model calls in {wall:.1f} s (sum of latencies {sum(lat):.1f} s); "
                   f"value {json.dumps(res.value, default=str)[:300]}", flush=True)
         if sequential:
@@ -581,47 +623,57 @@ def critical_path(w: dict, path: Path) -> tuple[float, float, int]:
 
 def bench(name: str, reps: int, speed: float) -> dict:
     w = WORKLOADS[name]
-    path = recording(name)
-    backend = CountingReplay(path, speed=speed)
+    path, solo_path = recording(name), recording(name, sequential=True)
+    backends = {m: CountingReplay(path, speed=speed) for m in MODES}
     warm = CountingReplay(path, speed=1000.0)
     cp, total, ncalls = critical_path(w, path)
+    modes = list(MODES)
+    if solo_path.exists() and calls_multiset(solo_path) == calls_multiset(path):
+        modes.append("solo")                 # sequential again, on the latencies of the real sequential run
+        backends["solo"] = CountingReplay(solo_path, speed=speed)
+        solo_total = sum(c["latency"] for c in read_calls(solo_path))
     for mode in MODES:                                                    # warm every path once
         one(w, warm, mode)
-    walls: dict[str, list[float]] = {m: [] for m in MODES}
-    speedup, vs_asyncio, asyncio_speedup = [], [], []
+    walls: dict[str, list[float]] = {m: [] for m in modes}
+    ratios: dict[str, list[float]] = {"speedup": [], "vs_asyncio": [], "asyncio_speedup": [], "solo_speedup": []}
     info: dict = {}
     for rep in range(reps):
-        order = MODES[rep % 3:] + MODES[:rep % 3]
-        got = {m: one(w, backend, m) for m in order}
-        values = {m: json.dumps(got[m]["value"], sort_keys=True, default=str) for m in MODES}
+        k = rep % len(modes)
+        got = {m: one(w, backends[m], "sequential" if m == "solo" else m) for m in modes[k:] + modes[:k]}
+        values = {m: json.dumps(got[m]["value"], sort_keys=True, default=str) for m in modes}
         if len(set(values.values())) != 1:
             raise RuntimeError(f"{name}: the modes disagree on the result:\n"
                                + "\n".join(f"  {m}: {v[:500]}" for m, v in values.items()))
-        reqs = {m: got[m]["requests"] for m in MODES}
-        if not (reqs["sequential"] == reqs["opportunistic"] == reqs["asyncio"]):
+        reqs = {m: got[m]["requests"] for m in modes}
+        if any(r != reqs["opportunistic"] for r in reqs.values()):
             raise RuntimeError(f"{name}: the modes made different requests: "
                                + ", ".join(f"{m} {sum(r.values())} calls" for m, r in reqs.items()))
-        for m in MODES:
+        for m in modes:
             walls[m].append(got[m]["wall_s"])
-        speedup.append(got["sequential"]["wall_s"] / got["opportunistic"]["wall_s"])
-        vs_asyncio.append(got["opportunistic"]["wall_s"] / got["asyncio"]["wall_s"])
-        asyncio_speedup.append(got["sequential"]["wall_s"] / got["asyncio"]["wall_s"])
+        opp = got["opportunistic"]["wall_s"]
+        ratios["speedup"].append(got["sequential"]["wall_s"] / opp)
+        ratios["vs_asyncio"].append(opp / got["asyncio"]["wall_s"])
+        ratios["asyncio_speedup"].append(got["sequential"]["wall_s"] / got["asyncio"]["wall_s"])
+        if "solo" in got:
+            ratios["solo_speedup"].append(got["solo"]["wall_s"] / opp)
         info = {"calls": sum(reqs["opportunistic"].values()), "steps": got["opportunistic"]["steps"]}
-        print(f"  {name} rep {rep}: " + ", ".join(f"{m} {got[m]['wall_s']:.2f}s" for m in MODES)
-              + f"; speedup {speedup[-1]:.2f}x, opp/asyncio {vs_asyncio[-1]:.3f}", flush=True)
+        print(f"  {name} rep {rep}: " + ", ".join(f"{m} {got[m]['wall_s']:.2f}s" for m in modes)
+              + f"; speedup {ratios['speedup'][-1]:.2f}x, opp/asyncio {ratios['vs_asyncio'][-1]:.3f}", flush=True)
+    if ncalls != info["calls"]:
+        raise RuntimeError(f"{name}: the critical-path replay made {ncalls} calls, the runs {info['calls']}")
     med = statistics.median
     bound = total / cp if cp > 0 else float("nan")
     row = {"shape": w["shape"], "recording": rel(path), "scripted_text": w["script"] is not None,
            "calls": info["calls"], "steps": info["steps"], "reps": reps, "speed": speed,
            "sum_latency_s": total, "critical_path_s": cp, "bound": bound,
-           "wall_s": {m: med(walls[m]) for m in MODES},
-           "speedup_vs_sequential": med(speedup), "opportunistic_vs_asyncio": med(vs_asyncio),
-           "asyncio_speedup_vs_sequential": med(asyncio_speedup),
-           "speedup_over_bound": med(speedup) / bound,
-           "raw": {"wall_s": walls, "speedup_vs_sequential": speedup, "opportunistic_vs_asyncio": vs_asyncio},
-           "same_results_and_requests": True}
-    if ncalls != info["calls"]:
-        raise RuntimeError(f"{name}: the critical-path replay made {ncalls} calls, the runs {info['calls']}")
+           "wall_s": {m: med(walls[m]) for m in modes},
+           "speedup_vs_sequential": med(ratios["speedup"]), "opportunistic_vs_asyncio": med(ratios["vs_asyncio"]),
+           "asyncio_speedup_vs_sequential": med(ratios["asyncio_speedup"]),
+           "speedup_over_bound": med(ratios["speedup"]) / bound,
+           "raw": {"wall_s": walls, **ratios}, "same_results_and_requests": True}
+    if "solo" in modes:
+        row["solo"] = {"recording": rel(solo_path), "sum_latency_s": solo_total,
+                       "speedup_vs_solo_sequential": med(ratios["solo_speedup"])}
     if w["target"]:
         row["targets"] = {"speedup_at_least_4x": row["speedup_vs_sequential"] >= TARGET_TOT_SPEEDUP,
                           "opportunistic_within_5pct_of_asyncio": row["opportunistic_vs_asyncio"] <= TARGET_VS_ASYNCIO}
@@ -630,7 +682,8 @@ def bench(name: str, reps: int, speed: float) -> dict:
         row["real_model"] = {"opportunistic_wall_s": real["opportunistic"]["wall_s"],
                              "sequential_wall_s": real["sequential"]["wall_s"],
                              "speedup": real["sequential"]["wall_s"] / real["opportunistic"]["wall_s"],
-                             "same_requests": real.get("sequential_same_requests")}
+                             "same_requests": real.get("sequential_same_requests"),
+                             "same_value": real.get("sequential_same_value")}
     return row
 
 
@@ -682,31 +735,39 @@ def markdown(res: dict) -> str:
             f"{r['asyncio_speedup_vs_sequential']:.2f}x | {target} |")
     lines += ["", "Workloads:", ""]
     for name, r in rows.items():
-        lines.append(f"* **{name}**: {r['shape']}; {r['calls']} calls, {r['steps']:,} reduction steps "
-                     f"(opportunistic).{' Reply texts scripted, latencies real (see below).' if r['scripted_text'] else ''}")
-    real = {n: r["real_model"] for n, r in rows.items() if "real_model" in r}
-    if real:
+        lines.append(f"* **{name}**: {r['shape']}; {r['calls']} model calls, {r['steps']:,} reduction steps "
+                     f"(opportunistic); critical path {r['critical_path_s']:.1f} s of {r['sum_latency_s']:.1f} s "
+                     "recorded.")
+    solo = {n: r for n, r in rows.items() if "solo" in r or "real_model" in r}
+    if solo:
         lines += [
             "",
-            "The replayed latencies are those of calls that shared decode batches; sequential replay adds them "
-            "up as a remote API with load-independent latency would. On a local CPU model a call decoded alone "
-            "is faster than one inside a batch, so here are the real wall times of the recording runs "
-            "(the same programs against the real model, once each):",
+            "**Local CPU model.** The latencies above are those of calls that shared decode batches; replaying "
+            "them one at a time is what a remote API with load-independent latency gives. A call decoded alone "
+            "on this CPU is much faster than one inside a batch (prefill is compute-bound here), so `--record` "
+            "also ran every workload under the sequential strategy against the real model. Solo replay = the "
+            "sequential strategy replaying that run's own latencies (same requests, same answers); real = the "
+            "wall times of the two recording runs themselves (once each, on a shared machine).",
             "",
-            "| workload | real opportunistic s | real sequential s | real speedup | same requests |",
-            "|---|---|---|---|---|",
+            "| workload | sum of solo latencies s | sequential, solo latencies s | opportunistic s "
+            "| speedup vs solo sequential | real sequential s | real opportunistic s | real speedup |",
+            "|---|---|---|---|---|---|---|---|",
         ]
-        for name, x in real.items():
-            lines.append(f"| {name} | {x['opportunistic_wall_s']:.1f} | {x['sequential_wall_s']:.1f} | "
-                         f"{x['speedup']:.2f}x | {x['same_requests']} |")
+        for name, r in solo.items():
+            o, x = r.get("solo"), r.get("real_model")
+            cells = ([f"{o['sum_latency_s'] / sp:.2f}", f"{r['wall_s']['solo']:.2f}", f"{r['wall_s']['opportunistic']:.2f}",
+                      f"**{o['speedup_vs_solo_sequential']:.2f}x**"] if o else ["-", "-", "-", "-"])
+            cells += ([f"{x['sequential_wall_s']:.1f}", f"{x['opportunistic_wall_s']:.1f}", f"{x['speedup']:.2f}x"]
+                      if x else ["-", "-", "-"])
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if rec:
         lines += ["", "Recordings:", ""]
         for name, x in rec.items():
             o = x.get("opportunistic", {})
             lines.append(f"* {name}: {x.get('model')} on {x.get('machine', {}).get('cpu', '?')}, {x.get('when')}; "
-                         f"{o.get('calls')} calls in {o.get('wall_s')} s, load {o.get('load_before_after')}"
-                         + ("; reply texts scripted (`TOOL_SCRIPT`), each call's latency that of SmolLM2 decoding "
-                            "the real prompt for as many tokens as the scripted reply" if x.get("scripted_text") else ""))
+                         f"{o.get('calls')} calls in {o.get('wall_s')} s (1-min load average {o.get('load_before')} "
+                         f"before, at most {o.get('load_max')} during: this process counts about 2); "
+                         f"{WORKLOADS[name]['note']}.")
     missing = [n for n in res["meta"]["skipped"]]
     if missing:
         lines += ["", f"Not measured (no recording yet): {', '.join(missing)}."]
@@ -717,9 +778,11 @@ def main(argv: list[str] | None = None) -> dict | None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--record", action="store_true", help="run the workloads against SmolLM2 and record them")
     ap.add_argument("--no-sequential", action="store_true", help="--record: skip the real sequential run")
-    ap.add_argument("--quick", action="store_true", help="smoke mode: 1 repetition, latencies / 20")
+    ap.add_argument("--threads", type=int, default=None, help="--record: torch threads (default: torch's choice)")
+    ap.add_argument("--quick", action="store_true", help="smoke mode: 1 repetition, latencies / 100")
     ap.add_argument("--reps", type=int, default=None, help="repetitions per workload (default 3, quick 1)")
-    ap.add_argument("--speed", type=float, default=None, help="divide recorded latencies by this (default 1, quick 20)")
+    ap.add_argument("--speed", type=float, default=None,
+                    help="divide recorded latencies by this (default 10, quick 100)")
     ap.add_argument("--only", default="", help=f"comma-separated subset of {','.join(WORKLOADS)}")
     ap.add_argument("--out", default=None, help="output folder (default benchmarks/results[/quick])")
     ap.add_argument("--recordings", default=None, help="recordings folder (default benchmarks/recordings)")
@@ -731,9 +794,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     if unknown:
         ap.error(f"unknown workload(s) {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}")
     if args.record:
-        record(names, sequential=not args.no_sequential)
+        record(names, sequential=not args.no_sequential, threads=args.threads)
         return None
-    speed = args.speed if args.speed is not None else (20.0 if args.quick else 1.0)
+    speed = args.speed if args.speed is not None else (100.0 if args.quick else 10.0)
     reps = args.reps or (1 if args.quick else 3)
     out = Path(args.out) if args.out else (RESULTS / "quick" if args.quick else RESULTS)
     meta: dict[str, Any] = {"when": time.strftime("%Y-%m-%d %H:%M %Z"), "quick": args.quick, "speed": speed,
