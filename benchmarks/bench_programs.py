@@ -51,7 +51,7 @@ original ToT code); opportunistic within 5 % of the hand-written asyncio version
 workloads have no stated target; the same ratios are reported.
 
     python -m benchmarks.bench_programs [--quick] [--reps N] [--speed S] [--only tot,tools] [--out DIR]
-    python -m benchmarks.bench_programs --record [--only ...] [--no-sequential]
+    python -m benchmarks.bench_programs --record [--only ...] [--no-sequential] [--threads 1]
 
 The full run replays latencies divided by 10 (ToT's sequential replay would otherwise take 27
 minutes a repetition; the ratios do not depend on the scale beyond the evaluator's own overhead, a
@@ -761,13 +761,16 @@ def markdown(res: dict) -> str:
                       if x else ["-", "-", "-"])
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if rec:
-        lines += ["", "Recordings:", ""]
+        lines += ["", "Recordings (`python -m benchmarks.bench_programs --record --threads 1`; one torch thread because "
+                  "other jobs share this 2-core machine: with two threads the latencies swung by up to 6x with "
+                  "their load, with one a repeated recording agreed within 5 % and was a uniform ~1.7x slower than "
+                  "a quiet two-thread run):", ""]
         for name, x in rec.items():
             o = x.get("opportunistic", {})
-            lines.append(f"* {name}: {x.get('model')} on {x.get('machine', {}).get('cpu', '?')}, {x.get('when')}; "
-                         f"{o.get('calls')} calls in {o.get('wall_s')} s (1-min load average {o.get('load_before')} "
-                         f"before, at most {o.get('load_max')} during: this process counts about 2); "
-                         f"{WORKLOADS[name]['note']}.")
+            lines.append(f"* {name}: {x.get('model')} on {x.get('machine', {}).get('cpu', '?')}, "
+                         f"{x.get('torch_threads')} torch thread(s), {x.get('when')}; {o.get('calls')} calls in "
+                         f"{o.get('wall_s')} s (1-min load average {o.get('load_before')} before, at most "
+                         f"{o.get('load_max')} during, this run included); {WORKLOADS[name]['note']}.")
     missing = [n for n in res["meta"]["skipped"]]
     if missing:
         lines += ["", f"Not measured (no recording yet): {', '.join(missing)}."]
