@@ -23,6 +23,19 @@ from epic_kernel import EpicError, EpicInterrupted, RunResult  # noqa: E402
 from epic_kernel.llm.sim import SimBackend  # noqa: E402
 
 
+class StuckBackend(SimBackend):
+    """A sim whose calls take 30 s, and that says when the first one starts."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.in_flight = threading.Event()
+
+    async def generate(self, request):
+        self.in_flight.at = time.monotonic()
+        self.in_flight.set()
+        return await super().generate(request)
+
+
 @pytest.fixture(scope="module")
 def ip(tmp_path_factory):
     from traitlets.config import Config
@@ -40,7 +53,7 @@ def ip(tmp_path_factory):
         shell.run_line_magic("load_ext", "epic_kernel")
         shell.user_ns["slow"] = SimBackend(latency=2.0)
         shell.user_ns["fast"] = SimBackend(latency=0.01)
-        shell.user_ns["stuck"] = SimBackend(latency=30.0)
+        shell.user_ns["stuck"] = StuckBackend(latency=30.0)
         with capture_output():
             shell.run_line_magic("epic", "config backend=sim view=none")
         yield shell
@@ -185,12 +198,20 @@ def test_cancelling_the_cell_cancels_calls_fast_and_keeps_results(ip):
 
 def test_ctrl_c_in_a_terminal_shell_cancels_calls(ip):
     """The sync path: asyncio.run turns SIGINT into a cancel of the run and waits for it."""
-    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    stuck = ip.user_ns["stuck"]
+    stuck.in_flight.clear()
+
+    def interrupt():                      # once the calls are in flight, not after a guess at how long that takes
+        if stuck.in_flight.wait(30):
+            time.sleep(0.1)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    timer = threading.Thread(target=interrupt)
     timer.start()
-    t0 = time.monotonic()
     res, out = cell(ip, '%%epic --backend stuck --no-cache\n[llm(f"t{i}") for i in range(3)]\n')
     timer.join()
-    assert isinstance(res.error_in_exec, EpicInterrupted) and time.monotonic() - t0 < 3.0
+    assert isinstance(res.error_in_exec, EpicInterrupted), out.stdout
+    assert time.monotonic() - stuck.in_flight.at < 3.0                 # not the 30 s the calls would take
     assert "0 calls finished, 3 cancelled" in out.stdout and "Traceback" not in out.stdout
     assert [c.state for c in ip.user_ns["_epic_last"].calls] == ["cancelled"] * 3
 
