@@ -51,6 +51,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks import bench_core
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 RECORDINGS = HERE / "recordings" / "sot"
@@ -142,7 +144,7 @@ def make_backend(model: str) -> Any:
 
 
 def live(questions: list[dict], modes: list[str], model: str, max_tokens: int, rerun: bool, rec_dir: Path,
-         results: dict, threads: int = 0) -> None:
+         results: dict, out: Path, threads: int = 0) -> None:
     from epic_kernel.llm.replay import RecordingBackend
 
     todo = [q for q in questions if rerun or not (rec_dir / f"q{q['question_id']:02d}.jsonl").exists()]
@@ -169,7 +171,7 @@ def live(questions: list[dict], modes: list[str], model: str, max_tokens: int, r
                                      "model": model, "max_tokens": max_tokens, "modes": rows,
                                      "torch_threads": torch_threads(),
                                      "load_avg": os.getloadavg()[0], "when": time.strftime("%Y-%m-%d %H:%M")}
-        save(results)
+        save(results, out)
 
 
 def torch_threads() -> int | None:
@@ -374,11 +376,8 @@ def plot(summary: dict, path: Path) -> None:
 
 # ------------------------------------------------------------------------------------- main
 
-_OUT: dict[str, Path] = {}
-
-
-def save(results: dict) -> None:
-    out = _OUT["dir"]
+def save(results: dict, out: Path) -> None:
+    """Written after every question, so a stopped run keeps what it measured."""
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "sot.json.tmp"
     tmp.write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
@@ -386,14 +385,8 @@ def save(results: dict) -> None:
 
 
 def machine() -> str:
-    import platform
-    cpu = platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    m = bench_core.machine()
+    return f"{m['cpu']}, {m['cpus']} CPUs, Python {m['python']}"
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -418,24 +411,24 @@ def main(argv: list[str] | None = None) -> dict:
     if bad:
         ap.error(f"unknown mode(s) {', '.join(bad)}; choose from {', '.join(MODES)}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    _OUT["dir"] = Path(args.out)
+    out = Path(args.out)
     rec_dir = Path(args.recordings)
-    path = _OUT["dir"] / "sot.json"
+    path = out / "sot.json"
     results = json.loads(path.read_text()) if path.exists() else {}
     results.setdefault("live", {})
     results["meta"] = {"machine": machine(), "argv": sys.argv[1:] if argv is None else argv}
     if args.part in ("live", "all"):
         live(pick(load_questions(Path(args.question_file)), args.questions, args.per_category), modes, args.model,
-             args.max_tokens, args.rerun, rec_dir, results, args.threads)
+             args.max_tokens, args.rerun, rec_dir, results, out, args.threads)
     if args.part in ("replay", "all"):
         replay(results, args.speed, rec_dir)
     md = markdown(results)
-    save(results)
-    (_OUT["dir"] / "sot.md").write_text(md, encoding="utf-8")
+    save(results, out)
+    (out / "sot.md").write_text(md, encoding="utf-8")
     if results.get("live_summary"):
-        plot(results["live_summary"], _OUT["dir"] / "sot.png")
+        plot(results["live_summary"], out / "sot.png")
     if results.get("live_all_summary"):
-        plot(results["live_all_summary"], _OUT["dir"] / "sot_all.png")
+        plot(results["live_all_summary"], out / "sot_all.png")
     print(md)
     return results
 
