@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["EpicError", "EpicException", "EpicInternalError", "EpicInterrupted", "EpicSyntaxError"]
+__all__ = ["EpicError", "EpicException", "EpicInternalError", "EpicInterrupted", "EpicSyntaxError", "unwrap"]
 
 
 class EpicException(Exception):
@@ -47,6 +47,17 @@ class EpicError(EpicException):
         super().__init__(message)
         self.failures = failures or []
         self.result = result
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """The error a callback raised, not the nested run that reported it: host code (`sorted(key=...)`,
+    `map`) calls an epic function through a nested run, whose EpicError wraps the user's own error."""
+    while isinstance(exc, EpicError) and not isinstance(exc, EpicInterrupted) and exc.failures:
+        inner = getattr(exc.failures[0], "error", None)
+        if inner is None:
+            break
+        exc = inner
+    return exc
 
 
 class EpicInterrupted(EpicError):

@@ -33,8 +33,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ..errors import EpicInternalError
-from ..lang.ir import Function, Unbound
+from ..errors import EpicInternalError, unwrap
+from ..lang.ir import Function
 from . import context as _ctx
 from .events import CallRecord, Event, clock
 from .graph import (
@@ -148,6 +148,7 @@ class Evaluator:
         self.state = "created"
         self._last_steps_event = 0.0
         self._observer_errors = 0
+        self.handed_closures = 0                    # closures converted for host code (see _host_call)
 
     # ------------------------------------------------------------------------------------ counters
     @property
@@ -291,10 +292,32 @@ class Evaluator:
         if cls is ErrorVal:
             raise Poison(v)
         if cls is Closure:
+            self._require_captures(v)
+            self.handed_closures += 1
             return EpicFunction(v, backend=self.backend_spec, strategy=self.strategy)
-        if cls is Unbound:
-            raise Poison(ErrorVal(UnboundLocalError(f"local variable {v.name!r} referenced before assignment")))
         return v
+
+    def _require_captures(self, clo: Closure) -> None:
+        """Raise Wait until every value `clo` captured (through packs and other closures) is there.
+
+        Host code calls the Python callable it gets synchronously, in a nested run that cannot wait
+        for this run's pending cells: handed over early, a callback would see `None` where a captured
+        value was still being computed (`map(lambda q: q * k, xs)` while `k` is pending). Errors are
+        values here: the callback fails only if it uses one, as in Python."""
+        seen = {id(clo)}
+        stack = [*clo.captured, *clo.defaults]
+        while stack:
+            v, root = self.whnf(stack.pop())
+            if v is PENDING:
+                raise Wait(root)
+            cls = v.__class__
+            if (cls is PackVal or cls is Closure) and id(v) not in seen:
+                seen.add(id(v))
+                if cls is PackVal:
+                    stack.extend(v.items)
+                else:
+                    stack.extend(v.captured)
+                    stack.extend(v.defaults)
 
     def stream_cells(self, v: PackVal) -> list[Cell]:
         """The element cells of a finished stream; raises Wait on the first pending tail."""
@@ -394,8 +417,6 @@ class Evaluator:
             self._beta(v.closure, node)
         elif cls is ErrorVal:
             self.poison(node, v)
-        elif cls is Unbound:
-            self.fail(node, UnboundLocalError(f"local variable {v.name!r} referenced before assignment"))
         else:
             self._host_call(v, node)
 
@@ -420,6 +441,10 @@ class Evaluator:
         cells.append(_TOKEN if node.io_in is None else node.io_in)
         cells += clo.captured
         cells += [Cell(v) for v in t.prim_values]
+        if t.unbound:                                  # names read before assignment: fresh latent errors
+            for i, name in t.unbound:
+                cells[i] = Cell(ErrorVal(UnboundLocalError(
+                    f"cannot access local variable {name!r} where it is not associated with a value")))
         cells += [Cell() for _ in range(t.nother)]
         new = []
         for op in t.ops:
@@ -524,8 +549,10 @@ class Evaluator:
             try:
                 vals = list(v)
             except TypeError as e:
-                err = TypeError(f"cannot unpack non-iterable {type(v).__name__} object (line {line})")
+                err = TypeError(f"cannot unpack non-iterable {type(v).__name__} object")
                 err.__cause__ = e
+            except Exception as e:                  # a host iterator that raised while iterated
+                err = unwrap(e)
             else:
                 if len(vals) == len(outs):
                     self.n_project += 1
@@ -541,31 +568,46 @@ class Evaluator:
             self.bind(o, e)
 
     def _host_call(self, f: Any, node: CallNode) -> None:
-        if node.io_out is not None:                 # host code is not ordered by the print token
-            self.alias(node.io_out, node.io_in)
-            node.io_out = None
         special = STRUCTURAL.get(id(f))
-        if special is not None and special(self, node):
-            return
+        if special is not None:
+            self.pass_io(node)                      # structural builtins never run epic code or print
+            if guarded(special, self, node):
+                return
+        handed = self.handed_closures
         conv = self.host_args(node)
         if conv is None:
             return
         pos, kw = conv
         kind = call_kind(f)
         if kind != 0:
+            self.pass_io(node)
             self._dispatch(f, pos, kw, node, kind)
             return
+        if node.io_out is not None and self.handed_closures != handed:
+            # host code that calls epic code back may print: after the prints before it, before
+            # the prints after it (a nested run prints when the host calls it)
+            t, troot = self.whnf(node.io_in)
+            if t is PENDING:
+                self.park(node, troot)
+                return
+        self.pass_io(node)
         self.n_delta += 1
         try:
             r = f(*pos, **kw)
         except Exception as e:
-            self.fail(node, e)
+            self.fail(node, unwrap(e))
             return
         if inspect.isawaitable(r) or hasattr(r, "__anext__"):
             self.n_delta -= 1                         # an awaitable or an async generator (a stream)
             self._dispatch(f, pos, kw, node, ASYNC, awaitable=r)
             return
         self.bind(node.out, r)
+
+    def pass_io(self, node: CallNode) -> None:
+        """The node does not print: the print token flows past it."""
+        if node.io_out is not None:
+            self.alias(node.io_out, node.io_in)
+            node.io_out = None
 
     # ------------------------------------------------------------------------ dispatch / resolve
     def _dispatch(self, f: Any, pos: list, kw: dict, node: CallNode, kind: int, awaitable: Any = None) -> None:
@@ -840,4 +882,4 @@ def _preview_args(pos: list, kw: dict) -> str:
     return _short(", ".join(parts), 120)
 
 
-from .intrinsics import STRUCTURAL, Intrinsic  # noqa: E402  (intrinsics use Evaluator's helpers)
+from .intrinsics import STRUCTURAL, Intrinsic, guarded  # noqa: E402  (intrinsics use Evaluator's helpers)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..lang.ir import Call, Def, Function, Global, Op, Pack, Prim, Unpack, Var
+from ..lang.ir import Call, Def, Function, Global, Op, Pack, Prim, Unbound, Unpack, Var
 
 __all__ = ["PENDING", "CallNode", "Cell", "Closure", "ErrorVal", "PackVal", "Poison", "Template", "UnpackNode", "Wait",
            "template_of"]
@@ -113,7 +113,7 @@ class Template:
     """
 
     __slots__ = ("fn", "name", "nparams", "param_names", "nslots", "prim_values", "nother", "ops",
-                 "ret", "io_out", "line", "empty_ret_param")
+                 "ret", "io_out", "line", "empty_ret_param", "unbound")
 
     def __init__(self, fn: Function, intrinsics: dict[str, Any]):
         self.fn = fn
@@ -125,16 +125,20 @@ class Template:
         for v in (*fn.params, fn.io_in, *fn.free):
             slots.setdefault(v, len(slots))
         prims: list[Any] = []
+        unbound: list[tuple[int, str]] = []
         for s in fn.body:
             if isinstance(s, Prim):
                 slots[s.out] = len(slots)
                 value = s.value
+                if isinstance(value, Unbound):
+                    unbound.append((slots[s.out], value.name))
                 if isinstance(value, Op):
                     if value.name not in intrinsics:
                         raise KeyError(f"internal: unknown intrinsic %{value.name}")
                     value = intrinsics[value.name]
                 prims.append(value)
         self.prim_values = tuple(prims)
+        self.unbound = tuple(unbound)            # slots that get a fresh UnboundLocalError per call
         first_other = len(slots)
         for s in fn.body:
             match s:

@@ -20,6 +20,7 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import unwrap
 from ..lang.ir import Function, Var
 from .context import register_builtin
 from .graph import PENDING, CallNode, Cell, Closure, ErrorVal, PackVal, Poison, Template, Wait
@@ -46,7 +47,7 @@ class Intrinsic:
 
     def apply(self, ev: Any, node: Any) -> None:
         if self.structural:
-            self.fn(ev, node)
+            guarded(self.fn, ev, node)
             return
         conv = ev.host_args(node)
         if conv is None:
@@ -56,9 +57,22 @@ class Intrinsic:
         try:
             r = self.fn(*pos, **kw)
         except Exception as e:
-            ev.fail(node, e)
+            ev.fail(node, unwrap(e))
             return
         ev.bind(node.out, r)
+
+
+def guarded(fn: Callable[[Any, Any], Any], ev: Any, node: Any) -> Any:
+    """Run a structural step; a value it demanded deep inside a pack is pending (park the node on it)
+    or failed (the node's value is that error). Steps demand before they rewrite anything, so a
+    parked step simply runs again when the value arrives."""
+    try:
+        return fn(ev, node)
+    except Wait as w:
+        ev.park(node, w.cell)
+    except Poison as p:
+        ev.poison(node, p.err)
+    return True
 
 
 # ---------------------------------------------------------------------------------- Church booleans
@@ -104,8 +118,8 @@ def _elements(ev: Any, node: Any, cell: Cell) -> list | None:
         return None
     try:
         return [Cell(x) for x in v]
-    except TypeError as e:
-        ev.fail(node, e)
+    except Exception as e:                       # not iterable, or a host iterator that raised
+        ev.fail(node, unwrap(e))
         return None
 
 
@@ -273,7 +287,8 @@ def _concat(ev: Any, node: Any) -> None:
 
 
 def _as_list_kind(v: Any) -> str:
-    return "list" if isinstance(v, list) or getattr(v, "kind", "") == "list" else "tuple"
+    """A stream is a list whose tail is still coming."""
+    return "list" if isinstance(v, list) or getattr(v, "kind", "") in ("list", "cons") else "tuple"
 
 
 def _append(ev: Any, node: Any) -> None:
@@ -333,8 +348,11 @@ def _getitem(ev: Any, node: Any) -> None:
         if isinstance(i, int | slice):
             try:
                 got = v.items[i]
-            except IndexError as e:
-                ev.fail(node, IndexError(f"{v.kind} index out of range ({e})"))
+            except IndexError:
+                ev.fail(node, IndexError(f"{v.kind} index out of range"))
+                return
+            except (TypeError, ValueError) as e:     # a zero step, a non-integer bound
+                ev.fail(node, e)
                 return
             ev.n_project += 1
             if isinstance(i, slice):
@@ -472,8 +490,8 @@ def _lines(ev: Any, node: Any) -> None:
             out = Cell(PackVal((Cell(line), out), "cons"))
         _done(ev, node, out.val) if out is not more else ev.alias(node.out, more)
         return
-    if cls is PackVal:                                   # a finished list of chunks
-        text = buf + "".join(str(ev.to_host(c)) for c in v.items) if v.items else buf
+    if cls is PackVal:                                   # a finished list or tuple of chunks
+        text = buf + "".join([str(ev.to_host(c)) for c in v.items])
     elif isinstance(v, str):
         text = buf + v
     else:
@@ -565,8 +583,9 @@ def _structural_builtin(fn: Callable[[Any, Any, Any], Any]) -> Callable[[Any, An
             return True
         if v.__class__ is not PackVal or v.kind == "cons":
             return False
+        r = fn(ev, node, v)
         ev.n_delta += 1
-        ev.bind(node.out, fn(ev, node, v))
+        ev.bind(node.out, r)
         return True
 
     return apply
