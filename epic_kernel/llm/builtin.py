@@ -74,11 +74,18 @@ def _stops(stop: str | list[str] | tuple | None) -> tuple[str, ...]:
 
 
 def _with_sample_index(run: Any, request: LLMRequest) -> LLMRequest:
-    """The k-th identical sampled request in a run gets sample_index k, so caches keep k samples."""
-    counts: dict[str, int] = run.options.setdefault("sample_counts", {})
-    key = request.key("")
-    k = counts.get(key, 0)
-    counts[key] = k + 1
+    """A sampled request's sample index names its call's place in the program (call site, the loop
+    iterations and calls around it), never the order calls were dispatched in: identical sampled
+    requests get different samples, and every strategy gets the same sample at the same place.
+    Outside a call record (a direct backend call), the k-th identical request gets index k."""
+    rec = current_call()
+    if rec is not None and rec.path:
+        k = rec.path & 0x7FFFFFFF
+    else:
+        counts: dict[str, int] = run.options.setdefault("sample_counts", {})
+        key = request.key("")
+        k = counts.get(key, 0)
+        counts[key] = k + 1
     return LLMRequest(messages=request.messages, prompt=request.prompt, model=request.model,
                       params=request.params, prefill=request.prefill, raw=request.raw, sample_index=k)
 

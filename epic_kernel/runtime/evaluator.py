@@ -447,13 +447,15 @@ class Evaluator:
                     f"cannot access local variable {name!r} where it is not associated with a value")))
         cells += [Cell() for _ in range(t.nother)]
         new = []
+        path = hash((node.path, node.site.uid))
         for op in t.ops:
             code = op[0]
             if code == CALL:
                 ii = op[4]
                 io = op[5]
                 new.append(CallNode(cells[op[2]], [cells[i] for i in op[3]], cells[op[1]],
-                                    None if ii is None else cells[ii], None if io is None else cells[io], op[6]))
+                                    None if ii is None else cells[ii], None if io is None else cells[io], op[6],
+                                    path))
             elif code == DEF:
                 cells[op[1]].val = Closure(op[2], tuple([cells[i] for i in op[3]]),
                                            tuple([cells[i] for i in op[4]]), clo.globals)
@@ -617,6 +619,7 @@ class Evaluator:
                          site_line=node.site.line, start=clock(), state="running")
         rec.site = f"{self.filename}:{node.site.line}" if node.site.line else self.filename
         rec.args_preview = _preview_args(pos, kw)
+        rec.path = node.identity()
         self.calls.append(rec)
         if awaitable is not None:
             coro = awaitable

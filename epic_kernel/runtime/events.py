@@ -39,6 +39,7 @@ class CallRecord:
     error: BaseException | None = None
     site: str = ""                           # "file:line" for messages
     streamed: str = ""                       # text streamed so far (stream=True calls)
+    path: int = 0                            # the call's place in the program, the same under every strategy
 
     @property
     def latency(self) -> float | None:

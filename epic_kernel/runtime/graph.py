@@ -103,6 +103,7 @@ class Site:
     line: int | None
     name: str
     kwnames: tuple[str, ...] = ()
+    uid: int = 0              # the call's id in the compiled program (stable across runs and strategies)
 
 
 class Template:
@@ -170,7 +171,7 @@ class Template:
                 case Call(out, f, args, kwnames, io_in, io_out, line, name):
                     ops.append((CALL, slots[out], slots[f], tuple(slots[a] for a in args),
                                 None if io_in is None else slots[io_in],
-                                None if io_out is None else slots[io_out], Site(line, name, kwnames)))
+                                None if io_out is None else slots[io_out], Site(line, name, kwnames, out.id)))
         self.ops = tuple(ops)
         self.ret = slots[fn.ret]
         self.io_out = slots[fn.io_out]
@@ -191,17 +192,28 @@ def template_of(fn: Function, intrinsics: dict[str, Any]) -> Template:
 
 # ---------------------------------------------------------------------------------------- nodes
 class CallNode:
-    """`out, io_out := fn(args; io_in)` waiting to step."""
+    """`out, io_out := fn(args; io_in)` waiting to step.
 
-    __slots__ = ("fn", "args", "out", "io_in", "io_out", "site")
+    `path` says where the node sits in the program's unfolding (which call instantiated its body, which
+    loop iteration emitted it): with `site.uid` it names the call independently of the schedule, which
+    is what numbers identical sampled requests (see `identity`)."""
 
-    def __init__(self, fn: Cell, args: list, out: Cell, io_in: Cell | None, io_out: Cell | None, site: Site):
+    __slots__ = ("fn", "args", "out", "io_in", "io_out", "site", "path")
+
+    def __init__(self, fn: Cell, args: list, out: Cell, io_in: Cell | None, io_out: Cell | None, site: Site,
+                 path: int = 0):
         self.fn = fn
         self.args = args
         self.out = out
         self.io_in = io_in
         self.io_out = io_out
         self.site = site
+        self.path = path
+
+    def identity(self) -> int:
+        """A number for this call that is the same under every strategy (the path of the body it
+        instantiates, or of the iterations it emits)."""
+        return hash((self.path, self.site.uid))
 
 
 class UnpackNode:

@@ -132,12 +132,14 @@ def _emit_calls(ev: Any, node: Any, fn: Cell, arglists: list[list[Cell]]) -> lis
     if io0 is not None and arglists:
         io_last = Cell()
 
+    base = node.identity()
+
     def nodes() -> Any:
         io = io0
         last = len(arglists) - 1
         for i, args in enumerate(arglists):
             io_next = None if io is None else (io_last if i == last else Cell())
-            yield CallNode(fn, args, outs[i], io, io_next, node.site)
+            yield CallNode(fn, args, outs[i], io, io_next, node.site, hash((base, i)))
             io = io_next
 
     ev.emit_lazily(nodes())
@@ -165,9 +167,10 @@ def _fold(ev: Any, node: Any) -> None:
         head, tail = v.items
         s1 = Cell()
         io_mid = Cell() if node.io_in is not None else None
-        ev._push_many([CallNode(step, [s0, head], s1, node.io_in, io_mid, node.site),
+        base = node.identity()
+        ev._push_many([CallNode(step, [s0, head], s1, node.io_in, io_mid, node.site, hash((base, 0))),
                        CallNode(Cell(node.fn.root().val), [tail, s1, step], node.out, io_mid, node.io_out,
-                                node.site)])
+                                node.site, hash((base, 1)))])
         node.io_out = None
         return
     items = _elements(ev, node, xs)
@@ -184,12 +187,14 @@ def _fold(ev: Any, node: Any) -> None:
     io0 = node.io_in
     io_final = Cell() if io0 is not None else None
 
+    base = node.identity()
+
     def nodes() -> Any:
         cur, io, last = s0, io0, len(items) - 1
         for i, x in enumerate(items):
             nxt = final if i == last else Cell()
             io_next = None if io is None else (io_final if i == last else Cell())
-            yield CallNode(step, [cur, x], nxt, io, io_next, node.site)
+            yield CallNode(step, [cur, x], nxt, io, io_next, node.site, hash((base, i)))
             cur, io = nxt, io_next
 
     ev.emit_lazily(nodes())
@@ -207,8 +212,10 @@ def _map(ev: Any, node: Any) -> None:
         head, tail = v.items
         y, rest = Cell(), Cell()
         io_mid = Cell() if node.io_in is not None else None
-        ev._push_many([CallNode(fn, [head], y, node.io_in, io_mid, node.site),
-                       CallNode(Cell(node.fn.root().val), [tail, fn], rest, io_mid, node.io_out, node.site)])
+        base = node.identity()
+        ev._push_many([CallNode(fn, [head], y, node.io_in, io_mid, node.site, hash((base, 0))),
+                       CallNode(Cell(node.fn.root().val), [tail, fn], rest, io_mid, node.io_out, node.site,
+                                hash((base, 1)))])
         node.io_out = None
         ev.bind(node.out, PackVal((y, rest), "cons"))
         return
@@ -241,7 +248,7 @@ def _map_then(ev: Any, node: Any, then: Intrinsic | None) -> None:
 
 def _chain(ev: Any, node: Any, op: Intrinsic, arg: Any) -> None:
     """Continue with another structural step on a pack we just built."""
-    ev._push(CallNode(Cell(op), [Cell(arg)], node.out, None, None, node.site))
+    ev._push(CallNode(Cell(op), [Cell(arg)], node.out, None, None, node.site, node.path))
 
 
 _NOT_READY = object()
@@ -484,7 +491,8 @@ def _lines(ev: Any, node: Any) -> None:
             return
         parts = (buf + str(h)).split("\n")
         more = Cell()
-        ev._push(CallNode(Cell(_LINES), [v.items[1], Cell(parts[-1])], more, None, None, node.site))
+        ev._push(CallNode(Cell(_LINES), [v.items[1], Cell(parts[-1])], more, None, None, node.site,
+                          hash((node.identity(), 1))))
         out: Cell = more
         for line in reversed(parts[:-1]):
             out = Cell(PackVal((Cell(line), out), "cons"))

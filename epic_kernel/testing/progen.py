@@ -253,8 +253,17 @@ class ProgramGen:
         if self.p(0.4):
             return repr(self.r.choice(["a", "hi", "Say one word.", "q1", "name a colour"]))
         if self.p(0.5):
-            return f'f"p {{{self.expr(self.r.choice([INT, STR]), sc, d)}}}"'
+            return f'f"p {{{self.field(self.r.choice([INT, STR]), sc, d)}}}"'
         return self.expr(STR, sc, d)
+
+    def field(self, t: str, sc: Scope, d: int) -> str:
+        """An expression for an f-string field: Python 3.11 forbids quotes and backslashes there, and
+        a leading brace would read as an escape, so anything with them falls back to a name or a number."""
+        e = self.expr(t, sc, d)
+        if any(ch in e for ch in "'\"\\{}"):
+            names = self.names_of(sc, t)
+            e = self.read(self.r.choice(names)) if names else ("7" if t == INT else "[1, 2]" if t == LINT else "3")
+        return f"({e})" if not e.isidentifier() else e
 
     def pending(self, t: str, sc: Scope, d: int) -> str | None:
         """A value still in flight when the code around it is reduced."""
@@ -394,8 +403,8 @@ class ProgramGen:
                 t = r.choice([INT, STR, LINT])
                 conv = r.choice(["", "", "!r"])
                 spec = r.choice(["", "", ":>4" if t != LINT else "", ":03d" if t == INT else ""])
-                parts.append(f"{{{e(t, sc, d)}{conv}{spec if not conv else ''}}}")
-            return "f'" + "-".join(parts).replace("'", '"') + "'"
+                parts.append(f"{{{self.field(t, sc, d)}{conv}{spec if not conv else ''}}}")
+            return 'f"' + "-".join(parts) + '"'
         if c == 2:
             lo = e(INT, sc, d) if self.p(0.6) else ""
             hi = e(INT, sc, d) if self.p(0.6) else ""
