@@ -164,6 +164,11 @@ class Builder:
         """The variable for `name` here. `soft`: the translator's own read of a name it carries out of
         a branch or loop (not one the user wrote), which may never have been assigned."""
         if name in self.env:
+            if name in self.scope.letrec and (id(self.scope), name) not in self.tr.reached:
+                # a def (or `f = lambda`) used, in its own scope, before its statement ran: Python has
+                # no value for it yet (letrec makes it visible only to functions called later); at the
+                # top level the name is still the namespace's (a notebook's earlier definition)
+                return self._global(name, node) if self.scope.top else self.prim(Unbound(name))
             return self.env[name]
         if name in self.scope.locals and not self.scope.top:
             return self.prim(Unbound(name))
@@ -236,6 +241,7 @@ class Translator:
         self._next = 0
         self.uses_io = False
         self.comp_vars: set[Var] = set()     # variables bound by comprehension targets (their own scope)
+        self.reached: set[tuple[int, str]] = set()   # (scope, letrec name) whose statement has been translated
 
     def var(self, name: str = "") -> Var:
         self._next += 1
@@ -540,6 +546,13 @@ def _lambda_fn(self: Builder, name: str, params: list[str], line: int | None, fi
 # ----------------------------------------------------------------------------------- simple stmts
 def _stmt(self: Builder, s: ast.stmt) -> None:
     check_supported(self.tr, s)
+    _simple_stmt(self, s)
+    name = _letrec_name(s)
+    if name is not None and name in self.scope.letrec:
+        self.tr.reached.add((id(self.scope), name))     # from here on the function may be called
+
+
+def _simple_stmt(self: Builder, s: ast.stmt) -> None:
     line = self.tr.line(s)
     match s:
         case ast.Expr(value=value):
@@ -569,9 +582,13 @@ def _stmt(self: Builder, s: ast.stmt) -> None:
         case ast.Pass():
             pass
         case ast.Assert(test=test, msg=msg):
-            t = self.expr(test)
-            m = self.expr(msg) if msg is not None else self.prim(None)
-            self.intrinsic("assert_", [t, m, self.prim(line)], line)
+            # the message is evaluated (and its calls made) only when the test fails, as in Python
+            def failed(c: Builder) -> Var:
+                m = c.expr(msg) if msg is not None else c.prim(None)
+                return c.intrinsic("assert_", [c.prim(False), m, c.prim(line)], line)
+
+            self.branch(self.expr(test), self.thunk(self.child(), "assert_ok", line, lambda c: c.prim(None)),
+                        self.thunk(self.child(), "assert_failed", line, failed), line)
         case ast.FunctionDef():
             self.funcdef(s)
         case ast.If():

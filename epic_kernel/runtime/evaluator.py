@@ -442,9 +442,8 @@ class Evaluator:
         cells += clo.captured
         cells += [Cell(v) for v in t.prim_values]
         if t.unbound:                                  # names read before assignment: fresh latent errors
-            for i, name in t.unbound:
-                cells[i] = Cell(ErrorVal(UnboundLocalError(
-                    f"cannot access local variable {name!r} where it is not associated with a value")))
+            for i, u in t.unbound:
+                cells[i] = Cell(ErrorVal(_unbound_error(u)))
         cells += [Cell() for _ in range(t.nother)]
         new = []
         path = hash((node.path, node.site.uid))
@@ -844,6 +843,10 @@ class Evaluator:
         node = CallNode(Cell(clo), cells, out, None, None, Site(clo.tmpl.line, clo.tmpl.name, tuple(kwargs)))
         self._push(node)
         return out
+
+
+def _unbound_error(u: Any) -> Exception:
+    return UnboundLocalError(f"cannot access local variable {u.name!r} where it is not associated with a value")
 
 
 async def _awaiting(aw: Any) -> Any:

@@ -132,7 +132,7 @@ class Template:
                 slots[s.out] = len(slots)
                 value = s.value
                 if isinstance(value, Unbound):
-                    unbound.append((slots[s.out], value.name))
+                    unbound.append((slots[s.out], value))
                 if isinstance(value, Op):
                     if value.name not in intrinsics:
                         raise KeyError(f"internal: unknown intrinsic %{value.name}")
