@@ -53,6 +53,9 @@ def expr(self, e: ast.expr) -> Var:
         case ast.Dict(keys=keys, values=values):
             return self.dict_expr(keys, values, line)
         case ast.Set(elts=elts):
+            folded = _constant_set(e)
+            if folded is not None:                     # CPython folds it into a frozenset: its order
+                return self.intrinsic("set", [self.prim(folded)], line)
             return self.intrinsic("set", [self.pack([self.expr(x) for x in elts], "list", line)], line)
         case ast.ListComp(elt=elt, generators=gens) | ast.GeneratorExp(elt=elt, generators=gens):
             return self.comprehension(gens, lambda c: c.expr(elt), line)
@@ -67,6 +70,19 @@ def expr(self, e: ast.expr) -> Var:
             return self.lambda_expr(e)
         case _:
             raise self.tr.error(e, f"{type(e).__name__} expressions are not supported in epic code")
+
+
+def _constant_set(e: ast.Set) -> frozenset | None:
+    """A set display of constants as CPython builds it. CPython's compiler folds such a display into a
+    frozenset constant, whose iteration order can differ from adding the elements one by one
+    (`list({-4, 12, -3})` is `[12, -4, -3]`, `list(set([-4, 12, -3]))` is `[-3, -4, 12]`): ask CPython."""
+    try:
+        for x in e.elts:
+            ast.literal_eval(x)
+        value = eval(compile(ast.Expression(e), "<set display>", "eval"), {"__builtins__": {}})
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return None
+    return frozenset(value)
 
 
 def call_expr(self, e: ast.Call, line: int | None) -> Var:

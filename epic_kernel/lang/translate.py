@@ -192,7 +192,8 @@ class Builder:
         if name in owner.letrec:
             return                         # a def/lambda bound once, visible before its statement (letrec)
         at = _pos(scope.node)
-        late = at is not None and any(p > at for p in owner.binding_points().get(name, ()))
+        spare = _callback_statement_end(owner.body, scope.node)
+        late = at is not None and any(p > at and p != spare for p in owner.binding_points().get(name, ()))
         if not late and (found is not None or owner.top or name not in owner.locals):
             return
         reader = self.scope.who()
@@ -376,6 +377,20 @@ def _binding_points(stmts: list[ast.stmt]) -> dict[str, list[Pos]]:
             case ast.Expr(value=value) if _rebinding_call(value):
                 out.setdefault(value.func.value.id, []).append(end)
     return out
+
+
+def _callback_statement_end(body: list[ast.stmt], fn: ast.AST | None) -> Pos | None:
+    """The binding point of the assignment whose value passes the lambda `fn` straight to a call
+    (`scores = sorted(scores, key=lambda s: abs(s - scores[0]))`): the call runs the callback before
+    the statement rebinds anything, so the captured value is the one Python's lambda reads."""
+    if not isinstance(fn, ast.Lambda):
+        return None
+    for node in walk_local(body):
+        if isinstance(node, ast.Assign | ast.AugAssign):
+            for call in ast.walk(node.value):
+                if isinstance(call, ast.Call) and any(a is fn for a in (*call.args, *(k.value for k in call.keywords))):
+                    return (node.end_lineno or 0, node.end_col_offset or 0)
+    return None
 
 
 def _assigned_nested(body: list[ast.stmt], name: str, binder: ast.stmt) -> bool:
