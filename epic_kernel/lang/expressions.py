@@ -57,8 +57,10 @@ def expr(self, e: ast.expr) -> Var:
             if folded is not None:                     # CPython folds it into a frozenset: its order
                 return self.intrinsic("set", [self.prim(folded)], line)
             return self.intrinsic("set", [self.pack([self.expr(x) for x in elts], "list", line)], line)
-        case ast.ListComp(elt=elt, generators=gens) | ast.GeneratorExp(elt=elt, generators=gens):
+        case ast.ListComp(elt=elt, generators=gens):
             return self.comprehension(gens, lambda c: c.expr(elt), line)
+        case ast.GeneratorExp(elt=elt, generators=gens):
+            return self.comprehension(gens, lambda c: c.expr(elt), line, lazy=True)
         case ast.SetComp(elt=elt, generators=gens):
             return self.intrinsic("set", [self.comprehension(gens, lambda c: c.expr(elt), line)], line)
         case ast.DictComp(key=key, value=value, generators=gens):
@@ -150,7 +152,9 @@ def dict_expr(self, keys: list[ast.expr | None], values: list[ast.expr], line: i
     return out
 
 
-def comprehension(self, gens: list[ast.comprehension], elt, line: int | None) -> Var:
+def comprehension(self, gens: list[ast.comprehension], elt, line: int | None, lazy: bool = False) -> Var:
+    """`%map`/`%mapfilter`/`%flatmap` of a closure over the first iterable; `lazy` (a generator
+    expression): a `%genexp` value that consumers evaluate whole or element by element."""
     g = gens[0]
     if g.is_async:
         raise self.tr.error(g.iter, "async comprehensions are not supported", "use a plain comprehension",
@@ -177,6 +181,8 @@ def comprehension(self, gens: list[ast.comprehension], elt, line: int | None) ->
 
     fn = self.define(self.lambda_fn("comp", ["%x"], line, body))
     op = "flatmap" if rest else ("mapfilter" if g.ifs else "map")
+    if lazy:
+        return self.call(self.op("genexp"), [xs, fn, self.prim(op)], io=False, line=line, name="generator")
     return self.call(self.op(op), [xs, fn], io=True, line=line, name="comprehension")
 
 

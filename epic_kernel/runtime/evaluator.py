@@ -288,13 +288,18 @@ class Evaluator:
             if v.kind == "cons":                         # a stream: all of it, once it has ended
                 return [self.to_host(c) for c in self.stream_cells(v)]
             items = [self.to_host(c) for c in v.items]
-            return items if v.kind == "list" else tuple(items)
+            kind = v.kind
+            if kind == "list":
+                return items
+            return tuple(items) if kind == "tuple" else iter(items)      # an iterator: one pass, no len()
         if cls is ErrorVal:
             raise Poison(v)
         if cls is Closure:
             self._require_captures(v)
             self.handed_closures += 1
             return EpicFunction(v, backend=self.backend_spec, strategy=self.strategy)
+        if cls is LazySeq:                              # host code consumes a generator whole
+            return (x for x in self.to_host(materialize(self, v)))
         return v
 
     def _require_captures(self, clo: Closure) -> None:
@@ -888,4 +893,5 @@ def _preview_args(pos: list, kw: dict) -> str:
     return _short(", ".join(parts), 120)
 
 
-from .intrinsics import STRUCTURAL, Intrinsic, guarded  # noqa: E402  (intrinsics use Evaluator's helpers)
+from .intrinsics import STRUCTURAL, Intrinsic, guarded  # noqa: E402
+from .lazy import LazySeq, materialize  # noqa: E402  (intrinsics use Evaluator's helpers)

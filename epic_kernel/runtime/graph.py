@@ -18,8 +18,8 @@ from typing import Any
 
 from ..lang.ir import Call, Def, Function, Global, Op, Pack, Prim, Unbound, Unpack, Var
 
-__all__ = ["PENDING", "CallNode", "Cell", "Closure", "ErrorVal", "PackVal", "Poison", "Template", "UnpackNode", "Wait",
-           "template_of"]
+__all__ = ["ITERATOR_KINDS", "NOT_READY", "PENDING", "CallNode", "Cell", "Closure", "ErrorVal", "PackVal", "Poison", "Template", "UnpackNode", "Wait",
+           "demand", "template_of"]
 
 
 class _Pending:
@@ -71,8 +71,16 @@ class Closure:
         return f"<epic function {self.tmpl.name}>"
 
 
+# Packs that stand for Python iterators (`zip`, `enumerate`, `reversed`): iterable and unpackable like a
+# list, but with no len(), no indexing and always true, as in Python. Values are immutable, so iterating
+# one twice gives its items twice (README: "Where epic differs from Python").
+ITERATOR_KINDS = frozenset({"zip", "enumerate", "list_reverseiterator", "reversed"})
+
+
 class PackVal:
-    """A `pack` value: a tuple or list whose components may still be pending (partial data)."""
+    """A `pack` value: a tuple or list whose components may still be pending (partial data).
+
+    kind: "list", "tuple", "cons" (a stream: head and a pending tail) or one of ITERATOR_KINDS."""
 
     __slots__ = ("items", "kind")
 
@@ -243,3 +251,20 @@ class Poison(Exception):
 
     def __init__(self, err: ErrorVal):
         self.err = err
+
+
+NOT_READY: Any = object()
+
+
+def demand(ev: Any, node: Any, cell: Cell) -> Any:
+    """The cell's value (not looking inside packs), or NOT_READY after parking `node` on it (pending)
+    or giving `node` its error (failed). A step that demands before it rewrites anything can simply
+    run again when it is woken."""
+    v, root = ev.whnf(cell)
+    if v is PENDING:
+        ev.park(node, root)
+        return NOT_READY
+    if v.__class__ is ErrorVal:
+        ev.poison(node, v)
+        return NOT_READY
+    return v

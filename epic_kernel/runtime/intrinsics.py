@@ -23,7 +23,21 @@ from typing import Any
 from ..errors import unwrap
 from ..lang.ir import Function, Var
 from .context import register_builtin
-from .graph import PENDING, CallNode, Cell, Closure, ErrorVal, PackVal, Poison, Template, Wait
+from .graph import (
+    ITERATOR_KINDS,
+    NOT_READY,
+    PENDING,
+    CallNode,
+    Cell,
+    Closure,
+    ErrorVal,
+    PackVal,
+    Poison,
+    Template,
+    Wait,
+    demand,
+)
+from .lazy import GenCursor, LazySeq, advance, genexp, materialize, truthy
 
 __all__ = ["FALSE", "INTRINSICS", "STRUCTURAL", "TRUE", "Intrinsic", "church"]
 
@@ -113,8 +127,10 @@ def _elements(ev: Any, node: Any, cell: Cell) -> list | None:
     if cls is ErrorVal:
         ev.poison(node, v)
         return None
+    if cls is LazySeq:                           # a generator consumed whole: evaluate it as a list
+        return _elements(ev, node, materialize(ev, v))
     if cls is Closure:
-        ev.fail(node, TypeError("cannot iterate over a function"))
+        ev.fail(node, TypeError("'function' object is not iterable"))
         return None
     try:
         return [Cell(x) for x in v]
@@ -251,31 +267,15 @@ def _chain(ev: Any, node: Any, op: Intrinsic, arg: Any) -> None:
     ev._push(CallNode(Cell(op), [Cell(arg)], node.out, None, None, node.site, node.path))
 
 
-_NOT_READY = object()
-
-
-def _ready(ev: Any, node: Any, cell: Cell) -> Any:
-    """The cell's value (not looking inside packs), or _NOT_READY after parking the node on it or
-    poisoning the node with its error."""
-    v, root = ev.whnf(cell)
-    if v is PENDING:
-        ev.park(node, root)
-        return _NOT_READY
-    if v.__class__ is ErrorVal:
-        ev.poison(node, v)
-        return _NOT_READY
-    return v
-
-
 def _keep(ev: Any, node: Any) -> None:
     kept = []
     for p in node.args[0].val.items:
-        pair = _ready(ev, node, p)
-        if pair is _NOT_READY:
+        pair = demand(ev, node, p)
+        if pair is NOT_READY:
             return
         flag_cell, val_cell = pair.items
-        flag = _ready(ev, node, flag_cell)
-        if flag is _NOT_READY:
+        flag = demand(ev, node, flag_cell)
+        if flag is NOT_READY:
             return
         if flag:
             kept.append(val_cell)
@@ -327,6 +327,9 @@ def _add(ev: Any, node: Any) -> None:
         if va is PENDING or vb is PENDING:
             ev.park(node, ra if va is PENDING else rb)
             return
+        if getattr(va, "kind", "") in ITERATOR_KINDS or getattr(vb, "kind", "") in ITERATOR_KINDS:
+            ev.fail(node, TypeError(f"unsupported operand type(s) for +: '{_type_name(va)}' and '{_type_name(vb)}'"))
+            return
         if isinstance(va, PackVal | list | tuple) and isinstance(vb, PackVal | list | tuple):
             kind = _as_list_kind(va)
             if kind != _as_list_kind(vb):
@@ -340,12 +343,22 @@ def _add(ev: Any, node: Any) -> None:
     _ADD_STRICT.apply(ev, node)
 
 
+def _type_name(v: Any) -> str:
+    """The Python type name of a value, packs included (for error messages)."""
+    if v.__class__ is PackVal:
+        return "list" if v.kind == "cons" else v.kind
+    return type(v).__name__
+
+
 def _getitem(ev: Any, node: Any) -> None:
     """`xs[i]` on a pack projects the i-th component, pending or not; slices give a sub-pack."""
     obj, idx = node.args
     v, root = ev.whnf(obj)
     if v is PENDING:
         ev.park(node, root)
+        return
+    if v.__class__ is PackVal and v.kind in ITERATOR_KINDS:
+        ev.fail(node, TypeError(f"'{v.kind}' object is not subscriptable"))
         return
     if v.__class__ is PackVal and v.kind != "cons":
         i, iroot = ev.whnf(idx)
@@ -377,8 +390,8 @@ def _bool(ev: Any, node: Any) -> None:
         ev.park(node, root)
         return
     cls = v.__class__
-    if cls is PackVal:
-        _done(ev, node, TRUE if v.items else FALSE)
+    if cls is PackVal or cls is LazySeq:
+        _done(ev, node, church(truthy(v)))
         return
     if cls is ErrorVal:
         ev.poison(node, v)
@@ -413,6 +426,11 @@ def _iter(ev: Any, node: Any) -> None:
     if v.__class__ is PackVal and v.kind == "cons":
         _done(ev, node, StreamCursor(root))
         return
+    if v.__class__ is LazySeq and v.lazy:               # a loop that may break: one element at a time
+        items = _elements(ev, node, v.xs)
+        if items is not None:
+            _done(ev, node, GenCursor(v, items))
+        return
     items = _elements(ev, node, node.args[0])
     if items is None:
         return
@@ -439,7 +457,15 @@ def _next(ev: Any, node: Any) -> None:
         if v.__class__ is PackVal and v.kind == "cons":
             _done(ev, node, PackVal((Cell(True), v.items[0], Cell(StreamCursor(v.items[1]))), "tuple"))
             return
-        cur = Cursor(_elements(ev, node, r) or [])
+        items = _elements(ev, node, r)
+        if items is None:
+            return
+        cur = Cursor(items)
+    if cur.__class__ is GenCursor:                       # the cursor is this loop's alone: advance it
+        x = advance(ev, node, cur)
+        if x is not NOT_READY:
+            _done(ev, node, PackVal((Cell(x is not None), x or Cell(None), Cell(cur)), "tuple"))
+        return
     if cur.i < len(cur.items):
         _done(ev, node, PackVal((Cell(True), cur.items[cur.i], Cell(Cursor(cur.items, cur.i + 1))), "tuple"))
     else:
@@ -563,7 +589,7 @@ _STRICT: dict[str, Callable] = {
     "is_normal": _is_normal, "loop_again": _loop_again, "loop_exit": _loop_exit, "bool": church,
 }
 _STRUCTURAL: dict[str, Callable] = {
-    "fold": _fold, "map": _map, "mapfilter": _mapfilter, "flatmap": _flatmap, "append": _append,
+    "genexp": genexp, "fold": _fold, "map": _map, "mapfilter": _mapfilter, "flatmap": _flatmap, "append": _append,
     "extend": _extend, "add": _add, "getitem": _getitem, "bool": _bool, "iter": _iter, "next": _next,
     "print": _print, "lines": _lines,
 }
@@ -600,14 +626,26 @@ def _structural_builtin(fn: Callable[[Any, Any, Any], Any]) -> Callable[[Any, An
 
 
 def _enumerate(ev: Any, node: Any, v: PackVal) -> PackVal:
-    return PackVal(tuple(Cell(PackVal((Cell(i), c), "tuple")) for i, c in enumerate(v.items)), "list")
+    return PackVal(tuple(Cell(PackVal((Cell(i), c), "tuple")) for i, c in enumerate(v.items)), "enumerate")
+
+
+def _len(ev: Any, node: Any, v: PackVal) -> int:
+    if v.kind in ITERATOR_KINDS:
+        raise Poison(ErrorVal(TypeError(f"object of type '{v.kind}' has no len()")))
+    return len(v.items)
+
+
+def _reversed(ev: Any, node: Any, v: PackVal) -> PackVal:
+    if v.kind in ITERATOR_KINDS:
+        raise Poison(ErrorVal(TypeError(f"'{v.kind}' object is not reversible")))
+    return PackVal(v.items[::-1], "list_reverseiterator" if v.kind == "list" else "reversed")
 
 
 STRUCTURAL: dict[int, Callable[[Any, Any], bool]] = {
-    id(len): _structural_builtin(lambda ev, node, v: len(v.items)),
+    id(len): _structural_builtin(_len),
     id(list): _structural_builtin(lambda ev, node, v: PackVal(v.items, "list")),
     id(tuple): _structural_builtin(lambda ev, node, v: PackVal(v.items, "tuple")),
-    id(reversed): _structural_builtin(lambda ev, node, v: PackVal(v.items[::-1], "list")),
+    id(reversed): _structural_builtin(_reversed),
     id(enumerate): _structural_builtin(_enumerate),
 }
 
@@ -632,10 +670,84 @@ def _zip(ev: Any, node: Any) -> bool:
         cols.append(items)
     ev.n_delta += 1
     rows = tuple(Cell(PackVal(tuple(r), "tuple")) for r in zip(*cols, strict=False))
-    ev.bind(node.out, PackVal(rows, "list"))
+    ev.bind(node.out, PackVal(rows, "zip"))
     return True
 
 
 STRUCTURAL[id(zip)] = _zip
+
+
+# -------------------------------------------- any / all / next stop early on a generator expression
+class _Consumer:
+    """`any`/`all`/`next` walking a generator: the cursor, and the element whose value it awaits."""
+
+    __slots__ = ("mode", "cur", "elem", "default")
+
+    def __init__(self, mode: str, cur: GenCursor, default: Cell | None):
+        self.mode = mode
+        self.cur = cur
+        self.elem: Cell | None = None
+        self.default = default
+
+
+def _consuming(mode: str) -> Callable[[Any, Any], bool]:
+    def apply(ev: Any, node: Any) -> bool:
+        nargs = len(node.args)
+        if node.site.kwnames or not (nargs == 1 or (mode == "next" and nargs == 2)):
+            return False
+        v, root = ev.whnf(node.args[0])
+        if v is PENDING:
+            ev.park(node, root)
+            return True
+        if v.__class__ is not LazySeq or not v.lazy:
+            return False
+        items = _elements(ev, node, v.xs)
+        if items is not None:
+            state = _Consumer(mode, GenCursor(v, items), node.args[1] if nargs == 2 else None)
+            ev._push(CallNode(Cell(_CONSUME), [Cell(state)], node.out, None, None, node.site, node.path))
+        return True
+
+    return apply
+
+
+def _consume(ev: Any, node: Any) -> None:
+    st: _Consumer = node.args[0].val
+    while True:
+        if st.elem is None:
+            x = advance(ev, node, st.cur)
+            if x is NOT_READY:
+                return
+            if x is None:                                  # the generator ended
+                if st.mode == "next":
+                    if st.default is None:
+                        ev.fail(node, StopIteration())
+                    else:
+                        ev.n_delta += 1
+                        ev.alias(node.out, st.default)
+                    return
+                _done(ev, node, st.mode == "all")
+                return
+            if st.mode == "next":
+                ev.n_delta += 1
+                ev.alias(node.out, x)
+                return
+            st.elem = x
+        v = demand(ev, node, st.elem)
+        if v is NOT_READY:
+            return
+        try:
+            t = truthy(v)
+        except Exception as e:
+            ev.fail(node, e)
+            return
+        st.elem = None
+        if t == (st.mode == "any"):                         # any: the first true; all: the first false
+            _done(ev, node, t)
+            return
+
+
+_CONSUME = Intrinsic("consume", _consume, structural=True)
+for _f in (any, all, next):
+    STRUCTURAL[id(_f)] = _consuming(_f.__name__)
 
 register_builtin("lines", INTRINSICS["lines"])

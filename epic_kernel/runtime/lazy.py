@@ -1,0 +1,112 @@
+"""Generator expressions: lazy where Python is lazy.
+
+A list comprehension is a `%map`: every element is instantiated at once, so their calls dispatch
+together. A generator expression is that too when something consumes all of it (`sum(...)`,
+`"".join(...)`, `sorted(...)`, a `for` loop without `break`): it becomes the same `%map` the first
+time it is demanded. But `any`, `all`, `next` and a loop that can `break` stop early, and Python
+never evaluates the elements after the stop: their calls are never made and their errors never
+raised (`any(10 // x > 1 for x in [1, 0])` is True). For those the generator is walked element
+by element, each element's calls dispatched only once the previous element has been looked at,
+like the early-exit loop encoding.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .graph import ITERATOR_KINDS, NOT_READY, CallNode, Cell, Closure, ErrorVal, PackVal, Poison, demand
+
+__all__ = ["GenCursor", "LazySeq", "advance", "genexp", "materialize", "truthy"]
+
+
+class LazySeq:
+    """The value of a generator expression: its first iterable, its per-element function (`op` says
+    what that returns: "map" the element, "mapfilter" (keep, element), "flatmap" a list of
+    elements), and, once something demanded all of it, the cell of the full list."""
+
+    __slots__ = ("xs", "fn", "op", "path", "site", "full")
+
+    def __init__(self, xs: Cell, fn: Cell, op: str, path: int, site: Any):
+        self.xs = xs
+        self.fn = fn
+        self.op = op
+        self.path = path
+        self.site = site
+        self.full: Cell | None = None
+
+    @property
+    def lazy(self) -> bool:
+        """Can it be walked element by element? (Several `for` clauses: evaluated whole.)"""
+        return self.op != "flatmap"
+
+    def __repr__(self) -> str:
+        return "<generator>"
+
+
+class GenCursor:
+    """A position in a generator walked element by element: the iterable's cells, the next index,
+    and the element being evaluated (its call's output) while a filter flag is awaited."""
+
+    __slots__ = ("gen", "items", "i", "pending")
+
+    def __init__(self, gen: LazySeq, items: list):
+        self.gen = gen
+        self.items = items
+        self.i = 0
+        self.pending: Cell | None = None
+
+
+def genexp(ev: Any, node: Any) -> None:
+    """`%genexp(xs, fn, op)`: a generator value; nothing is evaluated until it is consumed."""
+    xs, fn, op = node.args
+    ev.n_delta += 1
+    ev.pass_io(node)
+    ev.bind(node.out, LazySeq(xs, fn, op.val, node.identity(), node.site))
+
+
+def materialize(ev: Any, gen: LazySeq) -> Cell:
+    """The cell of the whole generator as a list (started on first demand, shared afterwards)."""
+    if gen.full is None:
+        from .intrinsics import INTRINSICS
+        gen.full = Cell()
+        ev._push(CallNode(Cell(INTRINSICS[gen.op]), [gen.xs, gen.fn], gen.full, None, None, gen.site, gen.path))
+    return gen.full
+
+
+def advance(ev: Any, node: Any, cur: GenCursor) -> Any:
+    """The cell of the generator's next element (its evaluation started), None at the end, or
+    NOT_READY after parking `node` on what the filter waits for (`node` runs again later)."""
+    gen = cur.gen
+    while True:
+        if cur.pending is None:
+            if cur.i >= len(cur.items):
+                return None
+            out = Cell()
+            ev._push(CallNode(gen.fn, [cur.items[cur.i]], out, None, None, gen.site, hash((gen.path, cur.i))))
+            cur.pending = out
+        if gen.op == "map":
+            cell, cur.pending = cur.pending, None
+            cur.i += 1
+            return cell
+        pair = demand(ev, node, cur.pending)
+        if pair is NOT_READY:
+            return NOT_READY
+        keep = demand(ev, node, pair.items[0])
+        if keep is NOT_READY:
+            return NOT_READY
+        cur.pending = None
+        cur.i += 1
+        if keep:
+            return pair.items[1]
+
+
+def truthy(v: Any) -> bool:
+    """Python's truth value of an epic value (a pack without looking at its elements)."""
+    cls = v.__class__
+    if cls is PackVal:
+        return bool(v.items) or v.kind in ITERATOR_KINDS or v.kind == "cons"
+    if cls is LazySeq or cls is Closure:
+        return True
+    if cls is ErrorVal:
+        raise Poison(v)
+    return bool(v)
