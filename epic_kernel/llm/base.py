@@ -217,5 +217,13 @@ class Backend(ABC):
     async def aclose(self) -> None:
         """Release clients, threads and memory."""
 
+    async def loop_ending(self) -> None:
+        """The calling event loop is about to close (a script's `run()` owns it): release what is
+        bound to it, such as HTTP connections, so nothing is left to clean up on a closed loop.
+        The backend stays usable from other loops. Wrappers pass it on to the backend they wrap."""
+        inner = getattr(self, "inner", None)
+        if isinstance(inner, Backend):
+            await inner.loop_ending()
+
     def close(self) -> None:
         """Synchronous close for scripts; safe to call twice."""

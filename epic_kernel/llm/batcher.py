@@ -35,6 +35,8 @@ as fast as `generate` on CPU, and the CB manager adds ~1 ms/step and slows other
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import itertools
 import secrets
 import threading
@@ -362,14 +364,12 @@ class Batcher:
             mask[i, width - len(s):] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = _new_cache(self.model)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                         use_cache=True, logits_to_keep=1)
+        out = self._forward(ids, mask, pos, _new_cache(self.model))
         self._bump("prefills")
         for t, s in zip(rows, seqs, strict=True):
             t.pos = len(s)
         alive = self._consume(rows, out.logits[:, -1])
-        cache = out.past_key_values
+        cache = _cache_of(out)
         if not any(alive):
             return
         if not all(alive):
@@ -383,6 +383,12 @@ class Batcher:
             self._cache, self._mask = cache, mask
         self._rows = self._rows + rows
 
+    def _forward(self, ids: Any, mask: Any, pos: Any, cache: Any) -> Any:
+        """One forward pass that fills `cache`, under the keyword this transformers version takes
+        (`cache` since 5.2x; `past_key_values` before, deprecated after with a FutureWarning)."""
+        return self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
+                          **{_cache_kwarg(self.model): cache})
+
     def _step(self) -> None:
         import torch
 
@@ -390,9 +396,8 @@ class Batcher:
         inp = torch.tensor([[t.next_token] for t in rows], device=self.device)
         pos = torch.tensor([[t.pos] for t in rows], device=self.device)
         self._mask = torch.cat([self._mask, self._mask.new_ones((len(rows), 1))], dim=1)
-        out = self.model(input_ids=inp, attention_mask=self._mask, position_ids=pos,
-                         past_key_values=self._cache, use_cache=True, logits_to_keep=1)
-        self._cache = out.past_key_values
+        out = self._forward(inp, self._mask, pos, self._cache)
+        self._cache = _cache_of(out)
         for t in rows:
             t.pos += 1
         with self._cond:
@@ -532,6 +537,21 @@ def _holdback(text: str, stops: Sequence[str]) -> int:
                 best = k
                 break
     return best
+
+
+@functools.cache
+def _cache_kwarg_of(forward_cls: type) -> str:
+    params = inspect.signature(forward_cls.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _cache_kwarg(model: Any) -> str:
+    return _cache_kwarg_of(type(model))
+
+
+def _cache_of(out: Any) -> Any:
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
 
 
 def _new_cache(model: Any) -> Any:

@@ -15,11 +15,14 @@ The cache folder is `$EPIC_CACHE_DIR/models` (default `~/.cache/epic-kernel/mode
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
 import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = ["DEFAULT_MODEL", "ModelNotAvailable", "cache_dir", "model_key", "resolve_model"]
@@ -102,13 +105,35 @@ def _smollm2_dir() -> Path:
     return out
 
 
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """No progress bars from transformers while loading: a script's stderr stays empty and a
+    notebook cell gets no tqdm widgets (the run's own view reports the load)."""
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    gguf_tqdm = getattr(gguf_utils, "tqdm", None)        # the GGUF reader uses tqdm directly
+    if gguf_tqdm is not None:
+        gguf_utils.tqdm = functools.partial(gguf_tqdm, disable=True)
+    try:
+        yield
+    finally:
+        if gguf_tqdm is not None:
+            gguf_utils.tqdm = gguf_tqdm
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def _convert_gguf(gguf: Path, out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    with quiet_loading():
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     cfg = loaded.config
     if hasattr(cfg, "quantization_config"):
         delattr(cfg, "quantization_config")    # otherwise save_pretrained refuses ("not serializable")
@@ -118,5 +143,6 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
         raise ModelNotAvailable(f"converting {gguf.name} failed: missing {missing}, unexpected {unexpected}")
     clean.tie_weights()
     clean.generation_config = loaded.generation_config
-    clean.save_pretrained(out)
-    tok.save_pretrained(out)
+    with quiet_loading():
+        clean.save_pretrained(out)
+        tok.save_pretrained(out)

@@ -417,6 +417,9 @@ class OpenAIBackend(Backend):
         if st is not None:
             await st.aclose()
 
+    async def loop_ending(self) -> None:
+        await self.aclose()
+
     def close(self) -> None:
         """Close every loop's client that can still be closed; safe to call twice."""
         with self._states_lock:

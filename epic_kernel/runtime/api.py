@@ -198,12 +198,23 @@ def _interrupted(holder: dict) -> EpicInterrupted:
                            [], res)
 
 
+async def _owning_loop(make: Callable[[], Coroutine], holder: dict) -> Any:
+    """Run on a loop this call created and will close: first let the run's backend release what it
+    bound to the loop (an HTTP client left open would be cleaned up on a closed loop at exit)."""
+    try:
+        return await make()
+    finally:
+        backend = getattr(holder.get("ev"), "_backend", None)
+        if backend is not None:
+            await backend.loop_ending()
+
+
 def _blocking(make: Callable[[], Coroutine], holder: dict) -> Any:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         try:
-            return asyncio.run(make())
+            return asyncio.run(_owning_loop(make, holder))
         except KeyboardInterrupt:
             raise _interrupted(holder) from None
     loop = _loop_thread()
@@ -234,7 +245,7 @@ def _in_fresh_thread(make: Callable[[], Coroutine], holder: dict) -> Any:
 
     def target() -> None:
         try:
-            box["value"] = asyncio.run(make())
+            box["value"] = asyncio.run(_owning_loop(make, holder))
         except BaseException as e:          # re-raised in the calling thread
             box["error"] = e
 
