@@ -192,8 +192,8 @@ class Builder:
         if name in owner.letrec:
             return                         # a def/lambda bound once, visible before its statement (letrec)
         at = _pos(scope.node)
-        spare = _callback_statement_end(owner.body, scope.node)
-        late = at is not None and any(p > at and p != spare for p in owner.binding_points().get(name, ()))
+        late = (at is not None and any(p > at for p in owner.binding_points().get(name, ()))
+                and not _consumed_at_once(owner.body, scope.node))
         if not late and (found is not None or owner.top or name not in owner.locals):
             return
         reader = self.scope.who()
@@ -379,18 +379,33 @@ def _binding_points(stmts: list[ast.stmt]) -> dict[str, list[Pos]]:
     return out
 
 
-def _callback_statement_end(body: list[ast.stmt], fn: ast.AST | None) -> Pos | None:
-    """The binding point of the assignment whose value passes the lambda `fn` straight to a call
-    (`scores = sorted(scores, key=lambda s: abs(s - scores[0]))`): the call runs the callback before
-    the statement rebinds anything, so the captured value is the one Python's lambda reads."""
+# builtins that call a `key=` function during the call, and that consume an iterator during the call
+_CALLS_KEY = frozenset({"sorted", "min", "max"})
+_CONSUMES = frozenset({"list", "tuple", "set", "frozenset", "dict", "sorted", "sum", "min", "max", "any", "all"})
+
+
+def _consumed_at_once(body: list[ast.stmt], fn: ast.AST | None) -> bool:
+    """Is the lambda `fn` called only while the call it is passed to runs? (`sorted(xs, key=lambda
+    ...)`, `list(map(lambda ..., xs))`.) Then no later rebinding can reach it: the value it captures
+    is the one Python's lambda reads, and late binding need not be rejected."""
     if not isinstance(fn, ast.Lambda):
-        return None
+        return False
+    parent: dict[ast.AST, ast.AST] = {}
     for node in walk_local(body):
-        if isinstance(node, ast.Assign | ast.AugAssign):
-            for call in ast.walk(node.value):
-                if isinstance(call, ast.Call) and any(a is fn for a in (*call.args, *(k.value for k in call.keywords))):
-                    return (node.end_lineno or 0, node.end_col_offset or 0)
-    return None
+        for child in ast.iter_child_nodes(node):
+            parent[child] = node
+    call = parent.get(fn)
+    if isinstance(call, ast.keyword):
+        call = parent.get(call)
+    if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Name):
+        return False
+    if call.func.id in _CALLS_KEY and any(k.arg == "key" and k.value is fn for k in call.keywords):
+        return True
+    if call.func.id in ("map", "filter") and call.args and call.args[0] is fn:
+        outer = parent.get(call)
+        return (isinstance(outer, ast.Call) and isinstance(outer.func, ast.Name) and outer.func.id in _CONSUMES
+                and any(a is call for a in outer.args))
+    return False
 
 
 def _assigned_nested(body: list[ast.stmt], name: str, binder: ast.stmt) -> bool:

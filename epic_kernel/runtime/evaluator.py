@@ -575,10 +575,12 @@ class Evaluator:
 
     def _host_call(self, f: Any, node: CallNode) -> None:
         special = STRUCTURAL.get(id(f))
-        if special is not None:
-            self.pass_io(node)                      # structural builtins never run epic code or print
-            if guarded(special, self, node):
-                return
+        if special is not None and guarded(special, self, node):
+            if id(f) not in IO_AWARE:               # these never run epic code, so never print
+                self.pass_io(node)
+            return
+        if node.io_out is not None:
+            self._materialize_args(node)
         handed = self.handed_closures
         conv = self.host_args(node)
         if conv is None:
@@ -608,6 +610,14 @@ class Evaluator:
             self._dispatch(f, pos, kw, node, ASYNC, awaitable=r)
             return
         self.bind(node.out, r)
+
+    def _materialize_args(self, node: CallNode) -> None:
+        """Generators passed to host code are evaluated whole before the call, their elements'
+        prints in the caller's place in program order (the host consumes them when it runs)."""
+        for a in node.args:
+            v, _root = self.whnf(a)
+            if v.__class__ is LazySeq and v.full is None:
+                materialize(self, v, node)
 
     def pass_io(self, node: CallNode) -> None:
         """The node does not print: the print token flows past it."""
@@ -893,5 +903,6 @@ def _preview_args(pos: list, kw: dict) -> str:
     return _short(", ".join(parts), 120)
 
 
+from .callbacks import IO_AWARE  # noqa: E402  (these modules use Evaluator's helpers)
 from .intrinsics import STRUCTURAL, Intrinsic, guarded  # noqa: E402
-from .lazy import LazySeq, materialize  # noqa: E402  (intrinsics use Evaluator's helpers)
+from .lazy import LazySeq, materialize  # noqa: E402

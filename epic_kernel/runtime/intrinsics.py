@@ -128,7 +128,7 @@ def _elements(ev: Any, node: Any, cell: Cell) -> list | None:
         ev.poison(node, v)
         return None
     if cls is LazySeq:                           # a generator consumed whole: evaluate it as a list
-        return _elements(ev, node, materialize(ev, v))
+        return _elements(ev, node, materialize(ev, v, node))
     if cls is Closure:
         ev.fail(node, TypeError("'function' object is not iterable"))
         return None
@@ -139,7 +139,7 @@ def _elements(ev: Any, node: Any, cell: Cell) -> list | None:
         return None
 
 
-def _emit_calls(ev: Any, node: Any, fn: Cell, arglists: list[list[Cell]]) -> list[Cell]:
+def _emit_calls(ev: Any, node: Any, fn: Cell, arglists: list[list[Cell]], site: Any = None) -> list[Cell]:
     """One call of `fn` per argument list, threading the io token through them in order. The nodes
     are created lazily, a chunk per step, so a huge loop never stalls the event loop."""
     outs = [Cell() for _ in arglists]
@@ -149,13 +149,14 @@ def _emit_calls(ev: Any, node: Any, fn: Cell, arglists: list[list[Cell]]) -> lis
         io_last = Cell()
 
     base = node.identity()
+    site = site or node.site
 
     def nodes() -> Any:
         io = io0
         last = len(arglists) - 1
         for i, args in enumerate(arglists):
             io_next = None if io is None else (io_last if i == last else Cell())
-            yield CallNode(fn, args, outs[i], io, io_next, node.site, hash((base, i)))
+            yield CallNode(fn, args, outs[i], io, io_next, site, hash((base, i)))
             io = io_next
 
     ev.emit_lazily(nodes())
@@ -262,35 +263,59 @@ def _map_then(ev: Any, node: Any, then: Intrinsic | None) -> None:
         _chain(ev, node, then, results)
 
 
+def _filter(ev: Any, node: Any) -> None:
+    """`filter(f, xs)` of an epic function, consumed whole: every f(x) at once, then the kept xs."""
+    xs, fn = node.args
+    items = _elements(ev, node, xs)
+    if items is None:
+        return
+    ev.n_delta += 1
+    flags = _emit_calls(ev, node, fn, [[x] for x in items])
+    pairs = PackVal(tuple(Cell(PackVal((f, x), "tuple")) for f, x in zip(flags, items, strict=True)), "list")
+    _chain(ev, node, _KEEP, pairs)
+
+
 def _chain(ev: Any, node: Any, op: Intrinsic, arg: Any) -> None:
     """Continue with another structural step on a pack we just built."""
-    ev._push(CallNode(Cell(op), [Cell(arg)], node.out, None, None, node.site, node.path))
+    ev._push(CallNode(Cell(op), [Cell(arg), Cell(_Progress())], node.out, None, None, node.site, node.path))
+
+
+class _Progress:
+    """How far a chained step got through its pack before it parked: it resumes there when woken,
+    so waiting on n elements one after another costs O(n), not O(n^2)."""
+
+    __slots__ = ("i", "out")
+
+    def __init__(self) -> None:
+        self.i = 0
+        self.out: list[Cell] = []
 
 
 def _keep(ev: Any, node: Any) -> None:
-    kept = []
-    for p in node.args[0].val.items:
-        pair = demand(ev, node, p)
+    pairs, st = node.args[0].val.items, node.args[1].val
+    while st.i < len(pairs):
+        pair = demand(ev, node, pairs[st.i])
         if pair is NOT_READY:
             return
         flag_cell, val_cell = pair.items
         flag = demand(ev, node, flag_cell)
         if flag is NOT_READY:
             return
-        if flag:
-            kept.append(val_cell)
-    _done(ev, node, PackVal(tuple(kept), "list"))
+        if truthy(flag):
+            st.out.append(val_cell)
+        st.i += 1
+    _done(ev, node, PackVal(tuple(st.out), "list"))
 
 
 def _concat(ev: Any, node: Any) -> None:
-    parts = node.args[0].val.items
-    cells: list[Cell] = []
-    for p in parts:
-        got = _elements(ev, node, p)
+    parts, st = node.args[0].val.items, node.args[1].val
+    while st.i < len(parts):
+        got = _elements(ev, node, parts[st.i])
         if got is None:
             return
-        cells += got
-    _done(ev, node, PackVal(tuple(cells), "list"))
+        st.out += got
+        st.i += 1
+    _done(ev, node, PackVal(tuple(st.out), "list"))
 
 
 def _as_list_kind(v: Any) -> str:
@@ -589,7 +614,7 @@ _STRICT: dict[str, Callable] = {
     "is_normal": _is_normal, "loop_again": _loop_again, "loop_exit": _loop_exit, "bool": church,
 }
 _STRUCTURAL: dict[str, Callable] = {
-    "genexp": genexp, "fold": _fold, "map": _map, "mapfilter": _mapfilter, "flatmap": _flatmap, "append": _append,
+    "genexp": genexp, "filter": _filter, "fold": _fold, "map": _map, "mapfilter": _mapfilter, "flatmap": _flatmap, "append": _append,
     "extend": _extend, "add": _add, "getitem": _getitem, "bool": _bool, "iter": _iter, "next": _next,
     "print": _print, "lines": _lines,
 }

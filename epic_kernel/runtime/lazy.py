@@ -20,9 +20,10 @@ __all__ = ["GenCursor", "LazySeq", "advance", "genexp", "materialize", "truthy"]
 
 
 class LazySeq:
-    """The value of a generator expression: its first iterable, its per-element function (`op` says
-    what that returns: "map" the element, "mapfilter" (keep, element), "flatmap" a list of
-    elements), and, once something demanded all of it, the cell of the full list."""
+    """The value of a generator expression (or of `map`/`filter` of an epic function): its first
+    iterable, its per-element function (`op` says what that returns: "map" the element, "mapfilter"
+    (keep, element), "filter" whether to keep the input element, "flatmap" a list of elements), and,
+    once something demanded all of it, the cell of the full list."""
 
     __slots__ = ("xs", "fn", "op", "path", "site", "full")
 
@@ -64,12 +65,19 @@ def genexp(ev: Any, node: Any) -> None:
     ev.bind(node.out, LazySeq(xs, fn, op.val, node.identity(), node.site))
 
 
-def materialize(ev: Any, gen: LazySeq) -> Cell:
-    """The cell of the whole generator as a list (started on first demand, shared afterwards)."""
+def materialize(ev: Any, gen: LazySeq, consumer: Any = None) -> Cell:
+    """The cell of the whole generator as a list (started on first demand, shared afterwards).
+
+    The first consumer's print token runs through the elements' calls, so what they print comes
+    out where Python prints it: when the consumer consumes, after the prints before it."""
     if gen.full is None:
         from .intrinsics import INTRINSICS
         gen.full = Cell()
-        ev._push(CallNode(Cell(INTRINSICS[gen.op]), [gen.xs, gen.fn], gen.full, None, None, gen.site, gen.path))
+        io_in = io_out = None
+        if consumer is not None and getattr(consumer, "io_out", None) is not None:
+            io_in, io_out = consumer.io_in, Cell()
+            consumer.io_in = io_out
+        ev._push(CallNode(Cell(INTRINSICS[gen.op]), [gen.xs, gen.fn], gen.full, io_in, io_out, gen.site, gen.path))
     return gen.full
 
 
@@ -88,16 +96,20 @@ def advance(ev: Any, node: Any, cur: GenCursor) -> Any:
             cell, cur.pending = cur.pending, None
             cur.i += 1
             return cell
-        pair = demand(ev, node, cur.pending)
-        if pair is NOT_READY:
-            return NOT_READY
-        keep = demand(ev, node, pair.items[0])
+        if gen.op == "filter":                          # filter(f, xs): f(x) is the flag, x the element
+            flag_cell, value = cur.pending, cur.items[cur.i]
+        else:                                           # mapfilter: the call returns (keep, element)
+            pair = demand(ev, node, cur.pending)
+            if pair is NOT_READY:
+                return NOT_READY
+            flag_cell, value = pair.items
+        keep = demand(ev, node, flag_cell)
         if keep is NOT_READY:
             return NOT_READY
         cur.pending = None
         cur.i += 1
-        if keep:
-            return pair.items[1]
+        if truthy(keep):
+            return value
 
 
 def truthy(v: Any) -> bool:
