@@ -551,6 +551,9 @@ class Evaluator:
             for o in outs:
                 self.bind(o, v)
             return
+        elif cls is LazySeq:                        # unpacking consumes a generator whole
+            self._unpack(outs, materialize(self, v), line)
+            return
         else:                                       # a host value: a tuple/list from Python, a string...
             try:
                 vals = list(v)
@@ -576,8 +579,9 @@ class Evaluator:
     def _host_call(self, f: Any, node: CallNode) -> None:
         special = STRUCTURAL.get(id(f))
         if special is not None and guarded(special, self, node):
-            if id(f) not in IO_AWARE:               # these never run epic code, so never print
-                self.pass_io(node)
+            out = node.out
+            if id(f) not in IO_AWARE and (out.val is not PENDING or out.fwd is not None):
+                self.pass_io(node)                  # done (not parked): it ran no epic code, printed nothing
             return
         if node.io_out is not None:
             self._materialize_args(node)
