@@ -266,3 +266,36 @@ def test_lambdas_used_up_at_once_are_not_late_binding(source: str) -> None:
 ])
 def test_a_local_read_before_assignment_is_unbound_local_error(source: str) -> None:
     agrees_with_python(source)
+
+
+@pytest.mark.parametrize("source", [
+    "u1 = next(filter(lambda q: q, []), 5)\nprint('x')\n7",
+    "print(4, next(filter(lambda q: 5, 'a'), 3))\nprint('y')",
+    "if all(map(lambda q: 'a', 'a')):\n    print('x')\nprint('z')",
+    "print(slow('first'))\nx = all(map(lambda q: print('k', q), 'a'))\n1",
+    "print(slow('first'))\nx = any(print('k', q) for q in 'ab')\nprint('end')",
+    "t = 0\nfor x in map(lambda q: print('k', q) or q, [slow(1), 2, 3]):\n    print('body', x)\n    if x > 1:\n        break\nt",
+    "if 1 > 2:\n    pass\nelse:\n    print('Hi')\nlist(filter(lambda q: print('k', q), [3]))",
+    "xs = list(map(lambda q: print('k', q), [slow(10), 2, 3]))\n1",
+    "next(print('k', q) or q for q in [slow(1), 2])",
+])
+def test_lazy_walks_keep_the_print_token(source: str) -> None:
+    agrees_with_python(source)
+
+
+@pytest.mark.parametrize("source", [
+    "u = 1\nv = list(zip([1, 2], map(lambda q: q * u, [5, 6])))\nu = 2\n(u, v)",
+    "u = 1\nv = list(enumerate(filter(lambda q: q > u, [5, 6])))\nu = 2\n(u, v)",
+])
+def test_lambdas_used_up_through_iterators_are_not_late_binding(source: str) -> None:
+    agrees_with_python(source)
+
+
+@pytest.mark.parametrize("source, calls", [
+    ("list(zip('a', map(lambda q: llm('w', max_tokens=1), [2, 9, 2, 8])))", 1),
+    ("list(zip([], map(lambda q: llm('w', max_tokens=1), 'a')))", 0),
+    ("list(zip(map(lambda q: llm('w', max_tokens=1), [1, 2, 3]), 'a'))", 2),
+])
+def test_zip_pulls_from_a_lazy_map_only_what_python_pulls(source: str, calls: int) -> None:
+    for strategy, seed in RUNS:
+        assert len(run(source, backend="sim", strategy=strategy, seed=seed).calls) == calls

@@ -382,6 +382,7 @@ def _binding_points(stmts: list[ast.stmt]) -> dict[str, list[Pos]]:
 # builtins that call a `key=` function during the call, and that consume an iterator during the call
 _CALLS_KEY = frozenset({"sorted", "min", "max"})
 _CONSUMES = frozenset({"list", "tuple", "set", "frozenset", "dict", "sorted", "sum", "min", "max", "any", "all"})
+_PASSES_ON = frozenset({"map", "filter", "zip", "enumerate"})      # lazy iterators over their arguments
 
 
 def _consumed_at_once(body: list[ast.stmt], fn: ast.AST | None) -> bool:
@@ -401,11 +402,18 @@ def _consumed_at_once(body: list[ast.stmt], fn: ast.AST | None) -> bool:
         return False
     if call.func.id in _CALLS_KEY and any(k.arg == "key" and k.value is fn for k in call.keywords):
         return True
-    if call.func.id in ("map", "filter") and call.args and call.args[0] is fn:
+    if call.func.id not in ("map", "filter") or not call.args or call.args[0] is not fn:
+        return False
+    while True:                        # through iterators that are themselves consumed at once
         outer = parent.get(call)
-        return (isinstance(outer, ast.Call) and isinstance(outer.func, ast.Name) and outer.func.id in _CONSUMES
-                and any(a is call for a in outer.args))
-    return False
+        if not (isinstance(outer, ast.Call) and isinstance(outer.func, ast.Name)
+                and any(a is call for a in outer.args)):
+            return False
+        if outer.func.id in _CONSUMES:
+            return True
+        if outer.func.id not in _PASSES_ON:
+            return False
+        call = outer
 
 
 def _assigned_nested(body: list[ast.stmt], name: str, binder: ast.stmt) -> bool:

@@ -21,10 +21,10 @@ from typing import Any
 
 from .graph import PENDING, CallNode, Cell, Closure, PackVal
 from .interop import EpicFunction
-from .intrinsics import STRUCTURAL, Intrinsic, _done, _elements, _emit_calls
+from .intrinsics import IO_AWARE, STRUCTURAL, Intrinsic, _done, _elements, _emit_calls
 from .lazy import LazySeq
 
-__all__ = ["IO_AWARE"]
+__all__: list[str] = []            # importing it installs the structural builtins
 
 
 def _epic_callable(ev: Any, cell: Cell) -> Any:
@@ -114,8 +114,7 @@ def _finish(name: str) -> Callable[[Any, Any], None]:
 
 _FINISH = {name: Intrinsic(f"{name}_by_key", _finish(name), structural=True) for name in ("sorted", "min", "max")}
 
-# builtins whose structural form threads the print token itself (the callbacks may print)
-IO_AWARE: set[int] = {id(sorted), id(min), id(max)}
+IO_AWARE.update({id(sorted), id(min), id(max)})
 
 STRUCTURAL[id(map)] = _lazy("map")
 STRUCTURAL[id(filter)] = _lazy("filter")

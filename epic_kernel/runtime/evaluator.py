@@ -907,6 +907,6 @@ def _preview_args(pos: list, kw: dict) -> str:
     return _short(", ".join(parts), 120)
 
 
-from .callbacks import IO_AWARE  # noqa: E402  (these modules use Evaluator's helpers)
-from .intrinsics import STRUCTURAL, Intrinsic, guarded  # noqa: E402
+from . import callbacks  # noqa: E402,F401  (these modules use Evaluator's helpers; this one installs map/sorted/...)
+from .intrinsics import IO_AWARE, STRUCTURAL, Intrinsic, guarded  # noqa: E402
 from .lazy import LazySeq, materialize  # noqa: E402

@@ -39,7 +39,7 @@ from .graph import (
 )
 from .lazy import GenCursor, LazySeq, advance, genexp, materialize, truthy
 
-__all__ = ["FALSE", "INTRINSICS", "STRUCTURAL", "TRUE", "Intrinsic", "church"]
+__all__ = ["FALSE", "INTRINSICS", "IO_AWARE", "STRUCTURAL", "TRUE", "Intrinsic", "church"]
 
 NORMAL, RETURN, BREAK, CONTINUE = 0, 1, 2, 3
 
@@ -487,8 +487,11 @@ def _next(ev: Any, node: Any) -> None:
             return
         cur = Cursor(items)
     if cur.__class__ is GenCursor:                       # the cursor is this loop's alone: advance it
+        if cur.pending is None and node.io_out is not None:
+            cur.io = node.io_in                          # the element's prints after this iteration's start
         x = advance(ev, node, cur)
         if x is not NOT_READY:
+            _hand_io(ev, node, cur)
             _done(ev, node, PackVal((Cell(x is not None), x or Cell(None), Cell(cur)), "tuple"))
         return
     if cur.i < len(cur.items):
@@ -685,18 +688,30 @@ def _zip(ev: Any, node: Any) -> bool:
             ev.park(node, root)
             return True
         vals.append(v)
-    if not any(v.__class__ is PackVal for v in vals):
+    if not any(v.__class__ is PackVal or v.__class__ is LazySeq for v in vals):
         return False
     cols = []
-    for a in node.args:
-        items = _elements(ev, node, a)
+    for a, v in zip(node.args, vals, strict=True):
+        walk = v.__class__ is LazySeq and v.op == "map" and v.full is None
+        items = _elements(ev, node, v.xs if walk else a)
         if items is None:
             return True
-        cols.append(items)
+        cols.append((v, items) if walk else items)
     ev.n_delta += 1
+    n = min(len(c[1] if isinstance(c, tuple) else c) for c in cols)
+    cols = [_pulled(ev, node, c, j, n, cols) if isinstance(c, tuple) else c for j, c in enumerate(cols)]
     rows = tuple(Cell(PackVal(tuple(r), "tuple")) for r in zip(*cols, strict=False))
     ev.bind(node.out, PackVal(rows, "zip"))
     return True
+
+
+def _pulled(ev: Any, node: Any, col: tuple, j: int, n: int, cols: list) -> list[Cell]:
+    """The elements of a lazy `map(f, xs)` that Python's zip pulls: n rows, and one more when an
+    argument to its right is the first to run out (zip asks each argument in turn)."""
+    gen, items = col
+    lengths = [len(c[1] if isinstance(c, tuple) else c) for c in cols]
+    extra = 1 if len(items) > n and j < lengths.index(n) else 0
+    return _emit_calls(ev, node, gen.fn, [[x] for x in items[:n + extra]])[:n]
 
 
 STRUCTURAL[id(zip)] = _zip
@@ -715,6 +730,13 @@ class _Consumer:
         self.default = default
 
 
+def _hand_io(ev: Any, node: Any, cur: GenCursor) -> None:
+    """The node's print token continues after the elements' calls it started."""
+    if node.io_out is not None and cur.io is not None:
+        ev.alias(node.io_out, cur.io)
+        node.io_out = None
+
+
 def _consuming(mode: str) -> Callable[[Any, Any], bool]:
     def apply(ev: Any, node: Any) -> bool:
         nargs = len(node.args)
@@ -727,9 +749,11 @@ def _consuming(mode: str) -> Callable[[Any, Any], bool]:
         if v.__class__ is not LazySeq or not v.lazy:
             return False
         items = _elements(ev, node, v.xs)
-        if items is not None:
-            state = _Consumer(mode, GenCursor(v, items), node.args[1] if nargs == 2 else None)
-            ev._push(CallNode(Cell(_CONSUME), [Cell(state)], node.out, None, None, node.site, node.path))
+        if items is not None:                            # the walk takes over the print token
+            state = _Consumer(mode, GenCursor(v, items, node.io_in), node.args[1] if nargs == 2 else None)
+            ev._push(CallNode(Cell(_CONSUME), [Cell(state)], node.out, node.io_in, node.io_out, node.site,
+                              node.path))
+            node.io_out = None
         return True
 
     return apply
@@ -742,6 +766,8 @@ def _consume(ev: Any, node: Any) -> None:
             x = advance(ev, node, st.cur)
             if x is NOT_READY:
                 return
+            if x is None or st.mode == "next":
+                _hand_io(ev, node, st.cur)
             if x is None:                                  # the generator ended
                 if st.mode == "next":
                     if st.default is None:
@@ -767,6 +793,7 @@ def _consume(ev: Any, node: Any) -> None:
             return
         st.elem = None
         if t == (st.mode == "any"):                         # any: the first true; all: the first false
+            _hand_io(ev, node, st.cur)
             _done(ev, node, t)
             return
 
@@ -774,5 +801,8 @@ def _consume(ev: Any, node: Any) -> None:
 _CONSUME = Intrinsic("consume", _consume, structural=True)
 for _f in (any, all, next):
     STRUCTURAL[id(_f)] = _consuming(_f.__name__)
+
+# builtins whose structural form threads the print token itself (callbacks they run may print)
+IO_AWARE: set[int] = {id(any), id(all), id(next)}
 
 register_builtin("lines", INTRINSICS["lines"])

@@ -46,15 +46,17 @@ class LazySeq:
 
 class GenCursor:
     """A position in a generator walked element by element: the iterable's cells, the next index,
-    and the element being evaluated (its call's output) while a filter flag is awaited."""
+    the element being evaluated (its call's output) while a filter flag is awaited, and the print
+    token threaded through the elements' calls (what they print comes out in Python's order)."""
 
-    __slots__ = ("gen", "items", "i", "pending")
+    __slots__ = ("gen", "items", "i", "pending", "io")
 
-    def __init__(self, gen: LazySeq, items: list):
+    def __init__(self, gen: LazySeq, items: list, io: Cell | None = None):
         self.gen = gen
         self.items = items
         self.i = 0
         self.pending: Cell | None = None
+        self.io = io            # the print token the next element's call takes (None: not ordered)
 
 
 def genexp(ev: Any, node: Any) -> None:
@@ -90,8 +92,9 @@ def advance(ev: Any, node: Any, cur: GenCursor) -> Any:
             if cur.i >= len(cur.items):
                 return None
             out = Cell()
-            ev._push(CallNode(gen.fn, [cur.items[cur.i]], out, None, None, gen.site, hash((gen.path, cur.i))))
-            cur.pending = out
+            io_next = None if cur.io is None else Cell()
+            ev._push(CallNode(gen.fn, [cur.items[cur.i]], out, cur.io, io_next, gen.site, hash((gen.path, cur.i))))
+            cur.pending, cur.io = out, io_next
         if gen.op == "map":
             cell, cur.pending = cur.pending, None
             cur.i += 1
