@@ -299,3 +299,20 @@ def test_lambdas_used_up_through_iterators_are_not_late_binding(source: str) -> 
 def test_zip_pulls_from_a_lazy_map_only_what_python_pulls(source: str, calls: int) -> None:
     for strategy, seed in RUNS:
         assert len(run(source, backend="sim", strategy=strategy, seed=seed).calls) == calls
+
+
+def _happly(f: Any, xs: list) -> list:
+    """A plain host function that calls an epic callback (a nested run per call)."""
+    return [f(x) for x in xs]
+
+
+def test_calls_of_callbacks_run_by_host_code_are_in_the_run_and_numbered_by_place() -> None:
+    src = "happly(lambda q: llm('hi', temperature=1.0, max_tokens=3), [1, 2])"
+    values = set()
+    for strategy, seed in RUNS:
+        res = run(src, backend="sim", strategy=strategy, seed=seed, namespace={"happly": _happly})
+        assert [c.fn for c in res.calls] == ["llm", "llm"] and [c.id for c in res.calls] == [1, 2]
+        a, b = res.value
+        assert a != b                                   # two calls by host code, two samples
+        values.add((a, b))
+    assert len(values) == 1

@@ -52,13 +52,18 @@ def run(source: str, **kwargs: Any) -> RunResult:
 async def call_function_async(f: EpicFunction, args: tuple, kwargs: dict, *, strategy: str = "opportunistic",
                               backend: Any = None, model: str | None = None, trace: bool | str = True,
                               observers: list[Callable] | None = None, holder: dict | None = None,
-                              **_: Any) -> RunResult:
-    """Run an epic function called from Python."""
+                              parent: Evaluator | None = None, path: int = 0, **_: Any) -> RunResult:
+    """Run an epic function called from Python. `parent`: the run whose host code called it (a
+    callback); its calls are added to that run's record."""
     ev = Evaluator(strategy=strategy, namespace=f.closure.globals, trace=trace, observers=observers,
                    backend=backend, options={"model": model})
     if holder is not None:
         holder["ev"] = ev
-    return await _execute(ev, f.closure, list(args), kwargs, exports=None, source=f.__name__)
+    try:
+        return await _execute(ev, f.closure, list(args), kwargs, exports=None, source=f.__name__, path=path)
+    finally:
+        if parent is not None:
+            parent.adopt(ev.calls)
 
 
 def call_function(f: EpicFunction, args: tuple, kwargs: dict, **options: Any) -> RunResult:
@@ -68,12 +73,12 @@ def call_function(f: EpicFunction, args: tuple, kwargs: dict, **options: Any) ->
 
 # -------------------------------------------------------------------------------------- internals
 async def _execute(ev: Evaluator, clo: Any, args: list, kwargs: dict, *, exports: list[str] | None,
-                   source: str) -> RunResult:
+                   source: str, path: int = 0) -> RunResult:
     token = _ctx._RUN.set(ev)
     ev.start = clock()
     ev.state = "running"
     ev.emit("run.start", source=source, strategy=ev.strategy, backend=str(ev.backend_spec or "default"))
-    out = ev.start_call(clo, args, kwargs)
+    out = ev.start_call(clo, args, kwargs, path)
     ev.result_cell, ev.exports = out, exports       # so an interrupt can report what is resolved
     try:
         await ev.drive()

@@ -149,6 +149,7 @@ class Evaluator:
         self._last_steps_event = 0.0
         self._observer_errors = 0
         self.handed_closures = 0                    # closures converted for host code (see _host_call)
+        self._host_node: CallNode | None = None
 
     # ------------------------------------------------------------------------------------ counters
     @property
@@ -297,7 +298,9 @@ class Evaluator:
         if cls is Closure:
             self._require_captures(v)
             self.handed_closures += 1
-            return EpicFunction(v, backend=self.backend_spec, strategy=self.strategy)
+            at = self._host_node
+            return EpicFunction(v, backend=self.backend_spec, strategy=self.strategy, parent=self,
+                                path=at.identity() if at is not None else 0)
         if cls is LazySeq:                              # host code consumes a generator whole
             return (x for x in self.to_host(materialize(self, v)))
         return v
@@ -341,6 +344,7 @@ class Evaluator:
     def host_args(self, node: CallNode) -> tuple[list, dict] | None:
         """Converted arguments, or None after parking/poisoning the node."""
         to_host = self.to_host
+        self._host_node = node                       # where an epic function handed to host code came from
         try:
             vals = [to_host(a) for a in node.args]
         except Wait as w:
@@ -371,6 +375,13 @@ class Evaluator:
                 self._push_many(chunk)
         elif chunk:
             self._push_many(chunk)
+
+    def adopt(self, calls: list[CallRecord]) -> None:
+        """Calls made by a nested run (an epic callback that host code called) belong to this run's
+        record too: renumbered after this run's own."""
+        for rec in calls:
+            rec.id = len(self.calls) + 1
+            self.calls.append(rec)
 
     # ------------------------------------------------------------------------------------- errors
     def fail(self, node: CallNode, exc: BaseException, rec: CallRecord | None = None) -> ErrorVal:
@@ -854,12 +865,14 @@ class Evaluator:
         self._done.clear()
 
     # -------------------------------------------------------------------------------- entry point
-    def start_call(self, clo: Closure, args: list[Any], kwargs: dict[str, Any] | None = None) -> Cell:
-        """Enqueue `clo(*args, **kwargs)` with host values; returns the result cell."""
+    def start_call(self, clo: Closure, args: list[Any], kwargs: dict[str, Any] | None = None,
+                   path: int = 0) -> Cell:
+        """Enqueue `clo(*args, **kwargs)` with host values; returns the result cell. `path`: where the
+        call sits in an enclosing run (a callback's k-th call by host code), for sample identity."""
         kwargs = kwargs or {}
         out = Cell()
         cells = [Cell(a) for a in args] + [Cell(v) for v in kwargs.values()]
-        node = CallNode(Cell(clo), cells, out, None, None, Site(clo.tmpl.line, clo.tmpl.name, tuple(kwargs)))
+        node = CallNode(Cell(clo), cells, out, None, None, Site(clo.tmpl.line, clo.tmpl.name, tuple(kwargs)), path)
         self._push(node)
         return out
 

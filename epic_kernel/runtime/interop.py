@@ -73,6 +73,9 @@ class EpicFunction:
         options = dict(self.run_options)
         params = self.closure.tmpl.param_names
         options.update({k: kwargs.pop(k) for k in RUN_OPTIONS if k in kwargs and k not in params})
+        if "path" in options:                  # the k-th call by host code: its own place for samples
+            self._invocations = getattr(self, "_invocations", 0) + 1
+            options["path"] = hash((options["path"], self._invocations))
         return options, kwargs
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
