@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test bench lab lint setup clean
+.PHONY: demo test bench fuzz lab lint setup clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -30,6 +30,12 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+
+# the long differential run against CPython (issue 10); `make test` runs a fixed slice of it
+FUZZ_N    ?= 20000
+FUZZ_SEED ?= 100000
+fuzz: $(STAMP)
+	$(BIN)/python -m epic_kernel.testing.fuzz --n $(FUZZ_N) --seed $(FUZZ_SEED) --jobs 2
 
 # JupyterLab on 127.0.0.1 with the EPIC kernel installed into .venv (root needs --allow-root)
 LAB_DIR := $(if $(wildcard tutorials),tutorials,.)
