@@ -316,3 +316,14 @@ def test_calls_of_callbacks_run_by_host_code_are_in_the_run_and_numbered_by_plac
         assert a != b                                   # two calls by host code, two samples
         values.add((a, b))
     assert len(values) == 1
+
+
+@pytest.mark.parametrize("source", [
+    "u = 1\nu += next(map(lambda q: q + u, [5]), 0)\nu",
+    "u = 1\nv = next(filter(lambda q: q > u, [5]), 0)\nu = 2\n(u, v)",
+    "u = 1\nv = [g for g in list(map(lambda q: u, [1]))]\nu = 2\n(u, v)",
+    "u = 1\nv = sum(g for g in list(map(lambda q: u, [1])))\nu = 2\n(u, v)",
+    "def f(a0):\n    a0 += next(map(lambda q: a0, [1]), 11)\n    return a0\nf(3)",
+])
+def test_lambdas_used_up_by_next_or_inside_comprehensions_are_not_late_binding(source: str) -> None:
+    agrees_with_python(source)

@@ -381,7 +381,8 @@ def _binding_points(stmts: list[ast.stmt]) -> dict[str, list[Pos]]:
 
 # builtins that call a `key=` function during the call, and that consume an iterator during the call
 _CALLS_KEY = frozenset({"sorted", "min", "max"})
-_CONSUMES = frozenset({"list", "tuple", "set", "frozenset", "dict", "sorted", "sum", "min", "max", "any", "all"})
+_CONSUMES = frozenset({"list", "tuple", "set", "frozenset", "dict", "sorted", "sum", "min", "max", "any", "all",
+                       "next"})             # next(map(...)): the inline iterator is gone after the call
 _PASSES_ON = frozenset({"map", "filter", "zip", "enumerate"})      # lazy iterators over their arguments
 
 
@@ -392,9 +393,10 @@ def _consumed_at_once(body: list[ast.stmt], fn: ast.AST | None) -> bool:
     if not isinstance(fn, ast.Lambda):
         return False
     parent: dict[ast.AST, ast.AST] = {}
-    for node in walk_local(body):
-        for child in ast.iter_child_nodes(node):
-            parent[child] = node
+    for stmt in body:                  # every node, comprehensions and nested bodies included: only
+        for node in ast.walk(stmt):    # the lambda's own ancestors matter
+            for child in ast.iter_child_nodes(node):
+                parent[child] = node
     call = parent.get(fn)
     if isinstance(call, ast.keyword):
         call = parent.get(call)
