@@ -27,8 +27,11 @@ import ast
 import asyncio
 import contextlib
 import io
+import os
 import random
+import re
 import signal
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -40,7 +43,7 @@ from ..llm.sim import SimBackend
 from ..runtime.api import run
 
 __all__ = ["EXCLUSIONS", "STRATEGIES", "Exclusion", "Finding", "Outcome", "ProgramGen", "compare",
-           "generate", "run_cpython", "run_epic", "shrink"]
+           "generate", "run_cpython", "run_epic", "sampled_variant", "shrink"]
 
 
 # ---------------------------------------------------------------------------------- exclusions
@@ -56,8 +59,9 @@ class Exclusion:
 EXCLUSIONS: dict[str, Exclusion] = {e.name: e for e in (
     Exclusion("append-rebinds",
               "README: `xs.append(v)` rebinds `xs` (lists are values); an alias or a caller's list keeps "
-              "the old value. The generator appends only to accumulators that are never aliased, passed "
-              "or captured, and reads them only after the appends.", "generator"),
+              "the old value. `xs += ys` on a list is the same (Python extends in place). The generator "
+              "appends only to accumulators that are never aliased, passed or captured, reads them only "
+              "after the appends, and writes `xs = xs + ys` for lists.", "generator"),
     Exclusion("in-place-methods",
               "README: in-place methods other than append/extend (sort, pop, update, ...) are rejected. "
               "The generator never calls them.", "generator"),
@@ -66,6 +70,11 @@ EXCLUSIONS: dict[str, Exclusion] = {e.name: e for e in (
               "the def is rejected, and a lambda made in a loop keeps that iteration's value. The generator "
               "never rebinds a name after a def or a stored lambda read it, and never lets a function "
               "made in a loop body outlive its iteration.", "generator"),
+    Exclusion("iterators-are-values",
+              "README: zip/enumerate/reversed, map/filter of an epic function and generator expressions are "
+              "values; iterating the same one twice gives its items twice instead of nothing. The generator "
+              "never binds an iterator to a name: each is consumed by the call or loop it is written in.",
+              "generator"),
     Exclusion("host-mutation",
               "README: host objects mutated by host functions are not ordered by statements. The "
               "generator's host functions are pure.", "generator"),
@@ -78,6 +87,10 @@ EXCLUSIONS: dict[str, Exclusion] = {e.name: e for e in (
               "reported. When CPython raises, the comparator only asks that epic fails too, with the same "
               "error type among its failures, that CPython's output is a prefix of epic's, and that "
               "CPython's calls are a sub-multiset of epic's.", "comparator"),
+    Exclusion("callback-kept-by-host",
+              "README (late binding): a lambda is captured by value unless the call it is passed to uses it "
+              "up; a host function may keep it, so a lambda handed to one (happly) reading a name rebound "
+              "later is rejected. The generator freezes the names such a lambda reads.", "generator"),
     Exclusion("lazy-map-filter",
               "Python's map/filter/generator objects are lazy; epic closures capture values, so a lazy "
               "iterator consumed after a rebinding differs (a case of late binding). The generator "
@@ -85,9 +98,14 @@ EXCLUSIONS: dict[str, Exclusion] = {e.name: e for e in (
 )}
 
 
+# EPIC_FUZZ_INCLUDE=late-binding,append-rebinds turns exclusions off, to watch the tester flag them
+_INCLUDED = {n for n in os.environ.get("EPIC_FUZZ_INCLUDE", "").split(",") if n}
+
+
 def excluded(name: str) -> bool:
-    """Look an exclusion up by name (a typo is an error, not a silently disabled exclusion)."""
-    return EXCLUSIONS[name].how in ("generator", "comparator")
+    """Whether the documented difference `name` is kept out of the test (a typo is a KeyError, not
+    a silently disabled exclusion)."""
+    return EXCLUSIONS[name] is not None and name not in _INCLUDED
 
 
 # ---------------------------------------------------------------------------------- host side
@@ -120,6 +138,12 @@ def _alist(n: int) -> list[int]:
     return list(range(n % 4))
 
 
+def _acheck(x: int) -> int:
+    if x % 7 == 3:
+        raise ValueError(f"acheck refuses {x}")
+    return x + 1
+
+
 def _hint(x: int) -> int:
     return x * 3 - 1
 
@@ -141,18 +165,23 @@ def epic_namespace(log: list) -> dict[str, Any]:
         await asyncio.sleep(0)
         return _alist(n)
 
+    async def acheck(x):
+        log.append(("acheck", x))
+        await asyncio.sleep(0)
+        return _acheck(x)
+
     def hint(x):
         return _hint(x)
 
     def happly(f, x):
         return f(x)
 
-    return {"aint": aint, "astr": astr, "alist": alist, "hint": hint, "happly": happly}
+    return {"aint": aint, "astr": astr, "alist": alist, "acheck": acheck, "hint": hint, "happly": happly}
 
 
 def cpython_namespace(log: list) -> dict[str, Any]:
     """The synchronous twins: the same answers, computed at once, with every call logged."""
-    def llm(prompt, max_tokens=256, stream=False):
+    def llm(prompt, max_tokens=256, stream=False, **_sampling):
         log.append(("llm", prompt))
         return sim_chunks(prompt, max_tokens) if stream else sim_text(prompt, max_tokens)
 
@@ -168,10 +197,14 @@ def cpython_namespace(log: list) -> dict[str, Any]:
         log.append(("alist", n))
         return _alist(n)
 
+    def acheck(x):
+        log.append(("acheck", x))
+        return _acheck(x)
+
     def lines(s):
         return ("".join(s) if isinstance(s, list) else s).splitlines()
 
-    return {"llm": llm, "aint": aint, "astr": astr, "alist": alist, "hint": _hint,
+    return {"llm": llm, "aint": aint, "astr": astr, "alist": alist, "acheck": acheck, "hint": _hint,
             "happly": lambda f, x: f(x), "lines": lines}
 
 
@@ -275,13 +308,17 @@ class ProgramGen:
                              f'"".join(llm({self.prompt(sc, d)}, max_tokens={k}, stream=True))'])
         if t == INT:
             return r.choice([f"len(llm({self.prompt(sc, d)}, max_tokens={k}))",
-                             f"aint({self.expr(INT, sc, d)})"])
+                             f"aint({self.expr(INT, sc, d)})",
+                             f"aint({self.expr(INT, sc, d)})",
+                             f"acheck({self.expr(INT, sc, d)})",          # fails for x % 7 == 3
+                             f"len(llm({self.prompt(sc, d)}, max_tokens={k}, stream=True))"])
         if t == LINT:
             return f"alist({self.expr(INT, sc, d)})"
         if t == LSTR:
             return r.choice([f"llm({self.prompt(sc, d)}, max_tokens={k}).split()",
                              f"llm({self.prompt(sc, d)}, max_tokens={k}, stream=True)",
                              f"lines(llm({self.prompt(sc, d)}, max_tokens={k}))",
+                             f"lines([{self.expr(STR, sc, d)}, llm({self.prompt(sc, d)}, max_tokens={k})])",
                              f"[llm({self.prompt(sc, d)}, max_tokens={k}), {self.expr(STR, sc, d)}]"])
         return None
 
@@ -293,6 +330,13 @@ class ProgramGen:
         if self.p(0.05):                                   # print from a callback (issue 10 #6)
             body = f'print("k", {v}) or {body}'
         return f"lambda {v}: {body}"
+
+    def pure_lam(self, arg_t: str, ret_t: str, sc: Scope, d: int) -> str:
+        """A lambda that reads only its parameter: safe to hand to a lazy map/filter that a loop
+        consumes while its body rebinds names (exclusion late-binding)."""
+        v = self.fresh("q")
+        bare = Scope(vars={v: arg_t}, own=set(), funcs={}, depth=sc.depth + 1)
+        return f"lambda {v}: {self.expr(ret_t, bare, d)}"
 
     # -- expressions -------------------------------------------------------------------------
     def expr(self, t: str, sc: Scope, d: int) -> str:
@@ -329,7 +373,7 @@ class ProgramGen:
     def e_int(self, sc: Scope, d: int) -> str:
         r = self.r
         e = self.expr
-        c = r.randrange(22)
+        c = r.randrange(25)
         if c == 0:
             return f"({e(INT, sc, d)} {r.choice(['+', '-', '*'])} {e(INT, sc, d)})"
         if c == 1:
@@ -377,8 +421,11 @@ class ProgramGen:
             return f"abs({e(INT, sc, d)})"
         if c == 14:
             return f"{e(STR, sc, d)}.find({e(STR, sc, d)})"
-        if c == 15:
-            return f"happly({self.lam(INT, INT, sc, d)}, {e(INT, sc, d)})"
+        if c == 15:                # a host function may keep its callback: freeze what it reads
+            self.captures.append(set())
+            lam = self.lam(INT, INT, sc, d)
+            self.frozen |= self.captures.pop()
+            return f"happly({lam}, {e(INT, sc, d)})"
         if c == 16:
             return f"len([{e(INT, sc, d)} for _ in range({self.small(sc, d)})])"
         if c == 17:
@@ -389,6 +436,12 @@ class ProgramGen:
             return f"sum(map({self.lam(INT, INT, sc, d)}, {e(LINT, sc, d)}))"
         if c == 20:
             return f"len({{{e(INT, sc, d)}, {e(INT, sc, d)}, {e(INT, sc, d)}}})"
+        if c == 22:
+            return f"next({r.choice(['map', 'filter'])}({self.lam(INT, INT, sc, d)}, {e(LINT, sc, d)}), {e(INT, sc, d)})"
+        if c == 23:
+            return f"sum(filter({self.lam(INT, BOOL, sc, d)}, {e(LINT, sc, d)}))"
+        if c == 24:
+            return f"len(list(zip({e(LINT, sc, d)}, map({self.lam(INT, STR, sc, d)}, {e(LINT, sc, d)}))))"
         return f"(-{e(INT, sc, d)})"
 
     def e_str(self, sc: Scope, d: int) -> str:
@@ -408,7 +461,7 @@ class ProgramGen:
         if c == 2:
             lo = e(INT, sc, d) if self.p(0.6) else ""
             hi = e(INT, sc, d) if self.p(0.6) else ""
-            step = f":{r.choice([-1, 2, -2, 3])}" if self.p(0.3) else ""
+            step = f":{r.choice([-1, 2, -2, 3, 3, 0] if self.p(0.1) else [-1, 2, -2, 3])}" if self.p(0.3) else ""
             return f"{e(STR, sc, d)}[{lo}:{hi}{step}]"
         if c == 3:
             return f"{e(STR, sc, d)}.{r.choice(['upper', 'strip', 'lower', 'title'])}()"
@@ -445,7 +498,11 @@ class ProgramGen:
     def e_bool(self, sc: Scope, d: int) -> str:
         r = self.r
         e = self.expr
-        c = r.randrange(11)
+        c = r.randrange(13)
+        if c == 11:
+            return f"{r.choice(['any', 'all'])}(map({self.lam(INT, BOOL, sc, d)}, {e(LINT, sc, d)}))"
+        if c == 12:
+            return f"{r.choice(['any', 'all'])}(filter({self.lam(STR, BOOL, sc, d)}, {e(LSTR, sc, d)}))"
         if c == 0:
             return f"({e(INT, sc, d)} {r.choice(['<', '<=', '==', '!=', '>', '>='])} {e(INT, sc, d)})"
         if c == 1:
@@ -578,12 +635,17 @@ class ProgramGen:
             x = self.fresh("c")
             inner = sc.child(vars={**sc.vars, x: STR})
             return f"{{{x}: len({x}) for {x} in {e(LSTR, sc, d)} if {e(BOOL, inner, d)}}}"
-        return f"{{**{e(DICT, sc, d)}, {e(STR, sc, d)}: {e(INT, sc, d)}}}" if False else self.lit(DICT)
+        return f"{{**{e(DICT, sc, d)}, {e(STR, sc, d)}: {e(INT, sc, d)}}}"
 
     # -- statements ---------------------------------------------------------------------------
+    def late(self, name: str) -> bool:
+        """Rebinding `name` now would be late binding (a def or a kept lambda already read it)."""
+        return excluded("late-binding") and name in self.frozen
+
     def assignable(self, sc: Scope, t: str) -> list[str]:
+        frozen = self.frozen if excluded("late-binding") else set()
         return [n for n, ty in sc.vars.items()
-                if ty == t and n in sc.own and n not in self.frozen and n not in sc.accs]
+                if ty == t and n in sc.own and n not in frozen and n not in sc.accs]
 
     def block(self, sc: Scope, n: int) -> list[str]:
         out: list[str] = []
@@ -601,6 +663,8 @@ class ProgramGen:
             old = self.assignable(sc, t)
             name = r.choice(old) if old and self.p(0.4) else self.fresh(t[0] + "v")
             rhs = self.expr(t, sc, d)
+            if self.late(name):                  # the right side handed a host a lambda reading it
+                name = self.fresh(t[0] + "v")
             sc.vars[name] = t
             sc.own.add(name)
             return [f"{name} = {rhs}"]
@@ -610,8 +674,15 @@ class ProgramGen:
             if not old:
                 return self.stmt(sc)
             name = r.choice(old)
-            op = r.choice(["+=", "-=", "*="]) if t == INT else "+="
-            return [f"{name} {op} {self.expr(t, sc, d)}"]
+            rhs = self.expr(t, sc, d)
+            target = self.fresh(t[0] + "v") if self.late(name) else name
+            if target != name:
+                sc.vars[target] = t
+                sc.own.add(target)
+            if t == LINT and excluded("append-rebinds"):      # `xs += ys` extends in place in Python
+                return [f"{target} = {name} + {rhs}"]
+            op = r.choice(["+", "-", "*"]) if t == INT else "+"
+            return [f"{name} {op}= {rhs}" if target == name else f"{target} = {name} {op} ({rhs})"]
         if c == 6:                                               # tuple unpacking
             t1, t2 = r.choice(TYPES[:3]), r.choice(TYPES[:3])
             a, b = self.fresh("u"), self.fresh("u")
@@ -632,8 +703,7 @@ class ProgramGen:
             return self.for_loop(sc, d)
         if c == 9 and deep:                                      # while
             w = self.fresh("w")
-            sc.vars[w] = INT
-            sc.own.add(w)
+            sc.vars[w] = INT                                     # readable, never assigned by the body
             inner = sc.child(loop=True)
             body = [f"{w} += 1"] + self.block(inner, r.randint(1, 2))
             if self.p(0.4):
@@ -653,6 +723,8 @@ class ProgramGen:
             return [f"print({', '.join(args)}{kw})"]
         if c == 12:                                              # assert
             msg = f", {self.expr(STR, sc, d)}" if self.p(0.3) else ""
+            if self.p(0.6):                                      # mostly true: a failed assert ends the program
+                return [f"assert len(repr({self.expr(r.choice(TYPES), sc, d)})) > 0{msg}"]
             return [f"assert {self.expr(BOOL, sc, d)}{msg}"]
         if c == 13 and excluded("append-rebinds"):               # append to an accumulator
             accs = [a for a in sc.accs if a in sc.own]
@@ -669,19 +741,20 @@ class ProgramGen:
             return [f"if {self.expr(BOOL, sc, d)}:", f"    return {self.expr(sc.ret, sc, d)}"]
         if c == 16 and sc.depth == 0 and self.p(0.3):          # recursion
             f = self.fresh("rec")
-            n, acc = self.fresh("n"), self.fresh("s")
+            n, acc = "a0", "a1"                                  # so a keyword call can name them
             inner = sc.child(vars={**sc.vars, n: INT, acc: INT})
+            self.captures.append(set())
             step = self.expr(INT, inner, 2)
+            self.frozen |= self.captures.pop()
             sc.funcs[f] = ([INT, INT], INT, 0)
-            return [f"def {f}(a0, a1):", f"    {n}, {acc} = a0, a1", f"    if {n} <= 0:", f"        return {acc}",
-                    f"    return {f}({n} - 1, {acc} + ({step}) % 7)"] if False else [
-                f"def {f}({n}, {acc}):", f"    if {n} <= 0:", f"        return {acc}",
+            return [
+                f"def {f}({n}, {acc}):", f"    if {n} <= 0 or {n} > 30:", f"        return {acc}",
                 f"    return {f}({n} - 1, {acc} + ({step}) % 7)"]
         if c == 17:                                              # stored lambda
             if sc.loop:
                 return self.stmt(sc)
             name = self.fresh("fn")
-            v = self.fresh("q")
+            v = "a0"                                             # so a keyword call can name it
             self.captures.append(set())
             inner = sc.child(vars={**sc.vars, v: INT}, func=name)
             body = self.expr(INT, inner, 3)
@@ -690,15 +763,22 @@ class ProgramGen:
             return [f"{name} = lambda {v}: {body}"]
         a = self.fresh("xv")
         t = r.choice(TYPES)
+        rhs = self.pending(t, sc, d) or self.expr(t, sc, d)
         sc.vars[a] = t
         sc.own.add(a)
-        return [f"{a} = {self.pending(t, sc, d) or self.expr(t, sc, d)}"]
+        return [f"{a} = {rhs}"]
 
     def for_loop(self, sc: Scope, d: int) -> list[str]:
         r = self.r
         inner = sc.child(loop=True)
-        c = r.randrange(6)
-        if c == 0:
+        c = r.randrange(7)
+        if c == 6:                                # a lazy map/filter walked by the loop itself
+            x = self.fresh("x")
+            fn = r.choice(["map", "filter"])
+            lam = self.pure_lam(INT, INT if fn == "map" else BOOL, sc, d)
+            head = f"for {x} in {fn}({lam}, {self.expr(LINT, sc, d)}):"
+            inner.vars[x] = INT
+        elif c == 0:
             x = self.fresh("x")
             head = f"for {x} in {self.expr(LINT, sc, d)}:"
             inner.vars[x] = INT
@@ -737,39 +817,29 @@ class ProgramGen:
         ndef = r.randint(0, nparams) if self.p(0.4) else 0
         params = [f"a{k}" for k in range(nparams)]
         # parameters are named a0..an in every def, so a keyword call can name them
-        inner = sc.child(func=name, ret=ret, loop=False, accs=set())
+        inner = sc.child(func=name, ret=ret, loop=False)
         inner.depth = sc.depth + 1
         for pname in list(inner.vars):                          # parameter names shadow outer a*
             if pname.startswith("a") and pname[1:].isdigit():
                 del inner.vars[pname]
         inner.own = set(params)
         inner.vars.update(zip(params, ptypes, strict=True))
-        if r.random() < 0.4:                                    # recursion through its own name
-            pass
-        defaults = []
-        for k in range(nparams - ndef, nparams):
-            defaults.append(self.lit(ptypes[k]) if ptypes[k] in (INT, STR) else "None")
         sig = []
         for k, pn in enumerate(params):
-            if k >= nparams - ndef:
-                dv = defaults[k - (nparams - ndef)]
-                if dv == "None":                                # mutable defaults: use None and fill in
-                    ptypes[k] = ptypes[k]
-                    sig.append(pn + "=" + self.lit(INT))
-                    ptypes[k] = INT
-                    inner.vars[pn] = INT
-                else:
-                    sig.append(f"{pn}={dv}")
-            else:
+            if k < nparams - ndef:
                 sig.append(pn)
+                continue
+            if ptypes[k] not in (INT, STR):              # no mutable defaults: such a parameter is an int
+                ptypes[k] = INT
+                inner.vars[pn] = INT
+            sig.append(f"{pn}={self.lit(ptypes[k])}")
         self.captures.append(set())
         body = self.block(inner, r.randint(1, 3))
         body.append(f"return {self.expr(ret, inner, 3)}")
         self.frozen |= self.captures.pop()
-        if not sc.loop:                                         # exclusion late-binding: no escape from a loop body
-            sc.funcs[name] = (ptypes, ret, ndef)
-        else:
-            sc.funcs[name] = (ptypes, ret, ndef)               # callable within this iteration only
+        # a def in a loop body lands in that body's scope, dropped after it: it never outlives its
+        # iteration (exclusion late-binding)
+        sc.funcs[name] = (ptypes, ret, ndef)
         return [f"def {name}({', '.join(sig)}):"] + _indent(body)
 
     def program(self) -> str:
@@ -778,7 +848,7 @@ class ProgramGen:
         for _ in range(self.r.randint(2, 3 + 2 * self.size)):
             lines += self.stmt(sc)
         final_t = self.r.choice(TYPES)
-        live = [n for n in sc.vars if n not in self.frozen or True]
+        live = list(sc.vars)
         if live and self.p(0.6):
             picks = self.r.sample(live, min(len(live), self.r.randint(1, 3)))
             final = "(" + ", ".join(picks) + ("," if len(picks) == 1 else "") + ")"
@@ -792,9 +862,10 @@ def _indent(lines: list[str]) -> list[str]:
     return ["    " + ln for ln in lines] or ["    pass"]
 
 
-def generate(seed: int, size: int = 3) -> str:
-    """The program for one seed: the same seed always writes the same program."""
-    return ProgramGen(seed, size).program()
+def generate(seed: int, size: int = 0) -> str:
+    """The program for one seed: the same seed always writes the same program. `size` 0 mixes
+    sizes 2, 3 and 4 by seed (small programs shrink well, large ones nest deeply)."""
+    return ProgramGen(seed, size or 2 + seed % 3).program()
 
 
 # ---------------------------------------------------------------------------------- running
@@ -831,6 +902,7 @@ class Outcome:
     errors: list[str] = field(default_factory=list)   # exception type names (epic: every failure)
     error_text: str = ""
     kind: str = "ok"        # ok | error | syntax | internal | crash | timeout
+    gist: str = ""          # the first error as "Type: message", without the program's own names
     calls: Counter = field(default_factory=Counter)   # (fn, args) multiset
     fns: Counter = field(default_factory=Counter)     # fn-name multiset
 
@@ -850,7 +922,8 @@ def run_cpython(src: str, timeout: float = 10.0) -> Outcome:
     ns = cpython_namespace(log)
     out = io.StringIO()
     try:
-        with _deadline(timeout), contextlib.redirect_stdout(out):
+        with _deadline(timeout), contextlib.redirect_stdout(out), warnings.catch_warnings():
+            warnings.simplefilter("ignore", SyntaxWarning)
             exec(compile(ast.Module(stmts, type_ignores=[]), "<cpython>", "exec"), ns)
             value = eval(compile(ast.Expression(last.value), "<cpython>", "eval"), ns)
     except Timeout as e:
@@ -861,8 +934,10 @@ def run_cpython(src: str, timeout: float = 10.0) -> Outcome:
     return Outcome(True, value, _safe_repr(value), out.getvalue(), fns=Counter(f for f, _ in log))
 
 
-def run_epic(src: str, strategy: str, seed: int = 0, timeout: float = 10.0) -> Outcome:
-    """Run the program in epic on the zero-latency sim with the async host functions."""
+def run_epic(src: str, strategy: str, seed: int = 0, timeout: float = 30.0) -> Outcome:
+    """Run the program in epic on the zero-latency sim with the async host functions. A run that
+    takes `timeout` seconds (generated programs take milliseconds) is a "timeout" finding; the
+    deadline fires in the main thread, possibly inside a host call, hence the check of failures."""
     log: list = []
     out = io.StringIO()
     try:
@@ -872,23 +947,36 @@ def run_epic(src: str, strategy: str, seed: int = 0, timeout: float = 10.0) -> O
     except Timeout as e:
         return Outcome(False, stdout=out.getvalue(), kind="timeout", error_text=str(e))
     except EpicSyntaxError as e:
-        return Outcome(False, stdout=out.getvalue(), errors=["EpicSyntaxError"], error_text=str(e), kind="syntax")
+        return Outcome(False, stdout=out.getvalue(), errors=["EpicSyntaxError"], error_text=str(e), kind="syntax",
+                       gist=_gist(e.msg.split("\n")[0]))
     except EpicInternalError as e:
         return Outcome(False, stdout=out.getvalue(), errors=["EpicInternalError"],
-                       error_text=f"{e}", kind="internal")
+                       error_text=f"{e}", kind="internal", gist=_gist(f"EpicInternalError: {e}"))
     except EpicError as e:
         errs = [type(f.error).__name__ for f in e.failures]
         calls = Counter((c.fn, c.args_preview) for c in e.result.calls) if e.result is not None else Counter()
         internal = [f for f in e.failures if isinstance(f.error, EpicInternalError)]
-        return Outcome(False, stdout=out.getvalue(), errors=errs, error_text=str(e),
-                       kind="internal" if internal else "error", calls=calls,
-                       fns=Counter(fn for fn, _ in calls))
+        worst = internal[0] if internal else (e.failures[0] if e.failures else None)
+        gist = _gist(f"{type(worst.error).__name__}: {worst.error}") if worst is not None else _gist(str(e))
+        kind = "internal" if internal else "timeout" if "Timeout" in errs else "error"
+        return Outcome(False, stdout=out.getvalue(), errors=errs, error_text=str(e), kind=kind, calls=calls,
+                       fns=Counter(fn for (fn, _), k in calls.items() for _ in range(k)), gist=gist)
     except Exception as e:
         return Outcome(False, stdout=out.getvalue(), errors=[type(e).__name__], error_text=f"{type(e).__name__}: {e}",
-                       kind="crash")
+                       kind="crash", gist=_gist(f"{type(e).__name__}: {e}"))
     calls = Counter((c.fn, c.args_preview) for c in res.calls)
     return Outcome(True, res.value, _safe_repr(res.value), out.getvalue(), calls=calls,
-                   fns=Counter(fn for fn, _ in calls))
+                   fns=Counter(c.fn for c in res.calls))
+
+
+def _gist(text: str) -> str:
+    """An error message with the program's generated names, numbers and long quotes blanked, so
+    one mechanism gives one gist."""
+    text = text.split("\n")[0][:120]
+    text = re.sub(r"`[^`]*`", "`_`", text)
+    text = re.sub(r"\b[a-z]+\d+\b", "_", text)
+    text = re.sub(r"'[^']{12,}'", "'_'", text)
+    return re.sub(r"-?\b\d+\b", "N", text)
 
 
 @dataclass
@@ -899,10 +987,12 @@ class Finding:
     strategy: str
     expected: str
     got: str
+    gist: str = ""
 
     @property
     def key(self) -> tuple[str, str]:
-        return (self.kind, self.got.split(":")[0] if self.kind in ("internal", "crash", "error-type", "syntax") else "")
+        """(kind, gist): what groups findings of one mechanism."""
+        return (self.kind, self.gist)
 
     def __str__(self) -> str:
         return f"[{self.kind}] {self.strategy}: expected {self.expected} | got {self.got}"
@@ -922,13 +1012,24 @@ def _error_matches(py: str, epic: list[str]) -> bool:
     return False
 
 
+def _call_gist(want: Counter, got: Counter, extra: bool = True) -> str:
+    """Which functions were called too few (-) or too many (+) times: missing calls and speculative
+    ones are different mechanisms."""
+    parts = [f"{fn}-" for fn in sorted(want) if got[fn] < want[fn]]
+    if extra:
+        parts += [f"{fn}+" for fn in sorted(got) if got[fn] > want[fn]]
+    return " ".join(parts) or "same functions, other arguments"
+
+
 def _sub_multiset(small: Counter, big: Counter) -> bool:
     return all(big[k] >= v for k, v in small.items())
 
 
 def compare(src: str, strategies: tuple[tuple[str, int], ...] = STRATEGIES,
-            expected: Outcome | None = None) -> list[Finding]:
-    """Every disagreement of `src` between CPython and epic, and between epic's strategies."""
+            expected: Outcome | None = None, cpython: bool = True) -> list[Finding]:
+    """Every disagreement of `src` between CPython and epic, and between epic's strategies.
+    `cpython=False` compares the strategies only (programs whose answers CPython cannot know:
+    sampled calls, whose k-th sample is named by its place in epic's program)."""
     py = expected if expected is not None else run_cpython(src)
     findings: list[Finding] = []
     if py.kind == "timeout":
@@ -939,30 +1040,37 @@ def compare(src: str, strategies: tuple[tuple[str, int], ...] = STRATEGIES,
         name = f"{strategy}/{seed}" if strategy == "random" else strategy
         ep = run_epic(src, strategy, seed)
 
-        def add(kind: str, exp: str, got: str, name: str = name) -> None:
-            findings.append(Finding(kind, name, exp[:300], got[:300]))
+        def add(kind: str, exp: str, got: str, name: str = name, gist: str = "") -> None:
+            findings.append(Finding(kind, name, exp[:300], got[:300], gist))
 
         if ep.kind in ("internal", "crash", "timeout", "syntax"):
-            add(ep.kind, "ok" if py.ok else f"{py.errors}", ep.error_text.replace("\n", " "))
+            add(ep.kind, "ok" if py.ok else f"{py.errors}", ep.error_text.replace("\n", " "), gist=ep.gist)
             continue
-        if py.ok and not ep.ok:
-            add("error-vs-ok", f"value {py.value_repr}", f"{ep.errors}: {ep.error_text}".replace("\n", " "))
+        if not cpython:
+            pass
+        elif py.ok and not ep.ok:
+            add("error-vs-ok", f"value {py.value_repr}", ep.error_text.replace("\n", " "), gist=ep.gist)
         elif not py.ok and ep.ok:
-            add("ok-vs-error", f"{py.errors[0]}: {py.error_text}", f"value {ep.value_repr}")
+            add("ok-vs-error", f"{py.errors[0]}: {py.error_text}", f"value {ep.value_repr}", gist=py.errors[0])
         elif py.ok:
             if ep.value_repr != py.value_repr or type(ep.value) is not type(py.value):
                 add("value", py.value_repr, ep.value_repr)
             if ep.stdout != py.stdout:
                 add("stdout", repr(py.stdout), repr(ep.stdout))
             if ep.fns != py.fns:
-                add("calls", str(dict(py.fns)), str(dict(ep.fns)))
+                add("calls", str(dict(py.fns)), str(dict(ep.fns)), gist=_call_gist(py.fns, ep.fns))
+        elif not excluded("errors-keep-independent-work"):
+            if (py.errors[:1], py.stdout, py.fns) != (ep.errors[:1], ep.stdout, ep.fns):
+                add("error-strict", f"{py.errors[0]} {py.stdout!r} {dict(py.fns)}",
+                    f"{ep.errors} {ep.stdout!r} {dict(ep.fns)}")
         else:                                   # both failed: exclusion errors-keep-independent-work
             if not _error_matches(py.errors[0], ep.errors):
-                add("error-type", f"{py.errors[0]}: {py.error_text}", f"{sorted(set(ep.errors))}: {ep.error_text}".replace("\n", " "))
+                add("error-type", f"{py.errors[0]}: {py.error_text}", ep.error_text.replace("\n", " "),
+                    gist=f"{py.errors[0]} -> {ep.gist}")
             if not ep.stdout.startswith(py.stdout):
                 add("stdout", repr(py.stdout), repr(ep.stdout))
             if not _sub_multiset(py.fns, ep.fns):
-                add("calls", str(dict(py.fns)), str(dict(ep.fns)))
+                add("calls", str(dict(py.fns)), str(dict(ep.fns)), gist=_call_gist(py.fns, ep.fns, extra=False))
         if first is None:
             first, first_name = ep, name
             continue
@@ -973,8 +1081,19 @@ def compare(src: str, strategies: tuple[tuple[str, int], ...] = STRATEGIES,
         elif ep.stdout != first.stdout:
             add("strategy-stdout", f"{first_name}: {first.stdout!r}", repr(ep.stdout))
         if ep.calls != first.calls:
-            add("strategy-calls", f"{first_name}: {dict(first.calls)}", str(dict(ep.calls)))
+            add("strategy-calls", f"{first_name}: {dict(first.calls)}", str(dict(ep.calls)),
+                gist=_call_gist(first.fns, ep.fns))
     return findings
+
+
+def sampled_variant(src: str) -> str:
+    """`src` with every `llm()` call sampled (temperature=1.0): compared across strategies only,
+    which is what checks that the k-th sample is a function of the program, not of the schedule."""
+    tree = ast.parse(src)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "llm":
+            node.keywords.append(ast.keyword("temperature", ast.Constant(1.0)))
+    return ast.unparse(tree) + "\n"
 
 
 # ---------------------------------------------------------------------------------- shrinking
@@ -1008,14 +1127,26 @@ def _candidates(tree: ast.Module) -> Iterator[ast.Module]:
                 inner = s3[i].body
                 s3[i:i + 1] = inner
                 yield t3
-    exprs = [n for n in ast.walk(tree) if isinstance(n, ast.expr) and not isinstance(n, ast.Name | ast.Constant)]
+    exprs = [n for n in ast.walk(tree) if isinstance(n, ast.expr)
+             and not isinstance(n, ast.Name | ast.Constant | ast.FormattedValue | ast.JoinedStr)
+             and not isinstance(getattr(n, "ctx", None), ast.Store)]
     for e in exprs:
-        subs = [c for c in ast.iter_child_nodes(e) if isinstance(c, ast.expr)]
+        subs = [c for c in ast.iter_child_nodes(e) if isinstance(c, ast.expr)
+                and not (isinstance(e, ast.Call) and c is e.func) and not isinstance(c, ast.Name)
+                and not _lazy(c)        # exclusion lazy-map-filter: never unwrap list(map(...))
+                and not isinstance(c, ast.Lambda)]   # nor turn a consumed lambda into a stored one
         for repl in [*subs, ast.Constant(1), ast.Constant("a"), ast.List([], ast.Load())]:
             t2 = copy.deepcopy(tree)
             target = _same(t2, tree, e)
             if _replace(t2, target, copy.deepcopy(repl)):
                 yield t2
+
+
+def _lazy(node: ast.AST) -> bool:
+    if not excluded("lazy-map-filter"):
+        return False
+    return isinstance(node, ast.GeneratorExp) or (
+        isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("map", "filter", "zip", "enumerate", "reversed"))
 
 
 def _same(new_tree: ast.AST, old_tree: ast.AST, old_node: ast.AST) -> Any:
@@ -1046,36 +1177,53 @@ def shrink(src: str, finding: Finding, budget: int = 400,
     the same key; stop at a fixpoint or after `budget` tries."""
     strategies = tuple(s for s in STRATEGIES if (f"{s[0]}/{s[1]}" if s[0] == "random" else s[0]) == finding.strategy)
     strategies = strategies or STRATEGIES
+    cpython = not finding.kind.startswith("sampled-")
+    if not cpython:                           # found on `sampled_variant(src)`: strategies only
+        finding = Finding(finding.kind.removeprefix("sampled-"), finding.strategy, finding.expected,
+                          finding.got, finding.gist)
+
+    orig_ok = run_cpython(src, timeout=2).ok
 
     def still(cand: str) -> bool:
         try:
-            ast.parse(cand)
-            if not cand.strip() or not isinstance(ast.parse(cand).body[-1], ast.Expr):
-                return False
+            tree = ast.parse(cand)
         except SyntaxError:
+            return False
+        if not tree.body or not isinstance(tree.body[-1], ast.Expr):
             return False
         if keep is not None:
             return keep(cand)
         py = run_cpython(cand, timeout=2)
-        if finding.kind in ("value", "stdout", "calls", "error-vs-ok", "strategy-result", "strategy-stdout",
-                            "strategy-calls") and finding.kind != "ok-vs-error" and not py.ok \
-                and finding.kind.startswith(("value", "stdout", "calls", "error-vs")):
+        if orig_ok and not py.ok and finding.kind not in ("ok-vs-error", "error-type"):
+            return False
+        if py.ok and " at 0x" in py.value_repr:      # a function as the value: not a program we generate
+            return False
+        if cpython and finding.kind in ("ok-vs-error", "error-type") and py.ok:
             return False
         strat = strategies if not finding.kind.startswith("strategy") else (STRATEGIES[0], *strategies)
-        return any(f.key == finding.key for f in compare(cand, strat, py))
+        return any(f.key == finding.key for f in compare(cand, strat, py, cpython=cpython))
 
     tries = 0
     best = src
     progress = True
+    resume = 0
     while progress and tries < budget:
         progress = False
-        for cand_tree in _candidates(ast.parse(best)):
+        for i, cand_tree in enumerate(_candidates(ast.parse(best))):
+            if i < resume:
+                continue
             tries += 1
             if tries > budget:
                 break
-            cand = ast.unparse(cand_tree) + "\n"
+            try:
+                cand = ast.unparse(cand_tree) + "\n"
+            except Exception:          # a replacement the unparser cannot write (inside an f-string)
+                continue
             if len(cand) < len(best) and still(cand):
-                best = cand
+                best, resume = cand, max(0, i - 1)
                 progress = True
                 break
+        else:
+            if resume:                       # one full pass from the start before giving up
+                resume, progress = 0, True
     return best
