@@ -237,6 +237,11 @@ class OpenAIBackend(Backend):
     def describe(self) -> str:
         return f"openai:{self.default_model or '?'}@{self.base_url}"
 
+    def identity(self) -> dict[str, Any]:
+        """Another server (URL) or model is another source of answers; so is another extra_body."""
+        return {**super().identity(), "base_url": self.base_url.rstrip("/"), "guided": self.guided,
+                "extra_body": self.extra_body}
+
     # --- per-loop state -------------------------------------------------------------------------
     def _state(self) -> _LoopState:
         loop = asyncio.get_running_loop()

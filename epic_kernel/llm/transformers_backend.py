@@ -127,6 +127,11 @@ class TransformersBackend(Backend):
         self._others: dict[str, Batcher] = {}   # batchers for requests naming another model
         self._closed = False
 
+    def identity(self) -> dict[str, Any]:
+        """The weights, and what changes their numbers or stopping (device, dtype, ignore_eos)."""
+        return {**super().identity(), "device": str(self._settings["device"]),
+                "dtype": str(self._settings["dtype"]), "ignore_eos": self.ignore_eos}
+
     def check(self, request: LLMRequest) -> None:
         """Also rejects an invalid regex or empty choices up front (`InvalidConstraint`)."""
         super().check(request)
