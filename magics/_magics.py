@@ -280,7 +280,11 @@ class EpicMagics(Magics):
 
     def _failed(self, job: _Job, err: EpicError) -> BaseException:
         res = err.result
-        job.view.finish(res, state="failed", error=_head(str(err)))
+        # one authoritative message: the cell's error output (below the view); the view points at it
+        failed = sum(c.state == "failed" for c in res.calls) if res is not None else 0
+        job.view.finish(res, state="failed",
+                        error=f"{failed} call{'s' * (failed != 1)} failed: the error is below" if failed
+                        else "the program failed: the error is below")
         self._publish(job, res)
         return short(err, note=f"\n(the partial RunResult is in {job.args.out or _LAST})")
 
@@ -292,12 +296,12 @@ class EpicMagics(Magics):
                    f"finished results are in {job.args.out or _LAST}")
         else:
             msg = "interrupted before the program started"
-        job.view.finish(res, state="cancelled", error=msg)
+        job.view.finish(res, state="cancelled")          # the message is the cell's error output
         self._publish(job, res)
         return short(EpicInterrupted(msg, [], res))
 
     def _syntax_error(self, job: _Job, err: EpicSyntaxError) -> BaseException:
-        job.view.finish(state="failed", error=_head(str(err)))
+        job.view.finish(state="failed", error="not run: the syntax error is below")
         return short_syntax_error(err)
 
 
@@ -380,12 +384,6 @@ def _loop_running() -> bool:
     except RuntimeError:
         return False
     return True
-
-
-def _head(message: str, lines: int = 6) -> str:
-    """The first lines of an error message, for the view's error box."""
-    parts = message.splitlines()
-    return "\n".join(parts[:lines] + ([f"... ({len(parts) - lines} more lines)"] if len(parts) > lines else []))
 
 
 def _cell_number(shell: Any) -> int | None:
