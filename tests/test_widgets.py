@@ -205,7 +205,7 @@ def test_widget_view_sends_coalesced_updates_and_a_final_state(comms):
 
     data, _ = view.widget._repr_mimebundle_()
     assert set(data) >= {WIDGET_MIME, "text/html", "text/plain"}
-    assert data["text/html"].count("<tr data-state=") == 200           # the final snapshot lists more
+    assert data["text/html"].count("<tr data-state=") == 500           # the final snapshot lists more
     assert data["text/plain"].startswith("epic w [done]")
 
 
@@ -279,3 +279,46 @@ def test_snapshot_escapes_program_text():
     model.on_event(record("call.dispatch", rec.start, rec))
     html = snapshot_html(model.snapshot())
     assert "<script>alert" not in html and "&lt;script&gt;" in html and "a &amp; b" in html
+
+
+# ------------------------------------------------------------------ timeline colours, big fan-outs
+def _finished_model(src: str, backend) -> RunModel:
+    model = RunModel(title="big")
+    asyncio.run(run_async(src, backend=backend, observers=[model.on_event]))
+    model.finish()
+    return model
+
+
+def test_timeline_colour_is_state_and_batches_are_labels():
+    import re
+
+    from epic_kernel.widgets import snapshot_html
+    from epic_kernel.widgets._snapshot import STATE_COLORS
+
+    model = _finished_model(fan_out(12), SimBackend(max_batch_size=4, per_token_s=0.01))
+    snap = model.snapshot(max_rows=1000, max_bars=1000)
+    assert len({b[5] for b in snap["bars"]}) >= 3                   # several decode batches ...
+    page = snapshot_html(snap)
+    fills = set(re.findall(r'<rect [^>]*fill="([^"]+)" data-state="done"', page))
+    assert fills == {STATE_COLORS["done"]}                           # ... all drawn in the "done" colour
+    assert 'class="epic-legend"' in page and "done 12" in page       # the legend names colour and count
+    tips = re.findall(r"<title>(.*?)</title>", page, re.S)
+    assert len(tips) == 12 and all("prompt: question" in t and "tokens " in t and "batch " in t for t in tips)
+
+
+def test_a_big_fan_out_stays_readable():
+    import re
+
+    from epic_kernel.widgets import snapshot_html
+    from epic_kernel.widgets._snapshot import lane_height
+
+    src = 'xs = [llm(f"q{i}") for i in range(120)]\nlast = llm(xs[0] + xs[119])\nlen(xs)\n'
+    model = _finished_model(src, SimBackend(latency=0.01))
+    snap = model.snapshot(max_rows=1000, max_bars=1000)
+    assert len(snap["rows"]) == 121 and len(snap["bars"]) == 121 and snap["header"]["lanes"] >= 100
+    assert lane_height(snap["header"]["lanes"]) >= 7                 # lanes keep a minimum height ...
+    page = snapshot_html(snap)
+    assert 'class="epic-timeline-scroll"' in page                   # ... and the chart scrolls
+    dependent = re.search(r'<rect [^>]*height="([\d.]+)"[^>]*data-id="121"', page)
+    assert dependent and float(dependent.group(1)) >= 6              # the dependent call is visible
+    assert page.count("<tr data-state=") == 121 and 'name="epic-filter-' in page

@@ -220,7 +220,8 @@ def _row(c: Any, t0: float, now: float) -> dict[str, Any]:
 
 
 def _bars(calls: list[Any], limit: int, t0: float, now: float) -> tuple[list[list[Any]], int, int]:
-    """Timeline bars `[id, lane, start, end, state, batch, fn, line]` (seconds since the run began),
+    """Timeline bars `[id, lane, start, end, state, batch, fn, line, tokens_in, tokens_out, prompt,
+    cached]` (seconds since the run began; the prompt clipped for the hover text),
     packed greedily into lanes so overlapping calls sit on separate rows: the lane count is the peak
     parallelism. Only the latest `limit` calls are drawn; the third value is how many were left out."""
     shown = calls[-limit:] if len(calls) > limit else calls
@@ -241,7 +242,7 @@ def _bars(calls: list[Any], limit: int, t0: float, now: float) -> tuple[list[lis
             lanes += 1
         heapq.heappush(busy, (max(end, start), lane))
         bars.append([c.id, lane, round(start, 4), round(max(end, start), 4), c.state, c.batch_id, c.fn,
-                     c.site_line])
+                     c.site_line, c.tokens_in, c.tokens_out, _clip(c.args_preview, 48), bool(c.cached)])
     bars.sort(key=lambda b: b[0])
     return bars, lanes, len(calls) - len(shown)
 

@@ -31,7 +31,8 @@ __all__ = ["VIEW_KINDS", "HTMLView", "NullView", "RunView", "TextView", "WidgetV
            "resolve_view_kind"]
 
 VIEW_KINDS = ("auto", "widget", "html", "text", "none")
-FINAL_ROWS = 200                  # calls listed in the static snapshot at the end
+FINAL_ROWS = 1000                 # calls listed in the static snapshot at the end (scroll + filter)
+FINAL_BARS = 1000                 # calls drawn in its timeline
 
 
 class RunView:
@@ -85,7 +86,8 @@ class RunView:
         """Subclasses: display the initial state."""
 
     def snapshot(self, *, final: bool = False) -> dict[str, Any]:
-        return self.model.snapshot(clock(), max_rows=FINAL_ROWS if final else None)
+        return self.model.snapshot(clock(), max_rows=FINAL_ROWS if final else None,
+                                   max_bars=FINAL_BARS if final else None)
 
     def _flush(self) -> None:
         """Push the current state to the front end (on the loop thread, <= 1/interval per second)."""
