@@ -322,3 +322,21 @@ def test_a_big_fan_out_stays_readable():
     dependent = re.search(r'<rect [^>]*height="([\d.]+)"[^>]*data-id="121"', page)
     assert dependent and float(dependent.group(1)) >= 6              # the dependent call is visible
     assert page.count("<tr data-state=") == 121 and 'name="epic-filter-' in page
+
+
+def test_calls_inside_library_programs_show_the_users_line():
+    """sot() makes its calls on its own source lines (epic_kernel/programs/sot.py); the calls
+    table's "line" is the line of the user's cell that called sot()."""
+    model = RunModel()
+    src = 'q = "How can I sleep better?"\n\nout = sot(q)\nlen(out["points"])\n'
+    asyncio.run(run_async(src, backend=SimBackend(), observers=[model.on_event], filename="<epic cell 3>",
+                          first_line=2))
+    model.finish()
+    calls = model.calls
+    assert len(calls) >= 3 and all(c.site_line > 100 for c in calls)      # the library's own lines
+    assert {c.user_line for c in calls} == {4}                            # cell line 4: `out = sot(q)`
+    snap = model.snapshot()
+    assert {r["line"] for r in snap["rows"]} == {4} and {b[7] for b in snap["bars"]} == {4}
+    own = RunModel()
+    asyncio.run(run_async('a = llm("x")\nb = llm(a)\n', backend=SimBackend(), observers=[own.on_event]))
+    assert [c.user_line for c in own.calls] == [c.site_line for c in own.calls] == [1, 2]

@@ -213,7 +213,7 @@ def _row(c: Any, t0: float, now: float) -> dict[str, Any]:
     result = c.result_preview or (c.streamed[-120:] if c.streamed else "")
     if c.state == "failed" and c.error is not None and not result:
         result = f"{type(c.error).__name__}: {c.error}"
-    return {"id": c.id, "line": c.site_line, "fn": c.fn, "state": c.state, "batch": c.batch_id,
+    return {"id": c.id, "line": _line(c), "fn": c.fn, "state": c.state, "batch": c.batch_id,
             "tokens_in": c.tokens_in, "tokens_out": c.tokens_out, "start": round(c.start - t0, 4),
             "latency": round(latency, 4), "cached": bool(c.cached), "prompt": _clip(c.args_preview, 160),
             "result": _clip(result, 160)}
@@ -242,9 +242,15 @@ def _bars(calls: list[Any], limit: int, t0: float, now: float) -> tuple[list[lis
             lanes += 1
         heapq.heappush(busy, (max(end, start), lane))
         bars.append([c.id, lane, round(start, 4), round(max(end, start), 4), c.state, c.batch_id, c.fn,
-                     c.site_line, c.tokens_in, c.tokens_out, _clip(c.args_preview, 48), bool(c.cached)])
+                     _line(c), c.tokens_in, c.tokens_out, _clip(c.args_preview, 48), bool(c.cached)])
     bars.sort(key=lambda b: b[0])
     return bars, lanes, len(calls) - len(shown)
+
+
+def _line(c: Any) -> int | None:
+    """The line of the user's program that led to the call (not a library program's own line)."""
+    line = getattr(c, "user_line", None)
+    return c.site_line if line is None else line
 
 
 def _label(text: str) -> str:

@@ -416,6 +416,11 @@ class Evaluator:
             if node.io_out is not None:
                 self.alias(node.io_out, node.io_in)
             return
+        # calls inside library code (an `@epic` function from another file) remember the line of
+        # the run's own code that led to them: what the view's "line" column shows
+        origin = node.origin
+        if origin is None and t.filename is not None and t.filename != self.filename:
+            origin = node.site.line
         cells = list(args)
         cells.append(_TOKEN if node.io_in is None else node.io_in)
         cells += clo.captured
@@ -428,7 +433,8 @@ class Evaluator:
                 ii = op[4]
                 io = op[5]
                 new.append(CallNode(cells[op[2]], [cells[i] for i in op[3]], cells[op[1]],
-                                    None if ii is None else cells[ii], None if io is None else cells[io], op[6]))
+                                    None if ii is None else cells[ii], None if io is None else cells[io], op[6],
+                                    origin))
             elif code == DEF:
                 cells[op[1]].val = Closure(op[2], tuple([cells[i] for i in op[3]]),
                                            tuple([cells[i] for i in op[4]]), clo.globals)
@@ -572,7 +578,8 @@ class Evaluator:
         self.n_dispatch += 1
         name = getattr(f, "__epic_name__", None) or node.site.name or getattr(f, "__name__", "call")
         rec = CallRecord(id=len(self.calls) + 1, fn=name.rsplit(".", 1)[-1] if "(" not in name else name,
-                         site_line=node.site.line, start=clock(), state="running")
+                         site_line=node.site.line, start=clock(), state="running",
+                         user_line=node.site.line if node.origin is None else node.origin)
         rec.site = f"{self.filename}:{node.site.line}" if node.site.line else self.filename
         rec.args_preview = _preview_args(pos, kw)
         self.calls.append(rec)

@@ -39,6 +39,8 @@ class CallRecord:
     error: BaseException | None = None
     site: str = ""                           # "file:line" for messages
     streamed: str = ""                       # text streamed so far (stream=True calls)
+    user_line: int | None = None             # the run's own line that led here (site_line, or for a
+                                             # call inside library code, the line calling into it)
 
     @property
     def latency(self) -> float | None:
@@ -46,7 +48,8 @@ class CallRecord:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "id": self.id, "fn": self.fn, "site_line": self.site_line, "start": self.start, "end": self.end,
+            "id": self.id, "fn": self.fn, "site_line": self.site_line, "user_line": self.user_line,
+            "start": self.start, "end": self.end,
             "state": self.state, "batch_id": self.batch_id, "tokens_in": self.tokens_in,
             "tokens_out": self.tokens_out, "cached": self.cached, "args": self.args_preview,
             "result": self.result_preview, "error": None if self.error is None else repr(self.error),

@@ -113,12 +113,14 @@ class Template:
     """
 
     __slots__ = ("fn", "name", "nparams", "param_names", "nslots", "prim_values", "nother", "ops",
-                 "ret", "io_out", "line", "empty_ret_param")
+                 "ret", "io_out", "line", "empty_ret_param", "filename")
 
     def __init__(self, fn: Function, intrinsics: dict[str, Any]):
         self.fn = fn
         self.name = fn.name
         self.line = fn.line
+        # the file of an `@epic` function (library code); None for the program being run
+        self.filename: str | None = getattr(fn, "filename", None)
         self.nparams = len(fn.params)
         self.param_names = tuple(getattr(fn, "param_names", ()) or (p.name for p in fn.params))
         slots: dict[Var, int] = {}
@@ -157,7 +159,10 @@ class Template:
                 case Global(out, name, line):
                     ops.append((GLOBAL, slots[out], name, line, getattr(s, "soft", False)))
                 case Def(out, inner, defaults):
-                    ops.append((DEF, slots[out], template_of(inner, intrinsics), tuple(slots[v] for v in inner.free),
+                    inner_t = template_of(inner, intrinsics)
+                    if inner_t.filename is None:           # nested defs and loop bodies: the same file
+                        inner_t.filename = self.filename
+                    ops.append((DEF, slots[out], inner_t, tuple(slots[v] for v in inner.free),
                                 tuple(slots[v] for v in defaults)))
                 case Pack(out, items, kind):
                     ops.append((PACK, slots[out], tuple(slots[v] for v in items), kind))
@@ -189,15 +194,17 @@ def template_of(fn: Function, intrinsics: dict[str, Any]) -> Template:
 class CallNode:
     """`out, io_out := fn(args; io_in)` waiting to step."""
 
-    __slots__ = ("fn", "args", "out", "io_in", "io_out", "site")
+    __slots__ = ("fn", "args", "out", "io_in", "io_out", "site", "origin")
 
-    def __init__(self, fn: Cell, args: list, out: Cell, io_in: Cell | None, io_out: Cell | None, site: Site):
+    def __init__(self, fn: Cell, args: list, out: Cell, io_in: Cell | None, io_out: Cell | None, site: Site,
+                 origin: int | None = None):
         self.fn = fn
         self.args = args
         self.out = out
         self.io_in = io_in
         self.io_out = io_out
         self.site = site
+        self.origin = origin        # inside library code: the line of the run's own code that led here
 
 
 class UnpackNode:

@@ -123,7 +123,7 @@ def _emit_calls(ev: Any, node: Any, fn: Cell, arglists: list[list[Cell]]) -> lis
         last = len(arglists) - 1
         for i, args in enumerate(arglists):
             io_next = None if io is None else (io_last if i == last else Cell())
-            yield CallNode(fn, args, outs[i], io, io_next, node.site)
+            yield CallNode(fn, args, outs[i], io, io_next, node.site, node.origin)
             io = io_next
 
     ev.emit_lazily(nodes())
@@ -151,9 +151,9 @@ def _fold(ev: Any, node: Any) -> None:
         head, tail = v.items
         s1 = Cell()
         io_mid = Cell() if node.io_in is not None else None
-        ev._push_many([CallNode(step, [s0, head], s1, node.io_in, io_mid, node.site),
+        ev._push_many([CallNode(step, [s0, head], s1, node.io_in, io_mid, node.site, node.origin),
                        CallNode(Cell(node.fn.root().val), [tail, s1, step], node.out, io_mid, node.io_out,
-                                node.site)])
+                                node.site, node.origin)])
         node.io_out = None
         return
     items = _elements(ev, node, xs)
@@ -175,7 +175,7 @@ def _fold(ev: Any, node: Any) -> None:
         for i, x in enumerate(items):
             nxt = final if i == last else Cell()
             io_next = None if io is None else (io_final if i == last else Cell())
-            yield CallNode(step, [cur, x], nxt, io, io_next, node.site)
+            yield CallNode(step, [cur, x], nxt, io, io_next, node.site, node.origin)
             cur, io = nxt, io_next
 
     ev.emit_lazily(nodes())
@@ -193,8 +193,8 @@ def _map(ev: Any, node: Any) -> None:
         head, tail = v.items
         y, rest = Cell(), Cell()
         io_mid = Cell() if node.io_in is not None else None
-        ev._push_many([CallNode(fn, [head], y, node.io_in, io_mid, node.site),
-                       CallNode(Cell(node.fn.root().val), [tail, fn], rest, io_mid, node.io_out, node.site)])
+        ev._push_many([CallNode(fn, [head], y, node.io_in, io_mid, node.site, node.origin),
+                       CallNode(Cell(node.fn.root().val), [tail, fn], rest, io_mid, node.io_out, node.site, node.origin)])
         node.io_out = None
         ev.bind(node.out, PackVal((y, rest), "cons"))
         return
@@ -227,7 +227,7 @@ def _map_then(ev: Any, node: Any, then: Intrinsic | None) -> None:
 
 def _chain(ev: Any, node: Any, op: Intrinsic, arg: Any) -> None:
     """Continue with another structural step on a pack we just built."""
-    ev._push(CallNode(Cell(op), [Cell(arg)], node.out, None, None, node.site))
+    ev._push(CallNode(Cell(op), [Cell(arg)], node.out, None, None, node.site, node.origin))
 
 
 _NOT_READY = object()
@@ -466,7 +466,7 @@ def _lines(ev: Any, node: Any) -> None:
             return
         parts = (buf + str(h)).split("\n")
         more = Cell()
-        ev._push(CallNode(Cell(_LINES), [v.items[1], Cell(parts[-1])], more, None, None, node.site))
+        ev._push(CallNode(Cell(_LINES), [v.items[1], Cell(parts[-1])], more, None, None, node.site, node.origin))
         out: Cell = more
         for line in reversed(parts[:-1]):
             out = Cell(PackVal((Cell(line), out), "cons"))
