@@ -14,6 +14,7 @@ Skeleton-of-Thought panel. Programs may emit (through the evaluator's `emit`):
     program.sot.expansion  data: index, text | chunk   the expansion so far (`text` replaces,
                                                        `chunk` appends); `done=True` marks it finished
     program.sot.answer     data: text                  the assembled answer (optional)
+    program.sot.retry      data: index, reason         a weak expansion is being asked for again
 The panel appears as soon as one of these arrives.
 """
 
@@ -62,6 +63,7 @@ class RunModel:
         self.sot_question = ""
         self.sot_answer = ""
         self.sot_points: dict[int, dict[str, Any]] = {}
+        self.sot_retries: dict[int, str] = {}   # point index -> why its first expansion was redone
         self.changes = 0                 # bumped on every recorded event: views flush only when it moved
 
     # ------------------------------------------------------------------------------------ events
@@ -104,6 +106,11 @@ class RunModel:
             self.sot_question = str(data.get("text", ""))
         elif what == "answer":
             self.sot_answer = str(data.get("text", ""))
+        elif what == "retry":
+            index = int(data.get("index", 0))
+            self.sot_retries[index] = str(data.get("reason") or "weak")
+            if index in self.sot_points:
+                self.sot_points[index]["done"] = False
         elif what in ("point", "expansion"):
             index = int(data.get("index", len(self.sot_points) + 1))
             point = self.sot_points.setdefault(index, {"index": index, "text": "", "expansion": "",
@@ -205,7 +212,15 @@ class RunModel:
         if not (self.sot_points or self.sot_question or self.sot_answer):
             return {}
         points = [dict(p) for _, p in sorted(self.sot_points.items())]
-        return {"question": self.sot_question, "answer": self.sot_answer, "points": points}
+        out = {"question": self.sot_question, "answer": self.sot_answer, "points": points}
+        if self.sot_retries:
+            which = ", ".join(str(i) for i in sorted(self.sot_retries))
+            reasons = " / ".join(sorted(set(self.sot_retries.values())))
+            n = len(self.sot_retries)
+            out["note"] = (f"point{'s' * (n != 1)} {which}: the paper's skeleton prompt gave no expansion "
+                           f"({reasons}) on this model, so {'they were' if n != 1 else 'it was'} expanded "
+                           "again with the one-point prompt (expand_with=\"point\")")
+        return out
 
 
 def _row(c: Any, t0: float, now: float) -> dict[str, Any]:
