@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -216,8 +215,7 @@ class EpicMagics(Magics):
         title = f"In [{count}]" if count else f"run {self.runs}"
         filename = f"<epic cell {count}>" if count else "<epic cell>"
         view_kind = resolve_view_kind(args.view or cfg.view, self.shell)
-        label = backend_name or os.environ.get("EPIC_BACKEND") or "default backend"
-        model = RunModel(title=title, strategy=strategy, backend=label + (f":{model_name}" if model_name else ""))
+        model = RunModel(title=title, strategy=strategy, backend=_backend_label(backend, model_name))
         job_box: dict[str, Any] = {}
         view = make_view(view_kind, model, on_cancel=lambda: _cancel(job_box.get("job")),
                          cancellable=cancellable and type(self.shell).__name__ == "ZMQInteractiveShell",
@@ -371,6 +369,16 @@ def _wait_for_end(model: Any, timeout: float = 3.0) -> None:
     deadline = time.monotonic() + timeout
     while model.t0 is not None and model.t_end is None and time.monotonic() < deadline:
         time.sleep(0.01)
+
+
+def _backend_label(backend: Any, model: str | None) -> str:
+    """The header's "backend · model" (e.g. "transformers · SmolLM2-135M-Instruct")."""
+    from epic_kernel.llm.registry import describe_spec
+
+    try:
+        return describe_spec(backend, model)
+    except Exception:                          # a label must never stop a cell
+        return str(backend or "default backend")
 
 
 def _cancel(job: _Job | None) -> None:

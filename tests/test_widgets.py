@@ -340,3 +340,68 @@ def test_calls_inside_library_programs_show_the_users_line():
     own = RunModel()
     asyncio.run(run_async('a = llm("x")\nb = llm(a)\n', backend=SimBackend(), observers=[own.on_event]))
     assert [c.user_line for c in own.calls] == [c.site_line for c in own.calls] == [1, 2]
+
+
+# ------------------------------------------------------------------------------ model loading
+def test_model_loading_is_shown_and_kept_out_of_latencies(monkeypatch):
+    """A backend that takes 0.6 s to construct (a local model loading): the view says what is
+    loading, the calls wait "queued", and neither latencies nor parallelism count the load."""
+    import time as _time
+
+    from epic_kernel.widgets import snapshot_html, snapshot_text
+
+    from epic_kernel.llm import registry
+
+    real = registry.resolve_backend
+
+    def slow(spec=None, options=None, *, construct=True):
+        if spec != "slowload":
+            return real(spec, options, construct=construct)
+        if not construct:
+            return None
+        _time.sleep(0.6)
+        return SimBackend(latency=0.05)
+
+    monkeypatch.setattr(registry, "resolve_backend", slow)
+    model = RunModel()
+    seen: list = []
+
+    def observe(ev):
+        model.on_event(ev)
+        if ev.kind == "backend.loading":
+            seen.append(("loading", model.snapshot()["header"]["loading"]))
+        if ev.kind == "backend.ready":
+            seen.append(("ready", round(ev.data["seconds"], 1)))
+
+    res = asyncio.run(run_async(fan_out(4), backend="slowload", observers=[observe]))
+    model.finish(res)
+    assert seen[0][0] == "loading" and seen[0][1] == "slowload" and seen[1][0] == "ready" and seen[1][1] >= 0.5
+    ready_at = next(ev.t for ev in res.trace if ev.kind == "backend.ready")
+    assert all(c.start >= ready_at - 1e-3 and c.latency < 0.4 for c in res.calls)   # load not in latency
+    h = model.snapshot()["header"]
+    assert h["load_s"] >= 0.5 and h["loading"] == "" and h["parallelism"] > 2        # 4 parallel calls
+    assert "model loaded in" in snapshot_html(model.snapshot()) and "not counted in call latencies" in snapshot_text(model.snapshot())
+
+
+def test_backend_labels_name_backend_and_model():
+    from epic_kernel.llm.registry import describe_spec
+
+    assert describe_spec("transformers") == "transformers · SmolLM2-135M-Instruct"
+    assert describe_spec("transformers", "tiny10m") == "transformers · tiny-10m"
+    assert describe_spec(SimBackend()) == "sim · sim-1"
+    from epic_kernel.llm.openai_backend import OpenAIBackend
+
+    assert describe_spec(OpenAIBackend(base_url="http://127.0.0.1:9/v1", api_key="k", model="m")) == \
+        "openai · m @ http://127.0.0.1:9/v1"
+
+
+def test_quiet_progress_restores_the_settings():
+    pytest.importorskip("transformers")
+    from transformers.utils import logging as hf_logging
+
+    from epic_kernel.llm.models import quiet_progress
+
+    before = hf_logging.is_progress_bar_enabled()
+    with quiet_progress():
+        assert not hf_logging.is_progress_bar_enabled()
+    assert hf_logging.is_progress_bar_enabled() == before

@@ -65,6 +65,9 @@ class RunModel:
         self.sot_points: dict[int, dict[str, Any]] = {}
         self.sot_retries: dict[int, str] = {}   # point index -> why its first expansion was redone
         self.changes = 0                 # bumped on every recorded event: views flush only when it moved
+        self.loading = ""                # the backend being loaded (a local model), while it loads
+        self.loading_t: float | None = None
+        self.load_s: float | None = None  # how long it took (kept out of latencies and parallelism)
 
     # ------------------------------------------------------------------------------------ events
     def on_event(self, ev: Any) -> None:
@@ -98,6 +101,14 @@ class RunModel:
                 self.state = "cancelled"
             else:
                 self.state = "done" if ev.data.get("ok", True) else "failed"
+        elif kind == "backend.loading":
+            self.loading = str(ev.data.get("label", "the model"))
+            self.loading_t = ev.t
+        elif kind in ("backend.ready", "backend.failed"):
+            self.load_s = float(ev.data.get("seconds", 0.0))
+            self.loading = ""
+            if kind == "backend.ready" and ev.data.get("label"):
+                self.backend = str(ev.data["label"])
         elif kind.startswith("program.sot."):
             self._on_sot(kind[len("program.sot."):], ev.data)
 
@@ -174,14 +185,21 @@ class RunModel:
             cached += c.cached
             tokens_in += c.tokens_in
             tokens_out += c.tokens_out
-            busy += (c.end if c.end is not None else now) - c.start
+            if c.state != "queued":          # waiting (for the model to load, a slot) is not work
+                busy += (c.end if c.end is not None else now) - c.start
             if c.batch_id is not None:
                 batches.add(c.batch_id)
         rows = self._rows(calls, max_rows or self.max_rows, now)
+        # loading the model is not work the program's calls did: keep it out of parallelism
+        loading_s = self.load_s if self.load_s is not None else (
+            now - self.loading_t if self.loading and self.loading_t is not None else 0.0)
+        working = elapsed - loading_s
         header = {
             "title": self.title, "state": self.state, "elapsed": round(elapsed, 3), "steps": self.steps,
             "calls": len(calls), **counts, "cached": cached, "tokens_in": tokens_in, "tokens_out": tokens_out,
-            "parallelism": round(busy / elapsed, 2) if elapsed > 0 else 0.0, "batches": len(batches),
+            "parallelism": round(busy / working, 2) if working > 0.001 else 0.0, "batches": len(batches),
+            "loading": self.loading, "load_s": None if self.load_s is None else round(self.load_s, 2),
+            "loading_s": round(loading_s, 1),
             "strategy": self.strategy, "backend": self.backend, "error": self.error,
             "rows_shown": len(rows), "prints": self.prints,
         }

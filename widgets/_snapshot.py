@@ -60,7 +60,18 @@ def _header_html(h: dict[str, Any]) -> str:
     ]
     if h.get("strategy") or h.get("backend"):
         items.append(f'<span class="epic-config">{_e(h.get("strategy", ""))} · {_e(h.get("backend", ""))}</span>')
+    if loading_text(h):
+        items.append(f'<span class="epic-loading">{_e(loading_text(h))}</span>')
     return f'<div class="epic-header">{"".join(items)}</div>'
+
+
+def loading_text(h: dict[str, Any]) -> str:
+    """"loading SmolLM2-135M-Instruct … 12 s" while the model loads, then how long it took."""
+    if h.get("loading"):
+        return f"loading {h['loading'].split(' · ')[-1]} … {h.get('loading_s', 0):.0f} s (not counted in call latencies)"
+    if h.get("load_s") is not None and h["load_s"] >= 0.5:
+        return f"model loaded in {h['load_s']:.1f} s (not counted in call latencies)"
+    return ""
 
 
 def _counts(h: dict[str, Any]) -> str:
@@ -211,6 +222,8 @@ def snapshot_text(snap: dict[str, Any], *, max_rows: int = 20, width: int = 110)
     title = f" {h['title']}" if h.get("title") else ""
     lines = [f"epic{title} [{h['state']}] {h['elapsed']:.2f} s · {h['steps']} steps · {_counts(h)} · "
              f"tokens {h['tokens_in']} in / {h['tokens_out']} out · parallelism {h['parallelism']:.1f}x"]
+    if loading_text(h):
+        lines.append(f"  {loading_text(h)}")
     rows = snap["rows"]
     if rows:
         lines.append(f"  {'id':>4} {'line':>4} {'fn':<10} {'state':<9} {'batch':>5} {'tokens':>9} "

@@ -49,6 +49,18 @@ function counts(h) {
   return `${h.calls || 0} calls: ${parts.join(", ")}`;
 }
 
+// mirrors loading_text() in _snapshot.py
+function loadingText(h) {
+  if (h.loading) {
+    const name = String(h.loading).split(" · ").pop();
+    return `loading ${name} … ${Number(h.loading_s || 0).toFixed(0)} s (not counted in call latencies)`;
+  }
+  if (h.load_s !== null && h.load_s !== undefined && h.load_s >= 0.5) {
+    return `model loaded in ${Number(h.load_s).toFixed(1)} s (not counted in call latencies)`;
+  }
+  return "";
+}
+
 function rowCells(r) {
   return [r.id, r.line ?? "", r.fn, r.state + (r.cached ? " (cached)" : ""), r.batch ?? "",
     `${r.tokens_in}/${r.tokens_out}`, `${Number(r.latency).toFixed(3)} s`, r.prompt, r.result];
@@ -74,6 +86,7 @@ function render({ model, el: host }) {
   const tokens = el("span", "epic-tokens");
   const par = el("span", "epic-parallelism");
   const config = el("span", "epic-config");
+  const loading = el("span", "epic-loading");
   const cancel = el("button", "epic-cancel", "Cancel");
   cancel.title = "cancel every in-flight call (finished results are kept)";
   cancel.addEventListener("click", () => {
@@ -81,7 +94,7 @@ function render({ model, el: host }) {
     cancel.disabled = true;
     cancel.textContent = "Cancelling…";
   });
-  header.append(status, title, elapsed, steps, callCounts, tokens, par, config, cancel);
+  header.append(status, title, elapsed, steps, callCounts, tokens, par, config, loading, cancel);
   const error = el("div", "epic-error");
   root.append(header, error);
 
@@ -141,6 +154,8 @@ function render({ model, el: host }) {
     tokens.textContent = `tokens ${h.tokens_in || 0} in / ${h.tokens_out || 0} out`;
     par.textContent = `parallelism ${Number(h.parallelism || 0).toFixed(1)}x`;
     config.textContent = h.strategy || h.backend ? `${h.strategy || ""} · ${h.backend || ""}` : "";
+    loading.textContent = loadingText(h);
+    loading.style.display = loading.textContent ? "" : "none";
     error.textContent = h.error || "";
     error.style.display = h.error ? "" : "none";
     const live = state === "running" || state === "starting";

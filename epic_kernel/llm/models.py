@@ -15,14 +15,17 @@ The cache folder is `$EPIC_CACHE_DIR/models` (default `~/.cache/epic-kernel/mode
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["DEFAULT_MODEL", "ModelNotAvailable", "cache_dir", "model_key", "resolve_model"]
+__all__ = ["DEFAULT_MODEL", "ModelNotAvailable", "cache_dir", "display_name", "model_key", "quiet_progress",
+           "resolve_model"]
 
 DEFAULT_MODEL = "smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -51,6 +54,38 @@ def model_key(name: str | None) -> str:
     if os.path.exists(name):
         return os.path.realpath(name)
     return name
+
+
+def display_name(name: str | None) -> str:
+    """What the user should read for a model name: "SmolLM2-135M-Instruct" for the default, the
+    folder name for a local path, the name itself otherwise."""
+    key = model_key(name)
+    if key == DEFAULT_MODEL:
+        return "SmolLM2-135M-Instruct"
+    if os.path.isabs(key):
+        return os.path.basename(key.rstrip(os.sep)) or key
+    return key
+
+
+@contextlib.contextmanager
+def quiet_progress() -> Iterator[None]:
+    """No tqdm bars from transformers or huggingface_hub while a model loads: they would spill into
+    the notebook cell or tear through a table; the live view shows the loading instead. The
+    previous setting is restored afterwards."""
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    tf_on = hf_logging.is_progress_bar_enabled()
+    hub_off = are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        if tf_on:
+            hf_logging.enable_progress_bar()
+        if not hub_off:
+            enable_progress_bars()
 
 
 def resolve_model(name_or_path: str | None = None) -> str:

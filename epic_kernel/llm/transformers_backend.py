@@ -20,7 +20,7 @@ from typing import Any
 from . import constrained
 from .base import Backend, LLMRequest, LLMResponse, StreamChunk
 from .batcher import Batcher, LogitsHook
-from .models import model_key, resolve_model
+from .models import model_key, quiet_progress, resolve_model
 
 __all__ = ["TransformersBackend", "pick_device", "pick_dtype", "shared_batcher"]
 
@@ -64,9 +64,10 @@ def load_batcher(model: str | None, *, device: str, dtype: Any, **settings: Any)
     """Load tokenizer + weights and start a (private) batcher for them."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = resolve_model(model)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    weights = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+    with quiet_progress():
+        path = resolve_model(model)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        weights = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
     return Batcher(weights, tokenizer, name=model_key(model), **settings)
 
 

@@ -143,6 +143,7 @@ class Evaluator:
         self._feeders: list[Any] = []
         self._backend: Any = None
         self._backend_task: asyncio.Task | None = None
+        self._loading_since = 0.0
         self.loop: asyncio.AbstractEventLoop | None = None
         self.start = self.end = 0.0
         self.state = "created"
@@ -194,11 +195,35 @@ class Evaluator:
                 return ready
             self._backend_task = self.loop.create_task(
                 asyncio.to_thread(resolve_backend, self.backend_spec, self.options))
+            self._loading_since = clock()
+            self.emit("backend.loading", label=self._backend_label())
+            self._backend_task.add_done_callback(self._backend_loaded)
+        # the calls waiting for the model are queued, and their latency starts once it is loaded
+        rec = _ctx._CALL.get()
+        if rec is not None:
+            rec.state = "queued"
         backend = await asyncio.shield(self._backend_task)
+        if rec is not None and rec.state == "queued":
+            rec.state = "running"
+            rec.start = clock()
         if self._backend is None:
             self._backend = backend
             self.join_feeders(backend)
         return backend
+
+    def _backend_label(self) -> str:
+        try:
+            from ..llm.registry import describe_spec
+            return describe_spec(self.backend_spec, self.options.get("model"))
+        except Exception:                        # a label must never break the run
+            return str(self.backend_spec or "the default model")
+
+    def _backend_loaded(self, task: asyncio.Task) -> None:
+        seconds = clock() - self._loading_since
+        if task.cancelled() or task.exception() is not None:
+            self.emit("backend.failed", seconds=seconds)
+        else:
+            self.emit("backend.ready", seconds=seconds, label=self._backend_label())
 
     def join_feeders(self, backend: Any) -> None:
         feeders = getattr(backend, "feeders", None)

@@ -66,6 +66,8 @@ class Event:
     steps (data: steps, rules: dict rule -> count; sent at most every ~50 ms and at the end)
     step (data: rule, text) -- one reduction step, only when the run was asked for a full step trace
     print (data: text)
+    backend.loading (data: label) / backend.ready (data: seconds, label) / backend.failed (data: seconds)
+        -- the run's backend is being constructed (a local model loading); its calls wait "queued"
     program.* -- events a program emits for its own panel, e.g. program.sot.point (data: index, text)
     """
 
