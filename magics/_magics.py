@@ -62,6 +62,14 @@ class _Job:
     task: asyncio.Task | None = None
 
 
+def _named(name: str) -> Any:
+    """Give a magic's argument parser its real name (IPython uses the function's name)."""
+    def deco(func: Any) -> Any:
+        func.argcmd_name = name
+        return func
+    return deco
+
+
 @magics_class
 class EpicMagics(Magics):
     """The `%%epic` cell magic and the `%epic` line magic (register one instance per shell)."""
@@ -75,6 +83,7 @@ class EpicMagics(Magics):
 
     # ----------------------------------------------------------------------------------- %%epic
     @magic_arguments()
+    @_named("%epic")                          # usage line: `%%epic [--backend B] ...`, not `%epic_cell`
     @argument("--backend", metavar="B",
               help="sim | transformers | openai | replay:FILE, or the name of a variable holding a Backend "
                    "(default: %%epic config, else EPIC_BACKEND, else the local model)")
@@ -339,6 +348,15 @@ class TraceReport:
 
 
 # ------------------------------------------------------------------------------------- helpers
+def _plain_help(func: Any) -> None:
+    """IPython's help starts the usage with a reST `::` line, printed as is by `%%epic?`: drop it."""
+    if func.__doc__:
+        func.__doc__ = func.__doc__.replace("::\n\n  %", "  %", 1)
+
+
+_plain_help(EpicMagics.epic_cell)
+
+
 async def _heartbeat() -> None:
     """Wake the loop every 0.1 s: ipykernel's SIGINT handler only schedules the cancel, which
     otherwise waits for the loop's next wake-up (ipykernel#881)."""

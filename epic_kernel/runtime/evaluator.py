@@ -646,7 +646,7 @@ class Evaluator:
             rec.end = clock()
             self.n_resolve += 1
             if self.full_trace:
-                self.emit("step", rule="resolve", text=f"{rec.fn} #{rec.id} (line {rec.site_line})",
+                self.emit("step", rule="resolve", text=f"{rec.fn} #{rec.id}{_at_line(rec.site_line)}",
                           step=self.steps)
             if task.cancelled():
                 rec.state = "cancelled"
@@ -694,7 +694,7 @@ class Evaluator:
             tail.out = nxt = Cell()
             self.n_resolve += 1
             if self.full_trace:
-                self.emit("step", rule="resolve", text=f"{rec.fn} #{rec.id} chunk (line {rec.site_line})",
+                self.emit("step", rule="resolve", text=f"{rec.fn} #{rec.id} chunk{_at_line(rec.site_line)}",
                           step=self.steps)
             rec.streamed += str(chunk)
             self.bind(cell, PackVal((Cell(chunk), nxt), "cons"))
@@ -745,10 +745,11 @@ class Evaluator:
             before = self.rule_counts()
             if node.__class__ is CallNode:
                 self.step_call(node)
-                what = f"{node.site.name or 'call'} (line {node.site.line})"
+                name = node.site.name or "call"
+                what = ("enter the program" if name == "<program>" else name) + _at_line(node.site.line)
             elif node.__class__ is UnpackNode:
                 self._unpack(node.outs, node.src, node.line)
-                what = f"unpack (line {node.line})"
+                what = "unpack" + _at_line(node.line)
             else:
                 self._emit_chunk(node)
                 continue
@@ -873,3 +874,8 @@ def _preview_args(pos: list, kw: dict) -> str:
 
 
 from .intrinsics import STRUCTURAL, Intrinsic  # noqa: E402  (intrinsics use Evaluator's helpers)
+
+
+def _at_line(line: int | None) -> str:
+    """" (line 3)" for the trace, nothing when a step has no source line (the program's entry)."""
+    return f" (line {line})" if line else ""
