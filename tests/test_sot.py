@@ -377,3 +377,15 @@ def test_weak_reason(text, index, reason):
     from epic_kernel.programs.sot import weak_reason
 
     assert weak_reason(text, index) == reason
+
+
+def test_the_result_prints_its_answer_with_line_breaks():
+    from IPython.lib.pretty import pretty
+
+    out = sot(QUESTION, backend=sim())
+    assert isinstance(out, dict) and out == {**out}                  # still a plain dict for code
+    text = pretty(out)
+    assert text.startswith("sot answer (4 points expanded in parallel") and "\\n" not in text
+    assert text.endswith(expected_answer()) and text.count("\n") == 4
+    direct = sot(QUESTION, backend=sim(skeleton="Sleep."))
+    assert pretty(direct).startswith("sot answer (answered directly")

@@ -48,12 +48,13 @@ are skipped. With fewer than two points the question is answered by normal decod
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from ..llm.builtin import llm
 from ..runtime.intrinsics import INTRINSICS
 from ._program import emit_event, program
 
-__all__ = ["assemble", "check_expand_with", "parse_point", "parse_skeleton", "router_choice", "sot",
+__all__ = ["SoTResult", "assemble", "check_expand_with", "parse_point", "parse_skeleton", "router_choice", "sot",
            "weak_expansion", "weak_reason"]
 
 lines = INTRINSICS["lines"]     # the language's `lines(s)`, for the epic code below
@@ -118,7 +119,7 @@ def sot(question, stream=False, router=False, max_points=10, max_tokens=256, pre
         return normal(question, max_tokens)
     answer = assemble(points, expansions)
     emit_event("program.sot.answer", text=answer)
-    return {"answer": answer, "points": points, "expansions": expansions, "used_sot": True}
+    return sot_result(answer, points, expansions, True)
 
 
 @program
@@ -213,10 +214,26 @@ def normal(question, max_tokens):
     """Normal decoding: the question as it is, one call."""
     answer = llm(question, max_tokens=max_tokens)
     emit_event("program.sot.answer", text=answer)
-    return {"answer": answer, "points": [], "expansions": [], "used_sot": False}
+    return sot_result(answer, [], [], False)
 
 
 # --------------------------------------------------------- plain Python helpers (called inline)
+class SoTResult(dict):
+    """sot()'s result: a plain dict (answer, points, expansions, used_sot) that prints as the
+    answer with its line breaks, not as a one-line repr full of "\\n" (a notebook's Out[n])."""
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        if cycle:
+            p.text("SoTResult(...)")
+            return
+        how = f"{len(self['points'])} points expanded in parallel" if self["used_sot"] else "answered directly"
+        p.text(f"sot answer ({how}; a dict: answer, points, expansions, used_sot):\n{self['answer']}")
+
+
+def sot_result(answer: str, points: list, expansions: list, used_sot: bool) -> SoTResult:
+    return SoTResult(answer=answer, points=points, expansions=expansions, used_sot=used_sot)
+
+
 _POINT = re.compile(r"^\s*(\d+)[.)](?!\d)\s*(.*\S)")     # "3. Point", " 3) Point"; not "3.5 kg"
 _LETTER = re.compile(r"\b([ABC])\b")
 
