@@ -178,8 +178,9 @@ def _timeline_svg(bars: list[list[Any]], h: dict[str, Any]) -> str:
     note = f"<div class=\"epic-note\">first {omitted} calls not drawn</div>" if omitted else ""
     return (f'<details open class="epic-timeline-panel"><summary>Timeline ({lanes} lanes)</summary>'
             f'{_legend_html(h)}<div class="epic-timeline-scroll">'
-            f'<svg class="epic-timeline" width="{width}" height="{height:.0f}" '
-            f'viewBox="0 0 {width} {height:.0f}">{"".join(rects)}{axis}</svg></div>{note}</details>')
+            f'<svg class="epic-timeline" width="100%" viewBox="0 0 {width} {height:.0f}" '
+            f'style="max-width:{width}px" preserveAspectRatio="xMinYMin meet">'
+            f'{"".join(rects)}{axis}</svg></div>{note}</details>')
 
 
 def _trace_html(trace: dict[str, Any]) -> str:

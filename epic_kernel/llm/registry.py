@@ -61,7 +61,11 @@ def describe_spec(spec: Any = None, model: str | None = None) -> str:
         model = model or _default.get("model")
     if isinstance(spec, Backend):
         inner = getattr(spec, "inner", spec)              # a cache or recorder: name what it wraps
-        text = f"{type(inner).__name__.removesuffix('Backend').lower() or inner.name} · {model or inner.default_model or '?'}"
+        shown = model or inner.default_model
+        if inner.name == "transformers":
+            from .models import display_name
+            shown = display_name(shown)
+        text = f"{inner.name} · {shown or '?'}"
         url = getattr(inner, "base_url", None)
         return f"{text} @ {url}" if url else text
     name = str(spec)
