@@ -381,6 +381,8 @@ def test_model_loading_is_shown_and_kept_out_of_latencies(monkeypatch):
     h = model.snapshot()["header"]
     assert h["load_s"] >= 0.5 and h["loading"] == "" and h["parallelism"] > 2        # 4 parallel calls
     assert "model loaded in" in snapshot_html(model.snapshot()) and "not counted in call latencies" in snapshot_text(model.snapshot())
+    start, end = h["load_span"]
+    assert end - start >= 0.5 and 'class="epic-load-band"' in snapshot_html(model.snapshot())   # drawn behind the bars
 
 
 def test_backend_labels_name_backend_and_model():

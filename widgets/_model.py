@@ -200,6 +200,8 @@ class RunModel:
             "parallelism": round(busy / working, 2) if working > 0.001 else 0.0, "batches": len(batches),
             "loading": self.loading, "load_s": None if self.load_s is None else round(self.load_s, 2),
             "loading_s": round(loading_s, 1),
+            "load_span": None if self.loading_t is None else [
+                round(self.loading_t - t0, 3), round(self.loading_t - t0 + loading_s, 3)],
             "strategy": self.strategy, "backend": self.backend, "error": self.error,
             "rows_shown": len(rows), "prints": self.prints,
         }

@@ -172,6 +172,14 @@ def _timeline_svg(bars: list[list[Any]], h: dict[str, Any]) -> str:
                      f'fill="{state_color(state)}" data-state="{_e(state)}" data-id="{cid}"'
                      f'{"" if batch is None else f" data-batch={chr(34)}{batch}{chr(34)}"}>'
                      f"<title>{_e(bar_tip(bar))}</title></rect>{label}")
+    span_load = h.get("load_span")
+    if span_load and span_load[1] > span_load[0]:          # the model loading: a band behind the bars
+        x0, x1 = span_load[0] * scale, span_load[1] * scale
+        rects.insert(0, f'<rect class="epic-load-band" x="{x0:.1f}" y="0" width="{max(1.0, x1 - x0):.1f}" '
+                        f'height="{height - 14:.0f}" fill="#eceff1"><title>loading the model: '
+                        f'{span_load[1] - span_load[0]:.1f} s</title></rect>'
+                        + (f'<text x="{x0 + 4:.1f}" y="11" font-size="10" fill="#5f6368">loading the model</text>'
+                           if x1 - x0 > 90 else ""))
     axis = (f'<text x="0" y="{height - 3:.0f}" font-size="10">0 s</text>'
             f'<text x="{width}" y="{height - 3:.0f}" font-size="10" text-anchor="end">{span:.2f} s</text>')
     omitted = h.get("bars_omitted", 0)

@@ -227,6 +227,28 @@ function render({ model, el: host }) {
     svg.setAttribute("height", height);
     svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
     const nodes = [];
+    const load = h.load_span;
+    if (load && load[1] > load[0]) {             // the model loading: a band behind the bars
+      const band = document.createElementNS(SVG, "rect");
+      const x0 = load[0] * scale;
+      const x1 = load[1] * scale;
+      band.setAttribute("class", "epic-load-band");
+      band.setAttribute("x", x0.toFixed(1));
+      band.setAttribute("y", "0");
+      band.setAttribute("width", Math.max(1, x1 - x0).toFixed(1));
+      band.setAttribute("height", String(Math.max(1, height - 14)));
+      band.setAttribute("fill", "#eceff1");
+      nodes.push(band);
+      if (x1 - x0 > 90) {
+        const t = document.createElementNS(SVG, "text");
+        t.setAttribute("x", (x0 + 4).toFixed(1));
+        t.setAttribute("y", "11");
+        t.setAttribute("font-size", "10");
+        t.setAttribute("fill", "#5f6368");
+        t.textContent = h.loading ? "loading the model…" : "loading the model";
+        nodes.push(t);
+      }
+    }
     for (const bar of bars) {
       const [id, lane, start, end, state, batch] = bar;
       const r = document.createElementNS(SVG, "rect");
