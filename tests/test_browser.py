@@ -119,9 +119,10 @@ def _notebook(path: Path, cells: list[str]) -> None:
     nbformat.write(nb, path)
 
 
-def _shot(page: Any, locator: Any, name: str, tmp_path: Path, pad: int = 6) -> Path:
-    """A PNG of `locator` with a margin: over docs/NAME with EPIC_UPDATE_SCREENSHOT=1, else in tmp."""
-    shot = DOCS / name if os.environ.get("EPIC_UPDATE_SCREENSHOT") else tmp_path / name
+def _shot(page: Any, locator: Any, name: str, tmp_path: Path, pad: int = 6, docs: bool = True) -> Path:
+    """A PNG of `locator` with a margin: over docs/NAME with EPIC_UPDATE_SCREENSHOT=1 (the pictures
+    the README shows), else in tmp."""
+    shot = DOCS / name if docs and os.environ.get("EPIC_UPDATE_SCREENSHOT") else tmp_path / name
     shot.parent.mkdir(parents=True, exist_ok=True)
     locator.scroll_into_view_if_needed()
     box = locator.bounding_box()
@@ -285,7 +286,8 @@ def test_live_view_then_a_saved_notebook_that_reopens(tmp_path):
             expect(page.get_by_text("Error displaying widget")).to_have_count(0)
             page.wait_for_timeout(1000)               # late renderer errors would show up by now
             assert not _ours(errors), errors
-            _shot(page, snap, "reopened.png", tmp_path)
+            reopened = _shot(page, snap, "reopened.png", tmp_path, docs=False)
+            print(f"screenshots: {tmp_path} (reopened: {reopened})")
         finally:
             browser.close()
 
