@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -63,6 +62,14 @@ class _Job:
     task: asyncio.Task | None = None
 
 
+def _named(name: str) -> Any:
+    """Give a magic's argument parser its real name (IPython uses the function's name)."""
+    def deco(func: Any) -> Any:
+        func.argcmd_name = name
+        return func
+    return deco
+
+
 @magics_class
 class EpicMagics(Magics):
     """The `%%epic` cell magic and the `%epic` line magic (register one instance per shell)."""
@@ -76,6 +83,7 @@ class EpicMagics(Magics):
 
     # ----------------------------------------------------------------------------------- %%epic
     @magic_arguments()
+    @_named("%epic")                          # usage line: `%%epic [--backend B] ...`, not `%epic_cell`
     @argument("--backend", metavar="B",
               help="sim | transformers | openai | replay:FILE, or the name of a variable holding a Backend "
                    "(default: %%epic config, else EPIC_BACKEND, else the local model)")
@@ -216,8 +224,7 @@ class EpicMagics(Magics):
         title = f"In [{count}]" if count else f"run {self.runs}"
         filename = f"<epic cell {count}>" if count else "<epic cell>"
         view_kind = resolve_view_kind(args.view or cfg.view, self.shell)
-        label = backend_name or os.environ.get("EPIC_BACKEND") or "default backend"
-        model = RunModel(title=title, strategy=strategy, backend=label + (f":{model_name}" if model_name else ""))
+        model = RunModel(title=title, strategy=strategy, backend=_backend_label(backend, model_name))
         job_box: dict[str, Any] = {}
         view = make_view(view_kind, model, on_cancel=lambda: _cancel(job_box.get("job")),
                          cancellable=cancellable and type(self.shell).__name__ == "ZMQInteractiveShell",
@@ -280,7 +287,11 @@ class EpicMagics(Magics):
 
     def _failed(self, job: _Job, err: EpicError) -> BaseException:
         res = err.result
-        job.view.finish(res, state="failed", error=_head(str(err)))
+        # one authoritative message: the cell's error output (below the view); the view points at it
+        failed = sum(c.state == "failed" for c in res.calls) if res is not None else 0
+        job.view.finish(res, state="failed",
+                        error=f"{failed} call{'s' * (failed != 1)} failed: the error is below" if failed
+                        else "the program failed: the error is below")
         self._publish(job, res)
         return short(err, note=f"\n(the partial RunResult is in {job.args.out or _LAST})")
 
@@ -292,12 +303,12 @@ class EpicMagics(Magics):
                    f"finished results are in {job.args.out or _LAST}")
         else:
             msg = "interrupted before the program started"
-        job.view.finish(res, state="cancelled", error=msg)
+        job.view.finish(res, state="cancelled")          # the message is the cell's error output
         self._publish(job, res)
         return short(EpicInterrupted(msg, [], res))
 
     def _syntax_error(self, job: _Job, err: EpicSyntaxError) -> BaseException:
-        job.view.finish(state="failed", error=_head(str(err)))
+        job.view.finish(state="failed", error="not run: the syntax error is below")
         return short_syntax_error(err)
 
 
@@ -337,6 +348,15 @@ class TraceReport:
 
 
 # ------------------------------------------------------------------------------------- helpers
+def _plain_help(func: Any) -> None:
+    """IPython's help starts the usage with a reST `::` line, printed as is by `%%epic?`: drop it."""
+    if func.__doc__:
+        func.__doc__ = func.__doc__.replace("::\n\n  %", "  %", 1)
+
+
+_plain_help(EpicMagics.epic_cell)
+
+
 async def _heartbeat() -> None:
     """Wake the loop every 0.1 s: ipykernel's SIGINT handler only schedules the cancel, which
     otherwise waits for the loop's next wake-up (ipykernel#881)."""
@@ -369,6 +389,16 @@ def _wait_for_end(model: Any, timeout: float = 3.0) -> None:
         time.sleep(0.01)
 
 
+def _backend_label(backend: Any, model: str | None) -> str:
+    """The header's "backend · model" (e.g. "transformers · SmolLM2-135M-Instruct")."""
+    from epic_kernel.llm.registry import describe_spec
+
+    try:
+        return describe_spec(backend, model)
+    except Exception:                          # a label must never stop a cell
+        return str(backend or "default backend")
+
+
 def _cancel(job: _Job | None) -> None:
     if job is not None and job.task is not None and not job.task.done():
         job.task.cancel()
@@ -380,12 +410,6 @@ def _loop_running() -> bool:
     except RuntimeError:
         return False
     return True
-
-
-def _head(message: str, lines: int = 6) -> str:
-    """The first lines of an error message, for the view's error box."""
-    parts = message.splitlines()
-    return "\n".join(parts[:lines] + ([f"... ({len(parts) - lines} more lines)"] if len(parts) > lines else []))
 
 
 def _cell_number(shell: Any) -> int | None:

@@ -1,9 +1,15 @@
-"""Real browser smoke test: JupyterLab on 127.0.0.1, driven by Python Playwright in Debian's chromium
-(notes/jupyter.md section 4.5). A `%%epic` cell on a slow simulated backend (12 calls in 3 dependent
-waves of 1 s) must show the live widget *while the cell runs* (some calls done, some running),
-then its final state (all 12 done). The finished widget is saved as a PNG: into the test's temporary
-folder, or over docs/widget.png (the README's picture) with EPIC_UPDATE_SCREENSHOT=1, so a plain
-`make test` leaves the checkout clean.
+"""Real browser tests: JupyterLab on 127.0.0.1, driven by Python Playwright in Debian's chromium
+(notes/jupyter.md section 4.5).
+
+1. A `%%epic` cell on a slow simulated backend (12 calls in 3 dependent waves of 1 s) shows the live
+   widget *while the cell runs* (some calls done, some running), then the final snapshot (all 12
+   done). The notebook is saved, its kernel shut down, and it is reopened: the snapshot is still
+   there (no "model not found", no console errors), and nbconvert's HTML of the saved file has it.
+2. A 120-call fan-out with one dependent call, and sot() on the default model (SmolLM2-135M), in
+   the live view's final snapshot: readable lanes and table, the SoT panel with real expansions.
+
+Screenshots go to the test's temporary folder, or over docs/*.png (the README's pictures) with
+EPIC_UPDATE_SCREENSHOT=1, so a plain `make test` leaves the checkout clean.
 
 Nothing leaves the machine: the kernelspec, settings, workspaces, runtime files and the answer
 cache live in a temporary directory; news, update checks and the PyPI extension manager are off.
@@ -24,6 +30,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,7 +40,7 @@ CHROME_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--di
                "--no-default-browser-check", "--disable-extensions", "--metrics-recording-only",
                "--mute-audio"]
 TOKEN = "epic-browser-test"
-README_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "widget.png"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
 LATENCY = 1.0          # seconds per call; 3 dependent waves -> ~3 s of running cell
 CALLS = 12
 
@@ -56,8 +63,9 @@ links = [llm("Link: " + facts[i] + " / " + facts[i + 1]) for i in range(4)]
 wraps = [llm("Summarise: " + links[i] + " " + links[i + 2]) for i in range(2)]
 len(facts) + len(links) + len(wraps)"""
 
-# the live view is the anywidget (the text/html snapshot has the extra class epic-snapshot)
+# the live view is the anywidget; when the run ends it is replaced by the static snapshot
 LIVE = ".epic-live:not(.epic-snapshot)"
+SNAPSHOT = ".epic-live.epic-snapshot"
 
 # one atomic look at the page: the %%epic cell's prompt and its widget, as plain data
 PROBE = """(sel) => {
@@ -70,14 +78,6 @@ PROBE = """(sel) => {
   return {prompt, widget: true, state: root.dataset.state, done: n("done"), running: n("running"),
           queued: n("queued"), counts: (root.querySelector(".epic-counts") || {}).textContent,
           bars: root.querySelectorAll("svg.epic-timeline rect").length};
-}"""
-
-# live.js draws the timeline max(320, min(900, host width - 8)) px wide
-TIMELINE_FITS = """(sel) => {
-  const root = document.querySelectorAll(".jp-Notebook .jp-CodeCell")[1].querySelector(sel);
-  const svg = root && root.querySelector("svg.epic-timeline");
-  const host = root && root.parentElement;
-  return !!svg && +svg.getAttribute("width") === Math.max(320, Math.min(900, host.clientWidth - 8));
 }"""
 
 # run every cell through JupyterLab's command registry (keyboard shortcuts are unreliable headless);
@@ -108,15 +108,63 @@ def _write(path: Path, data: object) -> None:
     path.write_text(json.dumps(data), encoding="utf-8")
 
 
-def _notebook(path: Path) -> None:
+def _notebook(path: Path, cells: list[str]) -> None:
     import nbformat
     from nbformat.v4 import new_code_cell, new_notebook
 
     nb = new_notebook()
     nb.metadata["kernelspec"] = {"name": "epic", "display_name": "EPIC (Python 3)", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
-    nb.cells = [new_code_cell(SETUP), new_code_cell(PROGRAM)]
+    nb.cells = [new_code_cell(c) for c in cells]
     nbformat.write(nb, path)
+
+
+def _shot(page: Any, locator: Any, name: str, tmp_path: Path, pad: int = 6, docs: bool = True) -> Path:
+    """A PNG of `locator` with a margin: over docs/NAME with EPIC_UPDATE_SCREENSHOT=1 (the pictures
+    the README shows), else in tmp."""
+    shot = DOCS / name if docs and os.environ.get("EPIC_UPDATE_SCREENSHOT") else tmp_path / name
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    locator.scroll_into_view_if_needed()
+    box = locator.bounding_box()
+    assert box and box["width"] > 300 and box["height"] > 100, box
+    page.screenshot(path=str(shot), animations="disabled",
+                    clip={"x": max(0, box["x"] - pad), "y": max(0, box["y"] - pad),
+                          "width": box["width"] + 2 * pad, "height": box["height"] + 2 * pad})
+    assert shot.stat().st_size > 5_000
+    return shot
+
+
+def _open(page: Any, base: str, name: str) -> None:
+    """Open a notebook in Lab and wait for its EPIC kernel to be idle."""
+    page.goto(f"{base}/lab/tree/{name}?reset&token={TOKEN}", timeout=60_000)
+    page.locator(".jp-Notebook .jp-CodeCell").first.wait_for(timeout=60_000)
+    with contextlib.suppress(Exception):          # only if a kernel dialog shows up anyway
+        page.locator(".jp-Dialog .jp-mod-accept").click(timeout=2000)
+    assert page.wait_for_function(KERNEL_READY, timeout=60_000).json_value() == "epic"
+    expect(page.locator(".jp-KernelName").first).to_contain_text("EPIC", timeout=30_000)
+
+
+def _console_errors(page: Any) -> list[str]:
+    errors: list[str] = []
+    page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    return errors
+
+
+def _ours(errors: list[str]) -> list[str]:
+    """Console errors about widgets or our view (Lab itself may log unrelated ones)."""
+    return [e for e in errors if any(w in e.lower() for w in ("epic", "anywidget", "widget", "model not found"))]
+
+
+def _shutdown_kernels(base: str) -> None:
+    """Shut down every kernel through the REST API (what "Shut Down Kernel" does)."""
+    with urllib.request.urlopen(f"{base}/api/sessions?token={TOKEN}", timeout=10) as r:
+        sessions = json.load(r)
+    for sess in sessions:
+        req = urllib.request.Request(f"{base}/api/sessions/{sess['id']}?token={TOKEN}", method="DELETE")
+        urllib.request.urlopen(req, timeout=30).close()
+    with urllib.request.urlopen(f"{base}/api/kernels?token={TOKEN}", timeout=10) as r:
+        assert json.load(r) == []
 
 
 @contextlib.contextmanager
@@ -184,25 +232,14 @@ def jupyterlab() -> Iterator[tuple[str, Path]]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def test_live_widget_updates_in_jupyterlab(tmp_path):
+def test_live_view_then_a_saved_notebook_that_reopens(tmp_path):
     with jupyterlab() as (base, nbdir), sync_api.sync_playwright() as pw:
-        _notebook(nbdir / "epic_demo.ipynb")
+        _notebook(nbdir / "epic_demo.ipynb", [SETUP, PROGRAM])
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROME_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            errors: list[str] = []
-            page.on("console", lambda m: m.type == "error" and any(w in m.text.lower() for w in ("epic", "anywidget"))
-                    and errors.append(m.text))
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(f"{base}/lab/tree/epic_demo.ipynb?reset&token={TOKEN}", timeout=60_000)
-
-            # the notebook opens with the EPIC kernel started (from its metadata) and idle
-            page.locator(".jp-Notebook .jp-CodeCell").nth(1).wait_for(timeout=60_000)
-            with contextlib.suppress(Exception):          # only if a kernel dialog shows up anyway
-                page.locator(".jp-Dialog .jp-mod-accept").click(timeout=2000)
-            assert page.wait_for_function(KERNEL_READY, timeout=60_000).json_value() == "epic"
-            expect(page.locator(".jp-KernelName").first).to_contain_text("EPIC", timeout=30_000)
-
+            errors = _console_errors(page)
+            _open(page, base, "epic_demo.ipynb")
             page.evaluate(RUN_ALL)
             cell = page.locator(".jp-Notebook .jp-CodeCell").nth(1)
 
@@ -215,37 +252,116 @@ def test_live_widget_updates_in_jupyterlab(tmp_path):
             assert 0 < mid["done"] < CALLS and mid["running"] > 0, mid
             assert "running" in mid["counts"] and "done" in mid["counts"], mid
 
-            # then the final state: every call done, the prompt numbered, the cell's value shown
-            widget = cell.locator(LIVE)
-            expect(widget).to_have_attribute("data-state", "done", timeout=60_000)
-            expect(widget.locator("table.epic-calls tbody tr[data-state='done']")).to_have_count(CALLS)
-            expect(widget.locator("table.epic-calls tbody tr:not([data-state='done'])")).to_have_count(0)
-            expect(widget.locator(".epic-status")).to_have_text("done")
-            expect(widget.locator(".epic-counts")).to_have_text(f"{CALLS} calls: 0 running, {CALLS} done")
-            expect(widget.locator("svg.epic-timeline rect[data-state='done']")).to_have_count(CALLS)
-            expect(widget.locator(".epic-cancel")).to_be_hidden()
+            # then the final state: the live widget is replaced by the snapshot, every call done
+            snap = cell.locator(SNAPSHOT)
+            expect(snap).to_have_attribute("data-state", "done", timeout=60_000)
+            expect(cell.locator(LIVE)).to_have_count(0)
+            _check_final(cell)
             expect(cell.locator(".jp-InputPrompt")).to_contain_text("[2]", timeout=30_000)
             expect(cell.locator(".jp-OutputArea-executeResult")).to_contain_text(str(CALLS))
-            final = page.evaluate(PROBE, LIVE)
-            assert final["state"] == "done" and final["done"] == CALLS and final["running"] == 0, final
-            assert float(widget.locator(".epic-elapsed").inner_text().split()[0]) >= 3 * LATENCY * 0.9
-            assert not errors, errors
+            assert float(snap.locator(".epic-elapsed").inner_text().split()[0]) >= 3 * LATENCY * 0.9
+            # hover text of a bar: call, line, state, prompt, tokens, latency
+            tip = snap.locator("svg.epic-timeline rect title").first.text_content()
+            assert "#1 llm (line 3): done" in tip and "prompt: One fact about tides." in tip and "tokens" in tip
+            assert not _ours(errors), errors
 
-            # the timeline follows the output's width, also after the final re-publication
-            page.wait_for_function(TIMELINE_FITS, arg=LIVE, timeout=10_000)
-
-            # move the active-cell highlight off the %%epic cell, then capture its widget with a margin
+            # move the active-cell highlight off the %%epic cell, then capture the view
             page.evaluate("() => { window.jupyterapp.shell.currentWidget.content.activeCellIndex = 0; }")
             expect(cell).not_to_have_class(re.compile(r"\bjp-mod-active\b"))
-            shot = README_SCREENSHOT if os.environ.get("EPIC_UPDATE_SCREENSHOT") else tmp_path / "widget.png"
-            shot.parent.mkdir(parents=True, exist_ok=True)
-            widget.scroll_into_view_if_needed()
-            box = widget.bounding_box()
-            assert box and box["width"] > 300 and box["height"] > 200, box
-            pad = 6
-            page.screenshot(path=str(shot), animations="disabled",
-                            clip={"x": box["x"] - pad, "y": box["y"] - pad, "width": box["width"] + 2 * pad,
-                                  "height": box["height"] + 2 * pad})
-            assert shot.stat().st_size > 5_000
+            _shot(page, snap, "widget.png", tmp_path)
+
+            # save, shut the kernel down, close, reopen: the snapshot is what was saved
+            page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+            page.wait_for_function("() => !window.jupyterapp.shell.currentWidget.context.model.dirty",
+                                   timeout=30_000)
+            _shutdown_kernels(base)
+            page.evaluate("() => window.jupyterapp.commands.execute('application:close-all')")
+            errors.clear()
+            _open(page, base, "epic_demo.ipynb")
+            cell = page.locator(".jp-Notebook .jp-CodeCell").nth(1)
+            snap = cell.locator(SNAPSHOT)
+            expect(snap).to_have_attribute("data-state", "done", timeout=30_000)
+            _check_final(cell)
+            expect(page.get_by_text("model not found")).to_have_count(0)
+            expect(page.get_by_text("Error displaying widget")).to_have_count(0)
+            page.wait_for_timeout(1000)               # late renderer errors would show up by now
+            assert not _ours(errors), errors
+            reopened = _shot(page, snap, "reopened.png", tmp_path, docs=False)
+            print(f"screenshots: {tmp_path} (reopened: {reopened})")
+        finally:
+            browser.close()
+
+        # nbconvert's HTML of the saved notebook (no kernel, no widget JS) shows the snapshot too
+        out = subprocess.run([sys.executable, "-m", "nbconvert", "--to", "html", "--stdout",
+                              str(nbdir / "epic_demo.ipynb")], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert 'class="epic-live epic-snapshot"' in out.stdout
+        assert len(re.findall(r'<tr [^>]*data-state="done"', out.stdout)) == CALLS
+        assert "application/vnd.jupyter.widget-view+json" not in out.stdout.split("<body")[-1].split("<script")[0]
+
+
+def _check_final(cell: Any) -> None:
+    snap = cell.locator(SNAPSHOT)
+    expect(snap.locator("table.epic-calls tbody tr[data-state='done']")).to_have_count(CALLS)
+    expect(snap.locator("table.epic-calls tbody tr:not([data-state='done'])")).to_have_count(0)
+    expect(snap.locator(".epic-status")).to_have_text("done")
+    expect(snap.locator(".epic-counts")).to_have_text(f"{CALLS} calls: 0 running, {CALLS} done")
+    expect(snap.locator("svg.epic-timeline rect[data-state='done']")).to_have_count(CALLS)
+    expect(snap.locator(".epic-legend")).to_contain_text(f"done {CALLS}")
+    expect(snap.locator(".epic-cancel")).to_have_count(0)
+
+
+FANOUT = """%%epic --backend fanout --no-cache
+answers = [llm(f"Fact {i} about the sea.") for i in range(120)]
+summary = llm("Summarise: " + answers[0] + " " + answers[119])
+len(answers)"""
+FANOUT_SETUP = "from epic_kernel.llm.sim import SimBackend\nfanout = SimBackend(max_batch_size=32, per_token_s=0.01)"
+SOT = """%%epic --no-cache
+out = sot("How can I improve my sleep?")
+out"""
+
+
+@pytest.mark.timeout(900)             # SmolLM2 converts and loads in the kernel (about a minute on 2 cores)
+def test_big_fan_out_and_sot_on_the_default_model(tmp_path):
+    """120 calls + 1 dependent call stay readable (lanes with a minimum height that scroll, a table
+    of every call with show-one-state filters); sot() with its defaults on SmolLM2 fills the SoT
+    panel with real expansions, and the header names the model and how long it took to load."""
+    with jupyterlab() as (base, nbdir), sync_api.sync_playwright() as pw:
+        _notebook(nbdir / "big.ipynb", [FANOUT_SETUP, FANOUT, SOT])
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROME_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1200})
+            errors = _console_errors(page)
+            _open(page, base, "big.ipynb")
+            page.evaluate(RUN_ALL)
+            cells = page.locator(".jp-Notebook .jp-CodeCell")
+
+            fan = cells.nth(1).locator(SNAPSHOT)
+            expect(fan).to_have_attribute("data-state", "done", timeout=120_000)
+            expect(fan.locator("table.epic-calls tbody tr")).to_have_count(121)
+            expect(fan.locator("svg.epic-timeline rect")).to_have_count(121)
+            dependent = fan.locator("svg.epic-timeline rect[data-id='121']")
+            assert float(dependent.get_attribute("height")) >= 6
+            assert dependent.bounding_box()["width"] >= 1
+            # the filter: "done" hides nothing here; the radio exists for each state present
+            fan.locator(".epic-filter input[value='done']").check()
+            expect(fan.locator("table.epic-calls tbody tr:visible")).to_have_count(121)
+            fan.locator(".epic-filter input[value='all']").check()
+            page.evaluate("() => { window.jupyterapp.shell.currentWidget.content.activeCellIndex = 0; }")
+            _shot(page, fan, "fanout.png", tmp_path)
+
+            sot_view = cells.nth(2).locator(SNAPSHOT)
+            expect(sot_view).to_have_attribute("data-state", "done", timeout=600_000)
+            expect(sot_view.locator(".epic-config")).to_contain_text("SmolLM2-135M-Instruct")
+            expect(sot_view.locator(".epic-loading")).to_contain_text("model loaded in")
+            points = sot_view.locator(".epic-sot li")
+            assert points.count() >= 2
+            expansions = [e.inner_text() for e in sot_view.locator(".epic-sot .epic-expansion").all()]
+            assert all(len(e.split()) >= 3 for e in expansions), expansions   # real expansions
+            expect(cells.nth(2).locator(".jp-OutputArea-executeResult")).to_contain_text("sot answer (")
+            page.evaluate("() => { window.jupyterapp.shell.currentWidget.content.activeCellIndex = 0; }")
+            sot_view.locator(".epic-calls-panel").evaluate("d => d.open = false")   # the panel is the subject
+            _shot(page, sot_view, "sot.png", tmp_path)
+            assert not _ours(errors), errors
         finally:
             browser.close()

@@ -305,3 +305,25 @@ def test_sync_fallback_without_autoawait_streams_and_interrupts(kernel):
         execute(kc, "%autoawait on")
     reply, msgs = execute(kc, '%%epic --backend fast\nllm("async again")\n')
     assert reply["content"]["status"] == "ok"
+
+
+def _stdout(msgs: list[tuple[float, dict]]) -> str:
+    return "".join(m["content"]["text"] for _, m in of_type(msgs, "stream") if m["content"]["name"] == "stdout")
+
+
+@pytest.mark.kernel
+def test_a_new_notebook_hints_at_epic_cells():
+    """Notebooks never show the banner: the first plain cell says that %%epic exists (once), and
+    llm() in a plain cell says where it lives."""
+    with epic_kernel_env():
+        km, kc = start_new_kernel(kernel_name="epic", startup_timeout=TIMEOUT)
+        try:
+            _, first = execute(kc, "x = 1")
+            _, second = execute(kc, "x + 1")
+            reply, third = execute(kc, 'llm("hello")')
+        finally:
+            kc.stop_channels()
+            km.shutdown_kernel(now=True)
+    assert _stdout(first).startswith("EPIC kernel: a cell that starts with %%epic") and _stdout(second) == ""
+    assert reply["content"]["ename"] == "NameError"
+    assert "hint: llm() is an epic builtin" in _stdout(third) and "%%epic" in _stdout(third)

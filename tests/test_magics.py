@@ -284,3 +284,16 @@ def test_unload_and_reload(ip):
         ip.run_line_magic("epic", "config backend=sim view=none")
     res, _ = cell(ip, '%%epic\nllm("back")\n')
     assert res.success
+
+
+def test_help_names_the_cell_magic_and_the_trace_has_no_empty_lines():
+    from epic_kernel.magics import EpicMagics
+
+    from epic_kernel.llm.sim import SimBackend
+    from epic_kernel.runtime.api import run as run_program
+
+    doc = EpicMagics.epic_cell.__doc__
+    assert doc.lstrip().startswith("%%epic [--backend B]") and "::" not in doc and "epic_cell" not in doc
+    res = run_program('a = llm("x")\nb = llm(a)\n', backend=SimBackend(), trace="full")
+    steps = [ev.data["text"] for ev in res.trace if ev.kind == "step"]
+    assert steps and not any("None" in s for s in steps) and "enter the program" in steps[0]

@@ -130,7 +130,7 @@ def test_skeleton_stops_at_a_blank_line_or_a_new_few_shot_block():
 
 
 def test_unknown_expand_with_is_a_clear_error():
-    with pytest.raises(EpicError, match="expand_with must be 'skeleton'.*not 'points'"):
+    with pytest.raises(EpicError, match="expand_with must be 'auto', 'skeleton'.*not 'points'"):
         sot(QUESTION, expand_with="points", backend=sim())
 
 
@@ -335,3 +335,57 @@ def test_tiny_model_end_to_end(tiny_model_dir, stream):
     assert out["used_sot"] == (len(out["points"]) >= 2)
     assert all(re.fullmatch(r"[^\n]+", text) for _, text in out["points"])
     assert all(c.state == "done" for c in res.calls)
+
+
+# ------------------------------------------------------------------ expand_with="auto" (the default)
+@pytest.mark.parametrize("weak", ["", "2. Dark room.\n3. No late coffee."])
+@pytest.mark.parametrize("stream", [False, True])
+def test_auto_expands_again_with_one_point_when_the_skeleton_prompt_gives_nothing(weak, stream):
+    """What SmolLM2-135M does with the paper's prompt (an empty expansion, or the skeleton copied
+    out): "auto" asks again with the one-point prompt, and the SoT panel says so."""
+    from epic_kernel.widgets import RunModel
+
+    log: list = []
+    weak_sim = SimBackend(answers=[
+        (r"^You're an organizer", SKELETON),
+        (r"^You're responsible for continuing.*writing of point (\d+)\.", weak),
+        (r"^You're responsible for continuing.*The point is: (.*?)\n", lambda req, m: (log.append(req), point_expansion(req, m))[1]),
+    ])
+    model = RunModel()
+    res = sot.run(QUESTION, stream=stream, backend=weak_sim, observers=[model.on_event])
+    assert res.value["answer"] == expected_answer() and res.value["used_sot"]
+    assert len(log) == 4 and len(res.calls) == 1 + 4 + 4            # skeleton, weak tries, one-point tries
+    panel = model.snapshot()["sot"]
+    assert [(p["expansion"], p["done"]) for p in panel["points"]] == [
+        (e, True) for e in res.value["expansions"]]
+    reason = "empty" if weak == "" else "copied the skeleton"
+    assert panel["note"].startswith("points 1, 2, 3, 4: the paper's skeleton prompt gave no expansion") and reason in panel["note"]
+
+
+def test_auto_keeps_good_expansions_without_a_second_call():
+    res = sot.run(QUESTION, backend=sim())
+    assert res.value["answer"] == expected_answer() and len(res.calls) == 5
+    assert not any(ev.kind == "program.sot.retry" for ev in res.trace)
+
+
+@pytest.mark.parametrize("text, index, reason", [
+    ("", 1, "empty"), (" . ", 1, "empty"), ("Sleep.", 1, "empty"),
+    ("2. Dark room.\n3. Coffee.", 1, "copied the skeleton"),
+    ("Keep a fixed bedtime every day.", 1, None), ("1. Fixed schedule: go to bed at ten.", 1, None),
+])
+def test_weak_reason(text, index, reason):
+    from epic_kernel.programs.sot import weak_reason
+
+    assert weak_reason(text, index) == reason
+
+
+def test_the_result_prints_its_answer_with_line_breaks():
+    from IPython.lib.pretty import pretty
+
+    out = sot(QUESTION, backend=sim())
+    assert isinstance(out, dict) and out == {**out}                  # still a plain dict for code
+    text = pretty(out)
+    assert text.startswith("sot answer (4 points expanded in parallel") and "\\n" not in text
+    assert text.endswith(expected_answer()) and text.count("\n") == 4
+    direct = sot(QUESTION, backend=sim(skeleton="Sleep."))
+    assert pretty(direct).startswith("sot answer (answered directly")

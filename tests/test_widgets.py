@@ -205,7 +205,7 @@ def test_widget_view_sends_coalesced_updates_and_a_final_state(comms):
 
     data, _ = view.widget._repr_mimebundle_()
     assert set(data) >= {WIDGET_MIME, "text/html", "text/plain"}
-    assert data["text/html"].count("<tr data-state=") == 200           # the final snapshot lists more
+    assert data["text/html"].count("<tr data-state=") == 500           # the final snapshot lists more
     assert data["text/plain"].startswith("epic w [done]")
 
 
@@ -279,3 +279,131 @@ def test_snapshot_escapes_program_text():
     model.on_event(record("call.dispatch", rec.start, rec))
     html = snapshot_html(model.snapshot())
     assert "<script>alert" not in html and "&lt;script&gt;" in html and "a &amp; b" in html
+
+
+# ------------------------------------------------------------------ timeline colours, big fan-outs
+def _finished_model(src: str, backend) -> RunModel:
+    model = RunModel(title="big")
+    asyncio.run(run_async(src, backend=backend, observers=[model.on_event]))
+    model.finish()
+    return model
+
+
+def test_timeline_colour_is_state_and_batches_are_labels():
+    import re
+
+    from epic_kernel.widgets import snapshot_html
+    from epic_kernel.widgets._snapshot import STATE_COLORS
+
+    model = _finished_model(fan_out(12), SimBackend(max_batch_size=4, per_token_s=0.01))
+    snap = model.snapshot(max_rows=1000, max_bars=1000)
+    assert len({b[5] for b in snap["bars"]}) >= 3                   # several decode batches ...
+    page = snapshot_html(snap)
+    fills = set(re.findall(r'<rect [^>]*fill="([^"]+)" data-state="done"', page))
+    assert fills == {STATE_COLORS["done"]}                           # ... all drawn in the "done" colour
+    assert 'class="epic-legend"' in page and "done 12" in page       # the legend names colour and count
+    tips = re.findall(r"<title>(.*?)</title>", page, re.S)
+    assert len(tips) == 12 and all("prompt: question" in t and "tokens " in t and "batch " in t for t in tips)
+
+
+def test_a_big_fan_out_stays_readable():
+    import re
+
+    from epic_kernel.widgets import snapshot_html
+    from epic_kernel.widgets._snapshot import lane_height
+
+    src = 'xs = [llm(f"q{i}") for i in range(120)]\nlast = llm(xs[0] + xs[119])\nlen(xs)\n'
+    model = _finished_model(src, SimBackend(latency=0.01))
+    snap = model.snapshot(max_rows=1000, max_bars=1000)
+    assert len(snap["rows"]) == 121 and len(snap["bars"]) == 121 and snap["header"]["lanes"] >= 100
+    assert lane_height(snap["header"]["lanes"]) >= 7                 # lanes keep a minimum height ...
+    page = snapshot_html(snap)
+    assert 'class="epic-timeline-scroll"' in page                   # ... and the chart scrolls
+    dependent = re.search(r'<rect [^>]*height="([\d.]+)"[^>]*data-id="121"', page)
+    assert dependent and float(dependent.group(1)) >= 6              # the dependent call is visible
+    assert page.count("<tr data-state=") == 121 and 'name="epic-filter-' in page
+
+
+def test_calls_inside_library_programs_show_the_users_line():
+    """sot() makes its calls on its own source lines (epic_kernel/programs/sot.py); the calls
+    table's "line" is the line of the user's cell that called sot()."""
+    model = RunModel()
+    src = 'q = "How can I sleep better?"\n\nout = sot(q)\nlen(out["points"])\n'
+    asyncio.run(run_async(src, backend=SimBackend(), observers=[model.on_event], filename="<epic cell 3>",
+                          first_line=2))
+    model.finish()
+    calls = model.calls
+    assert len(calls) >= 3 and all(c.site_line > 100 for c in calls)      # the library's own lines
+    assert {c.user_line for c in calls} == {4}                            # cell line 4: `out = sot(q)`
+    snap = model.snapshot()
+    assert {r["line"] for r in snap["rows"]} == {4} and {b[7] for b in snap["bars"]} == {4}
+    own = RunModel()
+    asyncio.run(run_async('a = llm("x")\nb = llm(a)\n', backend=SimBackend(), observers=[own.on_event]))
+    assert [c.user_line for c in own.calls] == [c.site_line for c in own.calls] == [1, 2]
+
+
+# ------------------------------------------------------------------------------ model loading
+def test_model_loading_is_shown_and_kept_out_of_latencies(monkeypatch):
+    """A backend that takes 0.6 s to construct (a local model loading): the view says what is
+    loading, the calls wait "queued", and neither latencies nor parallelism count the load."""
+    import time as _time
+
+    from epic_kernel.widgets import snapshot_html, snapshot_text
+
+    from epic_kernel.llm import registry
+
+    real = registry.resolve_backend
+
+    def slow(spec=None, options=None, *, construct=True):
+        if spec != "slowload":
+            return real(spec, options, construct=construct)
+        if not construct:
+            return None
+        _time.sleep(0.6)
+        return SimBackend(latency=0.05)
+
+    monkeypatch.setattr(registry, "resolve_backend", slow)
+    model = RunModel()
+    seen: list = []
+
+    def observe(ev):
+        model.on_event(ev)
+        if ev.kind == "backend.loading":
+            seen.append(("loading", model.snapshot()["header"]["loading"]))
+        if ev.kind == "backend.ready":
+            seen.append(("ready", round(ev.data["seconds"], 1)))
+
+    res = asyncio.run(run_async(fan_out(4), backend="slowload", observers=[observe]))
+    model.finish(res)
+    assert seen[0][0] == "loading" and seen[0][1] == "slowload" and seen[1][0] == "ready" and seen[1][1] >= 0.5
+    ready_at = next(ev.t for ev in res.trace if ev.kind == "backend.ready")
+    assert all(c.start >= ready_at - 1e-3 and c.latency < 0.4 for c in res.calls)   # load not in latency
+    h = model.snapshot()["header"]
+    assert h["load_s"] >= 0.5 and h["loading"] == "" and h["parallelism"] > 2        # 4 parallel calls
+    assert "model loaded in" in snapshot_html(model.snapshot()) and "not counted in call latencies" in snapshot_text(model.snapshot())
+    start, end = h["load_span"]
+    assert end - start >= 0.5 and 'class="epic-load-band"' in snapshot_html(model.snapshot())   # drawn behind the bars
+
+
+def test_backend_labels_name_backend_and_model():
+    from epic_kernel.llm.registry import describe_spec
+
+    assert describe_spec("transformers") == "transformers · SmolLM2-135M-Instruct"
+    assert describe_spec("transformers", "tiny10m") == "transformers · tiny-10m"
+    assert describe_spec(SimBackend()) == "sim · sim-1"
+    from epic_kernel.llm.openai_backend import OpenAIBackend
+
+    assert describe_spec(OpenAIBackend(base_url="http://127.0.0.1:9/v1", api_key="k", model="m")) == \
+        "openai · m @ http://127.0.0.1:9/v1"
+
+
+def test_quiet_progress_restores_the_settings():
+    pytest.importorskip("transformers")
+    from transformers.utils import logging as hf_logging
+
+    from epic_kernel.llm.models import quiet_progress
+
+    before = hf_logging.is_progress_bar_enabled()
+    with quiet_progress():
+        assert not hf_logging.is_progress_bar_enabled()
+    assert hf_logging.is_progress_bar_enabled() == before

@@ -29,7 +29,7 @@ class LiveWidget(anywidget.AnyWidget):
 
     header = traitlets.Dict().tag(sync=True)        # state, elapsed, steps, counts, tokens, parallelism
     rows = traitlets.List().tag(sync=True)          # calls table rows (in-flight, failed, latest finished)
-    bars = traitlets.List().tag(sync=True)          # timeline: [id, lane, start, end, state, batch, fn, line]
+    bars = traitlets.List().tag(sync=True)          # timeline: [id, lane, start, end, state, batch, fn, line, tok in, tok out, prompt, cached]
     trace = traitlets.Dict().tag(sync=True)         # steps, rules, full, recent steps
     sot = traitlets.Dict().tag(sync=True)           # question, points [{index, text, expansion, done}], answer
     cancellable = traitlets.Bool(False).tag(sync=True)

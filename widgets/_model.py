@@ -14,6 +14,7 @@ Skeleton-of-Thought panel. Programs may emit (through the evaluator's `emit`):
     program.sot.expansion  data: index, text | chunk   the expansion so far (`text` replaces,
                                                        `chunk` appends); `done=True` marks it finished
     program.sot.answer     data: text                  the assembled answer (optional)
+    program.sot.retry      data: index, reason         a weak expansion is being asked for again
 The panel appears as soon as one of these arrives.
 """
 
@@ -62,7 +63,11 @@ class RunModel:
         self.sot_question = ""
         self.sot_answer = ""
         self.sot_points: dict[int, dict[str, Any]] = {}
+        self.sot_retries: dict[int, str] = {}   # point index -> why its first expansion was redone
         self.changes = 0                 # bumped on every recorded event: views flush only when it moved
+        self.loading = ""                # the backend being loaded (a local model), while it loads
+        self.loading_t: float | None = None
+        self.load_s: float | None = None  # how long it took (kept out of latencies and parallelism)
 
     # ------------------------------------------------------------------------------------ events
     def on_event(self, ev: Any) -> None:
@@ -96,6 +101,14 @@ class RunModel:
                 self.state = "cancelled"
             else:
                 self.state = "done" if ev.data.get("ok", True) else "failed"
+        elif kind == "backend.loading":
+            self.loading = str(ev.data.get("label", "the model"))
+            self.loading_t = ev.t
+        elif kind in ("backend.ready", "backend.failed"):
+            self.load_s = float(ev.data.get("seconds", 0.0))
+            self.loading = ""
+            if kind == "backend.ready" and ev.data.get("label"):
+                self.backend = str(ev.data["label"])
         elif kind.startswith("program.sot."):
             self._on_sot(kind[len("program.sot."):], ev.data)
 
@@ -104,6 +117,11 @@ class RunModel:
             self.sot_question = str(data.get("text", ""))
         elif what == "answer":
             self.sot_answer = str(data.get("text", ""))
+        elif what == "retry":
+            index = int(data.get("index", 0))
+            self.sot_retries[index] = str(data.get("reason") or "weak")
+            if index in self.sot_points:
+                self.sot_points[index]["done"] = False
         elif what in ("point", "expansion"):
             index = int(data.get("index", len(self.sot_points) + 1))
             point = self.sot_points.setdefault(index, {"index": index, "text": "", "expansion": "",
@@ -167,14 +185,23 @@ class RunModel:
             cached += c.cached
             tokens_in += c.tokens_in
             tokens_out += c.tokens_out
-            busy += (c.end if c.end is not None else now) - c.start
+            if c.state != "queued":          # waiting (for the model to load, a slot) is not work
+                busy += (c.end if c.end is not None else now) - c.start
             if c.batch_id is not None:
                 batches.add(c.batch_id)
         rows = self._rows(calls, max_rows or self.max_rows, now)
+        # loading the model is not work the program's calls did: keep it out of parallelism
+        loading_s = self.load_s if self.load_s is not None else (
+            now - self.loading_t if self.loading and self.loading_t is not None else 0.0)
+        working = elapsed - loading_s
         header = {
             "title": self.title, "state": self.state, "elapsed": round(elapsed, 3), "steps": self.steps,
             "calls": len(calls), **counts, "cached": cached, "tokens_in": tokens_in, "tokens_out": tokens_out,
-            "parallelism": round(busy / elapsed, 2) if elapsed > 0 else 0.0, "batches": len(batches),
+            "parallelism": round(busy / working, 2) if working > 0.001 else 0.0, "batches": len(batches),
+            "loading": self.loading, "load_s": None if self.load_s is None else round(self.load_s, 2),
+            "loading_s": round(loading_s, 1),
+            "load_span": None if self.loading_t is None else [
+                round(self.loading_t - t0, 3), round(self.loading_t - t0 + loading_s, 3)],
             "strategy": self.strategy, "backend": self.backend, "error": self.error,
             "rows_shown": len(rows), "prints": self.prints,
         }
@@ -205,7 +232,15 @@ class RunModel:
         if not (self.sot_points or self.sot_question or self.sot_answer):
             return {}
         points = [dict(p) for _, p in sorted(self.sot_points.items())]
-        return {"question": self.sot_question, "answer": self.sot_answer, "points": points}
+        out = {"question": self.sot_question, "answer": self.sot_answer, "points": points}
+        if self.sot_retries:
+            which = ", ".join(str(i) for i in sorted(self.sot_retries))
+            reasons = " / ".join(sorted(set(self.sot_retries.values())))
+            n = len(self.sot_retries)
+            out["note"] = (f"point{'s' * (n != 1)} {which}: the paper's skeleton prompt gave no expansion "
+                           f"({reasons}) on this model, so {'they were' if n != 1 else 'it was'} expanded "
+                           "again with the one-point prompt (expand_with=\"point\")")
+        return out
 
 
 def _row(c: Any, t0: float, now: float) -> dict[str, Any]:
@@ -213,14 +248,15 @@ def _row(c: Any, t0: float, now: float) -> dict[str, Any]:
     result = c.result_preview or (c.streamed[-120:] if c.streamed else "")
     if c.state == "failed" and c.error is not None and not result:
         result = f"{type(c.error).__name__}: {c.error}"
-    return {"id": c.id, "line": c.site_line, "fn": c.fn, "state": c.state, "batch": c.batch_id,
+    return {"id": c.id, "line": _line(c), "fn": c.fn, "state": c.state, "batch": c.batch_id,
             "tokens_in": c.tokens_in, "tokens_out": c.tokens_out, "start": round(c.start - t0, 4),
             "latency": round(latency, 4), "cached": bool(c.cached), "prompt": _clip(c.args_preview, 160),
             "result": _clip(result, 160)}
 
 
 def _bars(calls: list[Any], limit: int, t0: float, now: float) -> tuple[list[list[Any]], int, int]:
-    """Timeline bars `[id, lane, start, end, state, batch, fn, line]` (seconds since the run began),
+    """Timeline bars `[id, lane, start, end, state, batch, fn, line, tokens_in, tokens_out, prompt,
+    cached]` (seconds since the run began; the prompt clipped for the hover text),
     packed greedily into lanes so overlapping calls sit on separate rows: the lane count is the peak
     parallelism. Only the latest `limit` calls are drawn; the third value is how many were left out."""
     shown = calls[-limit:] if len(calls) > limit else calls
@@ -241,9 +277,15 @@ def _bars(calls: list[Any], limit: int, t0: float, now: float) -> tuple[list[lis
             lanes += 1
         heapq.heappush(busy, (max(end, start), lane))
         bars.append([c.id, lane, round(start, 4), round(max(end, start), 4), c.state, c.batch_id, c.fn,
-                     c.site_line])
+                     _line(c), c.tokens_in, c.tokens_out, _clip(c.args_preview, 48), bool(c.cached)])
     bars.sort(key=lambda b: b[0])
     return bars, lanes, len(calls) - len(shown)
+
+
+def _line(c: Any) -> int | None:
+    """The line of the user's program that led to the call (not a library program's own line)."""
+    line = getattr(c, "user_line", None)
+    return c.site_line if line is None else line
 
 
 def _label(text: str) -> str:

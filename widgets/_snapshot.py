@@ -9,10 +9,12 @@ scoped `<style>`, because exported HTML has no widget CSS.
 from __future__ import annotations
 
 import html
+import itertools
+import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["snapshot_html", "snapshot_text", "STATE_COLORS", "batch_color"]
+__all__ = ["snapshot_html", "snapshot_text", "STATE_COLORS", "state_color"]
 
 STATE_COLORS = {"queued": "#f9ab00", "running": "#1a73e8", "done": "#188038", "failed": "#d93025",
                 "cancelled": "#80868b"}
@@ -21,11 +23,10 @@ STATE_COLORS = {"queued": "#f9ab00", "running": "#1a73e8", "done": "#188038", "f
 _STYLE = "<style>" + (Path(__file__).parent / "live.css").read_text(encoding="utf-8") + "</style>"
 
 
-def batch_color(batch: int | None, state: str) -> str:
-    """Bars of one decode batch share a hue, so batches show as same-coloured stacks."""
-    if state in ("failed", "cancelled", "queued") or batch is None:
-        return STATE_COLORS.get(state, "#80868b")
-    return f"hsl({(batch * 47) % 360},55%,{45 if state == 'done' else 60}%)"
+def state_color(state: str) -> str:
+    """A bar's colour is its state, always (the legend says which is which); the batch a call
+    decoded in is its label and hover text, never its colour."""
+    return STATE_COLORS.get(state, "#80868b")
 
 
 # ------------------------------------------------------------------------------------------- HTML
@@ -59,7 +60,18 @@ def _header_html(h: dict[str, Any]) -> str:
     ]
     if h.get("strategy") or h.get("backend"):
         items.append(f'<span class="epic-config">{_e(h.get("strategy", ""))} · {_e(h.get("backend", ""))}</span>')
+    if loading_text(h):
+        items.append(f'<span class="epic-loading">{_e(loading_text(h))}</span>')
     return f'<div class="epic-header">{"".join(items)}</div>'
+
+
+def loading_text(h: dict[str, Any]) -> str:
+    """"loading SmolLM2-135M-Instruct … 12 s" while the model loads, then how long it took."""
+    if h.get("loading"):
+        return f"loading {h['loading'].split(' · ')[-1]} … {h.get('loading_s', 0):.0f} s (not counted in call latencies)"
+    if h.get("load_s") is not None and h["load_s"] >= 0.5:
+        return f"model loaded in {h['load_s']:.1f} s (not counted in call latencies)"
+    return ""
 
 
 def _counts(h: dict[str, Any]) -> str:
@@ -71,6 +83,8 @@ def _counts(h: dict[str, Any]) -> str:
 
 
 _COLUMNS = ("id", "line", "fn", "state", "batch", "tokens", "latency", "prompt", "result")
+_FILTERS = ("queued", "running", "done", "failed", "cancelled")
+_uid = itertools.count(1)
 
 
 def _table_html(rows: list[dict[str, Any]], h: dict[str, Any]) -> str:
@@ -86,34 +100,95 @@ def _table_html(rows: list[dict[str, Any]], h: dict[str, Any]) -> str:
     more = h["calls"] - len(rows)
     note = f"<div class=\"epic-note\">… {more} more calls not shown (all are in <code>_epic_last.calls</code>)</div>" if more > 0 else ""
     return (f'<details open class="epic-calls-panel"><summary>Calls ({h["calls"]})</summary>'
+            f'{_filter_html(rows)}'
             f'<div class="epic-calls-scroll"><table class="epic-calls"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table></div>'
             f"{note}</details>")
 
 
+def _filter_html(rows: list[dict[str, Any]]) -> str:
+    """Show-only-this-state radio buttons (CSS `:has()` does the filtering, no script), when the
+    table holds more than one state or more rows than fit its scroll box."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["state"]] = counts.get(r["state"], 0) + 1
+    if len(counts) < 2 and len(rows) <= 20:
+        return ""
+    name = f"epic-filter-{os.getpid()}-{next(_uid)}"
+    items = [f'<label><input type="radio" name="{name}" value="all" checked> all {len(rows)}</label>']
+    items += [f'<label><input type="radio" name="{name}" value="{k}"> {k} {counts[k]}</label>'
+              for k in _FILTERS if counts.get(k)]
+    return f'<div class="epic-filter">show: {"".join(items)}</div>'
+
+
+_LANE_MIN, _LANE_MAX = 7.0, 14.0        # px per lane: a 1,000-call fan-out scrolls instead of vanishing
+
+
+def lane_height(lanes: int) -> float:
+    return max(_LANE_MIN, min(_LANE_MAX, 240.0 / max(1, lanes)))
+
+
+def bar_tip(bar: list[Any]) -> str:
+    """The hover text of one bar: call, line, state, prompt, tokens, latency, batch."""
+    cid, _lane, start, end, state, batch, fn, line, tin, tout, prompt, cached = bar
+    where = f" (line {line})" if line is not None else ""
+    parts = [f"#{cid} {fn}{where}: {state}" + (" (cached)" if cached else ""),
+             f"{start:.3f}-{end:.3f} s, latency {end - start:.3f} s", f"tokens {tin} in / {tout} out"]
+    if batch is not None:
+        parts.append(f"batch {batch}")
+    if prompt:
+        parts.append(f"prompt: {prompt}")
+    return "\n".join(parts)
+
+
+def _legend_html(h: dict[str, Any]) -> str:
+    items = [f'<span><i style="background:{color}"></i>{state} {h.get(state, 0)}</span>'
+             for state, color in STATE_COLORS.items() if h.get(state) or state in ("running", "done")]
+    if h.get("batches"):
+        items.append('<span class="epic-legend-batch">label b3 = decode batch 3; hover a bar for its details</span>')
+    return f'<div class="epic-legend">{"".join(items)}</div>'
+
+
 def _timeline_svg(bars: list[list[Any]], h: dict[str, Any]) -> str:
-    width, label = 640, 0
+    width = 900
     lanes = max(1, h.get("lanes", 1))
-    lane_h = max(2.0, min(14.0, 240.0 / lanes))
+    lane_h = lane_height(lanes)
     height = lanes * lane_h + 16
     span = h.get("span") or 1e-9
-    scale = (width - label) / span
+    scale = width / span
     rects = []
-    for cid, lane, start, end, state, batch, fn, line in bars:
-        x = label + start * scale
-        w = max(1.0, (end - start) * scale)
+    for bar in bars:
+        cid, lane, start, end, state = bar[:5]
+        batch = bar[5]
+        x = start * scale
+        w = (end - start) * scale              # 1 px gap: back-to-back calls in a lane stay apart
+        w = max(1.0, w - 1 if w > 3 else w)
         y = lane * lane_h
-        tip = f"#{cid} {fn} line {line} {state} {start:.3f}-{end:.3f} s" + (f" batch {batch}" if batch is not None else "")
+        label = ""
+        if batch is not None and w >= 24 and lane_h >= 10:
+            label = (f'<text x="{x + 3:.1f}" y="{y + lane_h - 3:.1f}" font-size="9" fill="#fff" '
+                     f'pointer-events="none">b{batch}</text>')
         rects.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{max(1.0, lane_h - 1):.1f}" '
-                     f'fill="{batch_color(batch, state)}" data-state="{_e(state)}" data-id="{cid}">'
-                     f"<title>{_e(tip)}</title></rect>")
+                     f'fill="{state_color(state)}" data-state="{_e(state)}" data-id="{cid}"'
+                     f'{"" if batch is None else f" data-batch={chr(34)}{batch}{chr(34)}"}>'
+                     f"<title>{_e(bar_tip(bar))}</title></rect>{label}")
+    span_load = h.get("load_span")
+    if span_load and span_load[1] > span_load[0]:          # the model loading: a band behind the bars
+        x0, x1 = span_load[0] * scale, span_load[1] * scale
+        rects.insert(0, f'<rect class="epic-load-band" x="{x0:.1f}" y="0" width="{max(1.0, x1 - x0):.1f}" '
+                        f'height="{height - 14:.0f}" fill="#eceff1"><title>loading the model: '
+                        f'{span_load[1] - span_load[0]:.1f} s</title></rect>'
+                        + (f'<text x="{x0 + 4:.1f}" y="11" font-size="10" fill="#5f6368">loading the model</text>'
+                           if x1 - x0 > 90 else ""))
     axis = (f'<text x="0" y="{height - 3:.0f}" font-size="10">0 s</text>'
             f'<text x="{width}" y="{height - 3:.0f}" font-size="10" text-anchor="end">{span:.2f} s</text>')
     omitted = h.get("bars_omitted", 0)
     note = f"<div class=\"epic-note\">first {omitted} calls not drawn</div>" if omitted else ""
     return (f'<details open class="epic-timeline-panel"><summary>Timeline ({lanes} lanes)</summary>'
-            f'<svg class="epic-timeline" width="{width}" height="{height:.0f}" '
-            f'viewBox="0 0 {width} {height:.0f}">{"".join(rects)}{axis}</svg>{note}</details>')
+            f'{_legend_html(h)}<div class="epic-timeline-scroll">'
+            f'<svg class="epic-timeline" width="100%" viewBox="0 0 {width} {height:.0f}" '
+            f'style="max-width:{width}px" preserveAspectRatio="xMinYMin meet">'
+            f'{"".join(rects)}{axis}</svg></div>{note}</details>')
 
 
 def _trace_html(trace: dict[str, Any]) -> str:
@@ -127,15 +202,22 @@ def _trace_html(trace: dict[str, Any]) -> str:
 
 
 def _sot_html(sot: dict[str, Any]) -> str:
+    """Question, then each point with its expansion. The assembled answer repeats the points, so
+    it is shown folded (with its line breaks) unless there are no points (a direct answer)."""
     items = []
     for p in sot["points"]:
         state = "done" if p["done"] else "running"
         items.append(f'<li data-index="{p["index"]}" data-state="{state}"><b>{_e(p["text"])}</b>'
                      f'<div class="epic-expansion">{_e(p["expansion"])}</div></li>')
     q = f'<div class="epic-question">{_e(sot["question"])}</div>' if sot.get("question") else ""
-    a = f'<div class="epic-answer">{_e(sot["answer"])}</div>' if sot.get("answer") else ""
+    note = f'<div class="epic-note">{_e(sot["note"])}</div>' if sot.get("note") else ""
+    a = ""
+    if sot.get("answer"):
+        body = f'<div class="epic-answer">{_e(sot["answer"])}</div>'
+        a = (f'<details class="epic-answer-panel"><summary>assembled answer</summary>{body}</details>'
+             if sot["points"] else body)
     return (f'<details open class="epic-sot"><summary>Skeleton-of-Thought ({len(sot["points"])} points)</summary>'
-            f'{q}<ol>{"".join(items)}</ol>{a}</details>')
+            f'{q}{note}<ol>{"".join(items)}</ol>{a}</details>')
 
 
 def _e(x: Any) -> str:
@@ -149,6 +231,8 @@ def snapshot_text(snap: dict[str, Any], *, max_rows: int = 20, width: int = 110)
     title = f" {h['title']}" if h.get("title") else ""
     lines = [f"epic{title} [{h['state']}] {h['elapsed']:.2f} s · {h['steps']} steps · {_counts(h)} · "
              f"tokens {h['tokens_in']} in / {h['tokens_out']} out · parallelism {h['parallelism']:.1f}x"]
+    if loading_text(h):
+        lines.append(f"  {loading_text(h)}")
     rows = snap["rows"]
     if rows:
         lines.append(f"  {'id':>4} {'line':>4} {'fn':<10} {'state':<9} {'batch':>5} {'tokens':>9} "

@@ -9,8 +9,8 @@ Life cycle, driven by the %%epic magic:
     view.finish(result | state=..., error=...)    # final state, re-published with html + text snapshots
 
 Every displayed bundle carries `text/html` and `text/plain` snapshots next to the widget view, and
-`finish()` re-publishes it through the display handle, so nbconvert, consoles and frontends
-without widget JS show the final state.
+`finish()` replaces the live display (through its display handle) by the final snapshot alone, so
+saved notebooks, nbconvert exports, consoles and frontends without widget JS show the final state.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ __all__ = ["VIEW_KINDS", "HTMLView", "NullView", "RunView", "TextView", "WidgetV
            "resolve_view_kind"]
 
 VIEW_KINDS = ("auto", "widget", "html", "text", "none")
-FINAL_ROWS = 200                  # calls listed in the static snapshot at the end
+FINAL_ROWS = 1000                 # calls listed in the static snapshot at the end (scroll + filter)
+FINAL_BARS = 1000                 # calls drawn in its timeline
 
 
 class RunView:
@@ -85,7 +86,8 @@ class RunView:
         """Subclasses: display the initial state."""
 
     def snapshot(self, *, final: bool = False) -> dict[str, Any]:
-        return self.model.snapshot(clock(), max_rows=FINAL_ROWS if final else None)
+        return self.model.snapshot(clock(), max_rows=FINAL_ROWS if final else None,
+                                   max_bars=FINAL_BARS if final else None)
 
     def _flush(self) -> None:
         """Push the current state to the front end (on the loop thread, <= 1/interval per second)."""
@@ -209,15 +211,21 @@ class WidgetView(RunView):
             self._widget.set_snapshot(self.snapshot())
 
     def _final(self) -> None:
+        """Replace the live widget by its final snapshot: the stored output then has no widget
+        mimetype whose model dies with the kernel, so a saved notebook reopens, and exports (HTML,
+        PDF) render, with the final table, timeline and SoT panel, offline. The widget is closed
+        (its comm and memory freed) once the replacement has been sent."""
         if self._widget is None:
             return
         final = self.snapshot(final=True)
+        html, text = snapshot_html(final), snapshot_text(final)
         with self._widget.hold_sync():
             self._widget.set_snapshot(self.snapshot())
             self._widget.cancellable = False
-        self._widget.static = (snapshot_html(final), snapshot_text(final))
+        self._widget.static = (html, text)
         if self.handle is not None:
-            self.handle.update(self._widget)
+            self.handle.update({"text/html": html, "text/plain": text}, raw=True)
+            self._widget.close()
 
 
 def resolve_view_kind(kind: str | None, shell: Any = None) -> str:

@@ -7,11 +7,22 @@ const STATE_COLORS = { queued: "#f9ab00", running: "#1a73e8", done: "#188038", f
 const COLUMNS = ["id", "line", "fn", "state", "batch", "tokens", "latency", "prompt", "result"];
 const SVG = "http://www.w3.org/2000/svg";
 
-function batchColor(batch, state) {
-  if (state === "failed" || state === "cancelled" || state === "queued" || batch === null || batch === undefined) {
-    return STATE_COLORS[state] || "#80868b";
-  }
-  return `hsl(${(batch * 47) % 360},55%,${state === "done" ? 45 : 60}%)`;
+// a bar's colour is its state (the legend says which); its batch is a label and the hover text
+function stateColor(state) {
+  return STATE_COLORS[state] || "#80868b";
+}
+
+function laneHeight(lanes) {
+  return Math.max(7, Math.min(14, 240 / Math.max(1, lanes)));
+}
+
+function barTip([id, , start, end, state, batch, fn, line, tin, tout, prompt, cached]) {
+  const parts = [`#${id} ${fn}${line !== null && line !== undefined ? ` (line ${line})` : ""}: ${state}` +
+    (cached ? " (cached)" : ""), `${start.toFixed(3)}-${end.toFixed(3)} s, latency ${(end - start).toFixed(3)} s`,
+    `tokens ${tin ?? 0} in / ${tout ?? 0} out`];
+  if (batch !== null && batch !== undefined) parts.push(`batch ${batch}`);
+  if (prompt) parts.push(`prompt: ${prompt}`);
+  return parts.join("\n");
 }
 
 function el(tag, cls, text) {
@@ -36,6 +47,18 @@ function counts(h) {
     if (h[k] || k === "running" || k === "done") parts.push(`${h[k] || 0} ${k}`);
   }
   return `${h.calls || 0} calls: ${parts.join(", ")}`;
+}
+
+// mirrors loading_text() in _snapshot.py
+function loadingText(h) {
+  if (h.loading) {
+    const name = String(h.loading).split(" · ").pop();
+    return `loading ${name} … ${Number(h.loading_s || 0).toFixed(0)} s (not counted in call latencies)`;
+  }
+  if (h.load_s !== null && h.load_s !== undefined && h.load_s >= 0.5) {
+    return `model loaded in ${Number(h.load_s).toFixed(1)} s (not counted in call latencies)`;
+  }
+  return "";
 }
 
 function rowCells(r) {
@@ -63,6 +86,7 @@ function render({ model, el: host }) {
   const tokens = el("span", "epic-tokens");
   const par = el("span", "epic-parallelism");
   const config = el("span", "epic-config");
+  const loading = el("span", "epic-loading");
   const cancel = el("button", "epic-cancel", "Cancel");
   cancel.title = "cancel every in-flight call (finished results are kept)";
   cancel.addEventListener("click", () => {
@@ -70,7 +94,7 @@ function render({ model, el: host }) {
     cancel.disabled = true;
     cancel.textContent = "Cancelling…";
   });
-  header.append(status, title, elapsed, steps, callCounts, tokens, par, config, cancel);
+  header.append(status, title, elapsed, steps, callCounts, tokens, par, config, loading, cancel);
   const error = el("div", "epic-error");
   root.append(header, error);
 
@@ -85,8 +109,10 @@ function render({ model, el: host }) {
   const tbody = el("tbody");
   table.append(thead, tbody);
   const callsNote = el("div", "epic-note");
+  const filterBar = el("div", "epic-filter");
+  let filter = "all";                     // show one state only (kept across updates)
   scroll.append(table);
-  callsPanel.append(scroll, callsNote);
+  callsPanel.append(filterBar, scroll, callsNote);
   const trs = new Map();  // call id -> <tr>, reused across updates
 
   // timeline
@@ -94,7 +120,10 @@ function render({ model, el: host }) {
   const svg = document.createElementNS(SVG, "svg");
   svg.classList.add("epic-timeline");
   const timeNote = el("div", "epic-note");
-  timePanel.append(svg, timeNote);
+  const legend = el("div", "epic-legend");
+  const timeScroll = el("div", "epic-timeline-scroll");
+  timeScroll.append(svg);
+  timePanel.append(legend, timeScroll, timeNote);
 
   // reduction trace
   const [tracePanel, traceSummary] = panel(root, "epic-trace-panel", false);
@@ -106,8 +135,11 @@ function render({ model, el: host }) {
   const [sotPanel, sotSummary] = panel(root, "epic-sot", true);
   const sotQuestion = el("div", "epic-question");
   const sotList = el("ol");
+  const sotNote = el("div", "epic-note");
   const sotAnswer = el("div", "epic-answer");
-  sotPanel.append(sotQuestion, sotList, sotAnswer);
+  const sotFold = el("details", "epic-answer-panel");
+  sotFold.append(el("summary", null, "assembled answer"));
+  sotPanel.append(sotQuestion, sotNote, sotList, sotFold, sotAnswer);
 
   const drawHeader = guard("header", () => {
     const h = model.get("header") || {};
@@ -122,6 +154,8 @@ function render({ model, el: host }) {
     tokens.textContent = `tokens ${h.tokens_in || 0} in / ${h.tokens_out || 0} out`;
     par.textContent = `parallelism ${Number(h.parallelism || 0).toFixed(1)}x`;
     config.textContent = h.strategy || h.backend ? `${h.strategy || ""} · ${h.backend || ""}` : "";
+    loading.textContent = loadingText(h);
+    loading.style.display = loading.textContent ? "" : "none";
     error.textContent = h.error || "";
     error.style.display = h.error ? "" : "none";
     const live = state === "running" || state === "starting";
@@ -132,8 +166,26 @@ function render({ model, el: host }) {
     callsPanel.style.display = h.calls ? "" : "none";
   });
 
+  const drawFilter = (rows) => {
+    const counts = {};
+    for (const r of rows) counts[r.state] = (counts[r.state] || 0) + 1;
+    const states = ["queued", "running", "done", "failed", "cancelled"].filter((k) => counts[k]);
+    if (filter !== "all" && !counts[filter]) filter = "all";
+    filterBar.style.display = states.length > 1 || rows.length > 20 ? "" : "none";
+    const buttons = [["all", rows.length], ...states.map((k) => [k, counts[k]])].map(([k, n]) => {
+      const b = el("button", null, `${k} ${n}`);
+      b.setAttribute("aria-pressed", String(k === filter));
+      b.dataset.filter = k;
+      b.addEventListener("click", () => { filter = k; drawRows(); });
+      return b;
+    });
+    filterBar.replaceChildren(el("span", null, "show: "), ...buttons);
+  };
+
   const drawRows = guard("calls table", () => {
-    const rows = model.get("rows") || [];
+    const all = model.get("rows") || [];
+    drawFilter(all);
+    const rows = filter === "all" ? all : all.filter((r) => r.state === filter);
     const keep = new Set();
     const ordered = [];
     for (const r of rows) {
@@ -166,7 +218,7 @@ function render({ model, el: host }) {
     const bars = model.get("bars") || [];
     timePanel.style.display = bars.length ? "" : "none";
     const lanes = Math.max(1, h.lanes || 1);
-    const laneH = Math.max(2, Math.min(14, 240 / lanes));
+    const laneH = laneHeight(lanes);
     const width = Math.max(320, Math.min(900, (host.clientWidth || 640) - 8));
     const height = lanes * laneH + 16;
     const span = h.span || 1e-9;
@@ -175,21 +227,59 @@ function render({ model, el: host }) {
     svg.setAttribute("height", height);
     svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
     const nodes = [];
-    for (const [id, lane, start, end, state, batch, fn, line] of bars) {
+    const load = h.load_span;
+    if (load && load[1] > load[0]) {             // the model loading: a band behind the bars
+      const band = document.createElementNS(SVG, "rect");
+      const x0 = load[0] * scale;
+      const x1 = load[1] * scale;
+      band.setAttribute("class", "epic-load-band");
+      band.setAttribute("x", x0.toFixed(1));
+      band.setAttribute("y", "0");
+      band.setAttribute("width", Math.max(1, x1 - x0).toFixed(1));
+      band.setAttribute("height", String(Math.max(1, height - 14)));
+      band.setAttribute("fill", "#eceff1");
+      nodes.push(band);
+      if (x1 - x0 > 90) {
+        const t = document.createElementNS(SVG, "text");
+        t.setAttribute("x", (x0 + 4).toFixed(1));
+        t.setAttribute("y", "11");
+        t.setAttribute("font-size", "10");
+        t.setAttribute("fill", "#5f6368");
+        t.textContent = h.loading ? "loading the model…" : "loading the model";
+        nodes.push(t);
+      }
+    }
+    for (const bar of bars) {
+      const [id, lane, start, end, state, batch] = bar;
       const r = document.createElementNS(SVG, "rect");
-      r.setAttribute("x", (start * scale).toFixed(1));
-      r.setAttribute("y", (lane * laneH).toFixed(1));
+      const x = start * scale;
+      const y = lane * laneH;
+      r.setAttribute("x", x.toFixed(1));
+      r.setAttribute("y", y.toFixed(1));
       const w = (end - start) * scale;          // 1 px gap: back-to-back calls in a lane stay apart
-      r.setAttribute("width", Math.max(1, w > 3 ? w - 1 : w).toFixed(1));
+      const shown = Math.max(1, w > 3 ? w - 1 : w);
+      r.setAttribute("width", shown.toFixed(1));
       r.setAttribute("height", Math.max(1, laneH - 1).toFixed(1));
-      r.setAttribute("fill", batchColor(batch, state));
+      r.setAttribute("fill", stateColor(state));
       r.dataset.state = state;
       r.dataset.id = id;
       const tip = document.createElementNS(SVG, "title");
-      tip.textContent = `#${id} ${fn} line ${line} ${state} ${start.toFixed(3)}-${end.toFixed(3)} s` +
-        (batch !== null && batch !== undefined ? ` batch ${batch}` : "");
+      tip.textContent = barTip(bar);
       r.append(tip);
       nodes.push(r);
+      if (batch !== null && batch !== undefined) {
+        r.dataset.batch = batch;
+        if (shown >= 24 && laneH >= 10) {
+          const t = document.createElementNS(SVG, "text");
+          t.setAttribute("x", (x + 3).toFixed(1));
+          t.setAttribute("y", (y + laneH - 3).toFixed(1));
+          t.setAttribute("font-size", "9");
+          t.setAttribute("fill", "#fff");
+          t.setAttribute("pointer-events", "none");
+          t.textContent = `b${batch}`;
+          nodes.push(t);
+        }
+      }
     }
     for (const [x, anchor, text] of [[0, "start", "0 s"], [width, "end", `${span.toFixed(2)} s`]]) {
       const t = document.createElementNS(SVG, "text");
@@ -201,6 +291,16 @@ function render({ model, el: host }) {
       nodes.push(t);
     }
     svg.replaceChildren(...nodes);
+    const keys = Object.keys(STATE_COLORS).filter((k) => h[k] || k === "running" || k === "done");
+    const items = keys.map((k) => {
+      const s = el("span");
+      const sw = el("i");
+      sw.style.background = stateColor(k);
+      s.append(sw, `${k} ${h[k] || 0}`);
+      return s;
+    });
+    if (h.batches) items.push(el("span", "epic-legend-batch", "label b3 = decode batch 3; hover a bar for its details"));
+    legend.replaceChildren(...items);
     timeSummary.textContent = `Timeline (${lanes} lanes)`;
     timeNote.textContent = h.bars_omitted ? `first ${h.bars_omitted} calls not drawn` : "";
   });
@@ -232,7 +332,18 @@ function render({ model, el: host }) {
     sotPanel.style.display = points.length || s.question || s.answer ? "" : "none";
     sotSummary.textContent = `Skeleton-of-Thought (${points.length} points)`;
     sotQuestion.textContent = s.question || "";
+    sotNote.textContent = s.note || "";
+    sotNote.style.display = s.note ? "" : "none";
+    // the assembled answer repeats the points: folded when there are points, shown when not
+    const folded = points.length > 0 && !!s.answer;
+    sotFold.style.display = folded ? "" : "none";
+    if (folded) {
+      if (!sotFold.contains(sotAnswer)) sotFold.append(sotAnswer);
+    } else if (sotAnswer.parentNode !== sotPanel) {
+      sotPanel.append(sotAnswer);
+    }
     sotAnswer.textContent = s.answer || "";
+    sotAnswer.style.display = s.answer ? "" : "none";
     const items = points.map((p) => {
       const li = el("li");
       li.value = p.index;

@@ -214,6 +214,14 @@ class Backend(ABC):
     def describe(self) -> str:
         return f"{self.name}:{self.default_model or '?'}"
 
+    def identity(self) -> dict[str, Any]:
+        """Everything about this backend that can change an answer, as JSON-ready data: the answer
+        cache keys on it, so two differently configured backends never share answers. The default
+        is the class, name and model; subclasses add their settings (base URL, script, seed, ...).
+        A subclass with its own answer-changing state must extend it."""
+        cls = type(self)
+        return {"class": f"{cls.__module__}.{cls.__qualname__}", "name": self.name, "model": self.default_model}
+
     async def aclose(self) -> None:
         """Release clients, threads and memory."""
 

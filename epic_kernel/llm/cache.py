@@ -1,9 +1,11 @@
 """An on-disk cache of model answers (sqlite), wrapped around any backend.
 
 Rerunning a notebook cell should not pay for the same generations twice, but sampling must stay
-sampling: the key is `request.key(inner.name)` plus the inner backend's model, and the request
-already holds the model, every sampling parameter and `sample_index`, so k identical samples
-(sample_index 0..k-1) are k entries and never collapse into one.
+sampling: the key is `request.key(identity)`, where the identity is the inner backend's
+`identity()` (its class and every setting that changes an answer: model, base URL, script,
+seed, ...) plus the model the request resolves to, so two differently configured backends never
+share answers; the request holds every sampling parameter and `sample_index`, so k identical
+samples (sample_index 0..k-1) are k entries and never collapse into one.
 
 Only complete answers are stored: a failed call, a cancelled one, or a stream the consumer
 abandoned leaves no entry. Hits come back with `cached=True`; a cached stream is replayed as one
@@ -25,6 +27,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 from .base import Backend, LLMRequest, LLMResponse, StreamChunk
 
@@ -72,7 +75,11 @@ class CachedBackend(Backend):
 
     def key(self, request: LLMRequest) -> str:
         model = request.model or self.inner.default_model or ""
-        return hashlib.sha256(f"{request.key(self.inner.name)}|{model}".encode()).hexdigest()
+        identity = json.dumps(self.inner.identity(), sort_keys=True, default=str)
+        return hashlib.sha256(f"{request.key(identity)}|{model}".encode()).hexdigest()
+
+    def identity(self) -> dict[str, Any]:
+        return self.inner.identity()
 
     def get(self, request: LLMRequest) -> LLMResponse | None:
         with self._lock:

@@ -25,7 +25,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["DEFAULT_MODEL", "ModelNotAvailable", "cache_dir", "model_key", "resolve_model"]
+__all__ = ["DEFAULT_MODEL", "ModelNotAvailable", "cache_dir", "display_name", "model_key", "quiet_progress",
+           "resolve_model"]
 
 DEFAULT_MODEL = "smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -54,6 +55,44 @@ def model_key(name: str | None) -> str:
     if os.path.exists(name):
         return os.path.realpath(name)
     return name
+
+
+def display_name(name: str | None) -> str:
+    """What the user should read for a model name: "SmolLM2-135M-Instruct" for the default, the
+    folder name for a local path, the name itself otherwise."""
+    key = model_key(name)
+    if key == DEFAULT_MODEL:
+        return "SmolLM2-135M-Instruct"
+    if os.path.isabs(key):
+        return os.path.basename(key.rstrip(os.sep)) or key
+    return key
+
+
+@contextlib.contextmanager
+def quiet_progress() -> Iterator[None]:
+    """No tqdm bars from transformers or huggingface_hub while a model loads: they would spill into
+    the notebook cell or tear through a table; the live view shows the loading instead. The
+    previous setting is restored afterwards."""
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    from transformers.utils import logging as hf_logging
+
+    tf_on = hf_logging.is_progress_bar_enabled()
+    hub_off = are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()
+    disable_progress_bars()
+    gguf_tqdm = getattr(gguf_utils, "tqdm", None)        # the GGUF reader (first-run conversion) uses tqdm directly
+    if gguf_tqdm is not None:
+        gguf_utils.tqdm = functools.partial(gguf_tqdm, disable=True)
+    try:
+        yield
+    finally:
+        if gguf_tqdm is not None:
+            gguf_utils.tqdm = gguf_tqdm
+        if tf_on:
+            hf_logging.enable_progress_bar()
+        if not hub_off:
+            enable_progress_bars()
 
 
 def resolve_model(name_or_path: str | None = None) -> str:
@@ -105,35 +144,13 @@ def _smollm2_dir() -> Path:
     return out
 
 
-@contextlib.contextmanager
-def quiet_loading() -> Iterator[None]:
-    """No progress bars from transformers while loading: a script's stderr stays empty and a
-    notebook cell gets no tqdm widgets (the run's own view reports the load)."""
-    from transformers import modeling_gguf_pytorch_utils as gguf_utils
-    from transformers.utils import logging as hf_logging
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    gguf_tqdm = getattr(gguf_utils, "tqdm", None)        # the GGUF reader uses tqdm directly
-    if gguf_tqdm is not None:
-        gguf_utils.tqdm = functools.partial(gguf_tqdm, disable=True)
-    try:
-        yield
-    finally:
-        if gguf_tqdm is not None:
-            gguf_utils.tqdm = gguf_tqdm
-        if was_enabled:
-            hf_logging.enable_progress_bar()
-
-
 def _convert_gguf(gguf: Path, out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    with quiet_loading():
-        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     cfg = loaded.config
     if hasattr(cfg, "quantization_config"):
         delattr(cfg, "quantization_config")    # otherwise save_pretrained refuses ("not serializable")
@@ -143,6 +160,5 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
         raise ModelNotAvailable(f"converting {gguf.name} failed: missing {missing}, unexpected {unexpected}")
     clean.tie_weights()
     clean.generation_config = loaded.generation_config
-    with quiet_loading():
-        clean.save_pretrained(out)
-        tok.save_pretrained(out)
+    clean.save_pretrained(out)
+    tok.save_pretrained(out)

@@ -237,6 +237,11 @@ class OpenAIBackend(Backend):
     def describe(self) -> str:
         return f"openai:{self.default_model or '?'}@{self.base_url}"
 
+    def identity(self) -> dict[str, Any]:
+        """Another server (URL) or model is another source of answers; so is another extra_body."""
+        return {**super().identity(), "base_url": self.base_url.rstrip("/"), "guided": self.guided,
+                "extra_body": self.extra_body}
+
     # --- per-loop state -------------------------------------------------------------------------
     def _state(self) -> _LoopState:
         loop = asyncio.get_running_loop()
@@ -263,6 +268,8 @@ class OpenAIBackend(Backend):
             try:
                 page = await st.client.models.list()
                 self.default_model = page.data[0].id
+            except openai.APIConnectionError as exc:      # no server there: say so, not "no model"
+                raise BackendConnectionError(self._cannot_connect(exc), backend=self.name) from exc
             except (openai.OpenAIError, IndexError) as exc:
                 raise BadRequest(f"no model given and {self.base_url}/models lists none ({exc}); "
                                  "pass model= or set EPIC_OPENAI_MODEL", backend=self.name) from exc
@@ -384,6 +391,13 @@ class OpenAIBackend(Backend):
             return min(retry_after, self.max_retry_after) + random.uniform(0, 0.05 * self.backoff_base)
         return random.uniform(0, min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1)))
 
+    def _cannot_connect(self, exc: Exception) -> str:
+        """The cause (the URL we could not reach, and why) and what to set."""
+        cause = exc.__cause__ or exc
+        return (f"cannot connect to {self.base_url} ({type(cause).__name__}: {cause}). Is the server running? "
+                "Set EPIC_OPENAI_BASE_URL (or base_url=) to an OpenAI-compatible server, OPENAI_API_KEY "
+                "if it needs one, and the model (EPIC_OPENAI_MODEL or model=)")
+
     def _classify(self, exc: Exception) -> _Failure:
         """Map whatever the client raised to our error type and a retry decision; re-raise bugs."""
         import httpx2
@@ -403,8 +417,7 @@ class OpenAIBackend(Backend):
         if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException | TimeoutError):
             return _Failure(BackendTimeout, f"no answer within {self.timeout:g} s", None, True)
         if isinstance(exc, openai.APIConnectionError | httpx2.TransportError):
-            cause = exc.__cause__ or exc
-            return _Failure(BackendConnectionError, f"connection failed: {cause}", None, True)
+            return _Failure(BackendConnectionError, self._cannot_connect(exc), None, True)
         if isinstance(exc, openai.APIResponseValidationError | json.JSONDecodeError | _Malformed):
             return _Failure(MalformedResponse, f"malformed response: {exc}", None, True)
         raise exc

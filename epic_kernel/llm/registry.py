@@ -14,7 +14,7 @@ from typing import Any
 
 from .base import Backend
 
-__all__ = ["BACKEND_NAMES", "resolve_backend", "set_default_backend"]
+__all__ = ["BACKEND_NAMES", "describe_spec", "resolve_backend", "set_default_backend"]
 
 BACKEND_NAMES = ("sim", "transformers", "openai", "replay")
 _shared: dict[tuple[str, str | None], Backend] = {}
@@ -51,6 +51,40 @@ def resolve_backend(spec: Any = None, options: dict | None = None, *, construct:
         from .cache import CachedBackend
         backend = CachedBackend(backend)
     return backend
+
+
+def describe_spec(spec: Any = None, model: str | None = None) -> str:
+    """What a run will talk to, named for people ("transformers · SmolLM2-135M-Instruct",
+    "sim · sim-1", "openai · gpt-4o @ http://..."), without constructing or loading anything."""
+    if spec is None:
+        spec = _default.get("backend") or os.environ.get("EPIC_BACKEND") or "transformers"
+        model = model or _default.get("model")
+    if isinstance(spec, Backend):
+        inner = getattr(spec, "inner", spec)              # a cache or recorder: name what it wraps
+        shown = model or inner.default_model
+        if inner.name == "transformers":
+            from .models import display_name
+            shown = display_name(shown)
+        text = f"{inner.name} · {shown or '?'}"
+        url = getattr(inner, "base_url", None)
+        return f"{text} @ {url}" if url else text
+    name = str(spec)
+    kind, _, arg = name.partition(":")
+    kind = kind.lower()
+    existing = _shared.get((name.lower(), model))
+    if existing is not None:
+        return describe_spec(existing, model)
+    if kind in ("transformers", "local", "hf"):
+        from .models import display_name
+        return f"transformers · {display_name(model)}"
+    if kind == "sim":
+        return f"sim · {model or 'sim-1'}"
+    if kind == "openai":
+        url = os.environ.get("EPIC_OPENAI_BASE_URL") or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+        return f"openai · {model or os.environ.get('EPIC_OPENAI_MODEL') or 'the server`s model'} @ {url}"
+    if kind == "replay":
+        return f"replay · {os.path.basename(arg) or '?'}"
+    return name
 
 
 def _named(name: str, model: str | None) -> Backend:

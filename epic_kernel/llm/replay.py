@@ -128,6 +128,9 @@ class RecordingBackend(Backend):
     def check(self, request: LLMRequest) -> None:
         self.inner.check(request)
 
+    def identity(self) -> dict[str, Any]:
+        return self.inner.identity()          # recording does not change the answers
+
     def on_all_quiescent(self) -> None:
         self.inner.on_all_quiescent()
 
@@ -159,7 +162,9 @@ class ReplayBackend(Backend):
         self._loose: dict[str, list[dict]] = {}
         self._cursor: dict[str, int] = {}
         caps: set[str] = set()
-        for n, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1):
+        text = self.path.read_text(encoding="utf-8")
+        self._digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+        for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:
@@ -237,6 +242,11 @@ class ReplayBackend(Backend):
                 yield StreamChunk(text)
         if rec.get("response") is None:
             _outcome(rec)                                  # raises the recorded error
+
+    def identity(self) -> dict[str, Any]:
+        """The recording's content (not just its name) and the fallback's identity."""
+        return {**super().identity(), "recording": self._digest, "strict": self.strict,
+                "fallback": self.fallback.identity() if self.fallback is not None else None}
 
     def describe(self) -> str:
         return f"replay:{self.path.name}"

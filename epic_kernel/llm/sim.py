@@ -649,6 +649,13 @@ class SimBackend(Backend):
         with self._lock:
             self._states.clear()
 
+    def identity(self) -> dict[str, Any]:
+        """Answers depend on the seed, the script and the token size, never on the latency model."""
+        from .identity import describe
+
+        return {**super().identity(), "seed": self.seed, "tokens_per_word": self.tokens_per_word,
+                "script": describe(self._rules)}
+
     def describe(self) -> str:
         mode = f"latency={self.latency}s" if self.latency is not None else (
             f"batched prefill={self.prefill_s}s per_token={self.per_token_s}s")

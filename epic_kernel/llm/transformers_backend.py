@@ -20,7 +20,7 @@ from typing import Any
 from . import constrained
 from .base import Backend, LLMRequest, LLMResponse, StreamChunk
 from .batcher import Batcher, LogitsHook
-from .models import model_key, quiet_loading, resolve_model
+from .models import model_key, quiet_progress, resolve_model
 
 __all__ = ["TransformersBackend", "pick_device", "pick_dtype", "shared_batcher"]
 
@@ -64,12 +64,11 @@ def load_batcher(model: str | None, *, device: str, dtype: Any, **settings: Any)
     """Load tokenizer + weights and start a (private) batcher for them."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = resolve_model(model)
-    with quiet_loading():
+    with quiet_progress():
+        path = resolve_model(model)
         tokenizer = AutoTokenizer.from_pretrained(path)
         weights = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
     return Batcher(weights, tokenizer, name=model_key(model), **settings)
-
 
 
 def shared_batcher(model: str | None, *, device: str = "auto", dtype: Any = None, **settings: Any) -> Batcher:
@@ -128,6 +127,11 @@ class TransformersBackend(Backend):
         self.ignore_eos = ignore_eos
         self._others: dict[str, Batcher] = {}   # batchers for requests naming another model
         self._closed = False
+
+    def identity(self) -> dict[str, Any]:
+        """The weights, and what changes their numbers or stopping (device, dtype, ignore_eos)."""
+        return {**super().identity(), "device": str(self._settings["device"]),
+                "dtype": str(self._settings["dtype"]), "ignore_eos": self.ignore_eos}
 
     def check(self, request: LLMRequest) -> None:
         """Also rejects an invalid regex or empty choices up front (`InvalidConstraint`)."""

@@ -31,6 +31,11 @@ Options
                 (SmolLM2-135M, the default local model) given the whole skeleton copy it out instead
                 of expanding their point, or stop at once after the prefilled sentence; shown one
                 point they write the one or two sentences asked for. The benchmark uses it for SmolLM2.
+                "auto" (the default): the paper's prompt first; a point whose expansion comes back
+                empty, or as a copy of other skeleton points (`weak_expansion`), is expanded again
+                with the "point" prompt, and the view's SoT panel says so (a `program.sot.retry`
+                event). Models that follow the paper's prompt pay nothing; on SmolLM2 the failed
+                first attempts are short (an empty answer stops after a token or two).
 
 The skeleton stops at its first blank line, or where the model starts another few-shot block
 ("Question:", "Skeleton:"), so a model that would run on to its token budget does not.
@@ -43,12 +48,14 @@ are skipped. With fewer than two points the question is answered by normal decod
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from ..llm.builtin import llm
 from ..runtime.intrinsics import INTRINSICS
 from ._program import emit_event, program
 
-__all__ = ["assemble", "check_expand_with", "parse_point", "parse_skeleton", "router_choice", "sot"]
+__all__ = ["SoTResult", "assemble", "check_expand_with", "parse_point", "parse_skeleton", "router_choice", "sot",
+           "weak_expansion", "weak_reason"]
 
 lines = INTRINSICS["lines"]     # the language's `lines(s)`, for the epic code below
 
@@ -95,7 +102,7 @@ START_FROM = '\n\nPlease start your answer from "{start}" and do not output othe
 # ----------------------------------------------------------------------------------- the program
 @program
 def sot(question, stream=False, router=False, max_points=10, max_tokens=256, prefill=True,
-        expand_with="skeleton"):
+        expand_with="auto"):
     """Answer `question` with Skeleton-of-Thought; see the module docstring for the options.
 
     Returns {"answer": str, "points": [(index, text)], "expansions": [str], "used_sot": bool}
@@ -112,11 +119,11 @@ def sot(question, stream=False, router=False, max_points=10, max_tokens=256, pre
         return normal(question, max_tokens)
     answer = assemble(points, expansions)
     emit_event("program.sot.answer", text=answer)
-    return {"answer": answer, "points": points, "expansions": expansions, "used_sot": True}
+    return sot_result(answer, points, expansions, True)
 
 
 @program
-def plain_points(question, max_points, max_tokens, prefill, expand_with="skeleton"):
+def plain_points(question, max_points, max_tokens, prefill, expand_with="auto"):
     """Plain SoT: the whole skeleton, then every point's expansion at once."""
     skeleton = answer_from(SKELETON_PROMPT.format(question=question), "1.", max_tokens, prefill, SKELETON_STOP)
     points = parse_skeleton(skeleton, max_points)
@@ -130,7 +137,7 @@ def plain_points(question, max_points, max_tokens, prefill, expand_with="skeleto
 
 
 @program
-def stream_points(question, max_points, max_tokens, prefill, expand_with="skeleton"):
+def stream_points(question, max_points, max_tokens, prefill, expand_with="auto"):
     """Streaming SoT: each point's expansion is dispatched as soon as its skeleton line is complete."""
     prompt = with_start(SKELETON_PROMPT.format(question=question), "1.", prefill)
     skeleton = ""                                 # the lines so far
@@ -151,9 +158,23 @@ def stream_points(question, max_points, max_tokens, prefill, expand_with="skelet
 
 
 @program
-def expand(question, skeleton, point, max_tokens, prefill, expand_with="skeleton", stream=False):
-    """Point `index`'s expansion: the text the model writes after "index. text", up to its first
-    blank line (the prompt asks for 1~2 sentences; small models go on to write the whole answer)."""
+def expand(question, skeleton, point, max_tokens, prefill, expand_with="auto", stream=False):
+    """Point `index`'s expansion; with "auto", a weak one (empty, or a copy of the skeleton) is
+    asked for again with the one-point prompt."""
+    if expand_with != "auto":
+        return expand_once(question, skeleton, point, max_tokens, prefill, expand_with, stream)
+    first = expand_once(question, skeleton, point, max_tokens, prefill, "skeleton", stream)
+    if not weak_expansion(first, point[0]):
+        return first
+    emit_event("program.sot.retry", index=point[0], reason=weak_reason(first, point[0]))
+    emit_event("program.sot.expansion", index=point[0], text="")
+    return expand_once(question, skeleton, point, max_tokens, prefill, "point", stream)
+
+
+@program
+def expand_once(question, skeleton, point, max_tokens, prefill, expand_with, stream=False):
+    """One expansion of point `index`: the text the model writes after "index. text", up to its
+    first blank line (the prompt asks for 1~2 sentences; small models go on to write the whole answer)."""
     index, text = point
     if expand_with == "point":
         start = ""                                # nothing to prefill or ask for: the reply is the expansion
@@ -193,10 +214,26 @@ def normal(question, max_tokens):
     """Normal decoding: the question as it is, one call."""
     answer = llm(question, max_tokens=max_tokens)
     emit_event("program.sot.answer", text=answer)
-    return {"answer": answer, "points": [], "expansions": [], "used_sot": False}
+    return sot_result(answer, [], [], False)
 
 
 # --------------------------------------------------------- plain Python helpers (called inline)
+class SoTResult(dict):
+    """sot()'s result: a plain dict (answer, points, expansions, used_sot) that prints as the
+    answer with its line breaks, not as a one-line repr full of "\\n" (a notebook's Out[n])."""
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        if cycle:
+            p.text("SoTResult(...)")
+            return
+        how = f"{len(self['points'])} points expanded in parallel" if self["used_sot"] else "answered directly"
+        p.text(f"sot answer ({how}; a dict: answer, points, expansions, used_sot):\n{self['answer']}")
+
+
+def sot_result(answer: str, points: list, expansions: list, used_sot: bool) -> SoTResult:
+    return SoTResult(answer=answer, points=points, expansions=expansions, used_sot=used_sot)
+
+
 _POINT = re.compile(r"^\s*(\d+)[.)](?!\d)\s*(.*\S)")     # "3. Point", " 3) Point"; not "3.5 kg"
 _LETTER = re.compile(r"\b([ABC])\b")
 
@@ -229,8 +266,26 @@ def parse_skeleton(skeleton: str, max_points: int = 10) -> list[tuple[int, str]]
 
 
 def check_expand_with(expand_with: str) -> None:
-    if expand_with not in ("skeleton", "point"):
-        raise ValueError(f"expand_with must be 'skeleton' (the paper's prompt) or 'point', not {expand_with!r}")
+    if expand_with not in ("auto", "skeleton", "point"):
+        raise ValueError(f"expand_with must be 'auto', 'skeleton' (the paper's prompt) or 'point', "
+                         f"not {expand_with!r}")
+
+
+def weak_reason(expansion: str, index: int | None = None) -> str | None:
+    """Why an expansion is no expansion: "empty" (nothing, or a lone word or mark), "copied the
+    skeleton" (it lists other numbered points), else None."""
+    words = expansion.split()
+    if len(words) < 2:
+        return "empty"
+    for line in expansion.splitlines():
+        point = parse_point(line)
+        if point is not None and point[0] != index:
+            return "copied the skeleton"
+    return None
+
+
+def weak_expansion(expansion: str, index: int | None = None) -> bool:
+    return weak_reason(expansion, index) is not None
 
 
 def router_choice(reply: str) -> str | None:

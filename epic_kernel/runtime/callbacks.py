@@ -51,7 +51,7 @@ def _lazy(op: str) -> Callable[[Any, Any], bool]:
             return False
         ev.n_delta += 1
         ev.pass_io(node)
-        ev.bind(node.out, LazySeq(node.args[1], Cell(f), op, node.identity(), node.site))
+        ev.bind(node.out, LazySeq(node.args[1], Cell(f), op, node.identity(), node.site, node.origin))
         return True
 
     return apply
@@ -81,7 +81,7 @@ def _keyed(name: str, allowed: frozenset[str]) -> Callable[[Any, Any], bool]:
         keys = _emit_calls(ev, node, Cell(f), [[x] for x in items], plain)     # threads the print token
         ev._push(CallNode(Cell(_FINISH[name]), [Cell(tuple(items)), Cell(tuple(keys)),
                                                 *(kwargs[k] for k in options)],
-                          node.out, None, None, replace(node.site, kwnames=options), node.path))
+                          node.out, None, None, replace(node.site, kwnames=options), node.path, node.origin))
         return True
 
     return apply

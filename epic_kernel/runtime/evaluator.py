@@ -143,6 +143,7 @@ class Evaluator:
         self._feeders: list[Any] = []
         self._backend: Any = None
         self._backend_task: asyncio.Task | None = None
+        self._loading_since = 0.0
         self.loop: asyncio.AbstractEventLoop | None = None
         self.start = self.end = 0.0
         self.state = "created"
@@ -196,11 +197,35 @@ class Evaluator:
                 return ready
             self._backend_task = self.loop.create_task(
                 asyncio.to_thread(resolve_backend, self.backend_spec, self.options))
+            self._loading_since = clock()
+            self.emit("backend.loading", label=self._backend_label())
+            self._backend_task.add_done_callback(self._backend_loaded)
+        # the calls waiting for the model are queued, and their latency starts once it is loaded
+        rec = _ctx._CALL.get()
+        if rec is not None:
+            rec.state = "queued"
         backend = await asyncio.shield(self._backend_task)
+        if rec is not None and rec.state == "queued":
+            rec.state = "running"
+            rec.start = clock()
         if self._backend is None:
             self._backend = backend
             self.join_feeders(backend)
         return backend
+
+    def _backend_label(self) -> str:
+        try:
+            from ..llm.registry import describe_spec
+            return describe_spec(self.backend_spec, self.options.get("model"))
+        except Exception:                        # a label must never break the run
+            return str(self.backend_spec or "the default model")
+
+    def _backend_loaded(self, task: asyncio.Task) -> None:
+        seconds = clock() - self._loading_since
+        if task.cancelled() or task.exception() is not None:
+            self.emit("backend.failed", seconds=seconds)
+        else:
+            self.emit("backend.ready", seconds=seconds, label=self._backend_label())
 
     def join_feeders(self, backend: Any) -> None:
         feeders = getattr(backend, "feeders", None)
@@ -453,6 +478,11 @@ class Evaluator:
             if node.io_out is not None:
                 self.alias(node.io_out, node.io_in)
             return
+        # calls inside library code (an `@epic` function from another file) remember the line of
+        # the run's own code that led to them: what the view's "line" column shows
+        origin = node.origin
+        if origin is None and t.filename is not None and t.filename != self.filename:
+            origin = node.site.line
         cells = list(args)
         cells.append(_TOKEN if node.io_in is None else node.io_in)
         cells += clo.captured
@@ -470,7 +500,7 @@ class Evaluator:
                 io = op[5]
                 new.append(CallNode(cells[op[2]], [cells[i] for i in op[3]], cells[op[1]],
                                     None if ii is None else cells[ii], None if io is None else cells[io], op[6],
-                                    path))
+                                    path, origin))
             elif code == DEF:
                 cells[op[1]].val = Closure(op[2], tuple([cells[i] for i in op[3]]),
                                            tuple([cells[i] for i in op[4]]), clo.globals)
@@ -645,7 +675,8 @@ class Evaluator:
         self.n_dispatch += 1
         name = getattr(f, "__epic_name__", None) or node.site.name or getattr(f, "__name__", "call")
         rec = CallRecord(id=len(self.calls) + 1, fn=name.rsplit(".", 1)[-1] if "(" not in name else name,
-                         site_line=node.site.line, start=clock(), state="running")
+                         site_line=node.site.line, start=clock(), state="running",
+                         user_line=node.site.line if node.origin is None else node.origin)
         rec.site = f"{self.filename}:{node.site.line}" if node.site.line else self.filename
         rec.args_preview = _preview_args(pos, kw)
         rec.path = node.identity()
@@ -688,7 +719,7 @@ class Evaluator:
             rec.end = clock()
             self.n_resolve += 1
             if self.full_trace:
-                self.emit("step", rule="resolve", text=f"{rec.fn} #{rec.id} (line {rec.site_line})",
+                self.emit("step", rule="resolve", text=f"{rec.fn} #{rec.id}{_at_line(rec.site_line)}",
                           step=self.steps)
             if task.cancelled():
                 rec.state = "cancelled"
@@ -736,7 +767,7 @@ class Evaluator:
             tail.out = nxt = Cell()
             self.n_resolve += 1
             if self.full_trace:
-                self.emit("step", rule="resolve", text=f"{rec.fn} #{rec.id} chunk (line {rec.site_line})",
+                self.emit("step", rule="resolve", text=f"{rec.fn} #{rec.id} chunk{_at_line(rec.site_line)}",
                           step=self.steps)
             rec.streamed += str(chunk)
             self.bind(cell, PackVal((Cell(chunk), nxt), "cons"))
@@ -787,10 +818,11 @@ class Evaluator:
             before = self.rule_counts()
             if node.__class__ is CallNode:
                 self.step_call(node)
-                what = f"{node.site.name or 'call'} (line {node.site.line})"
+                name = node.site.name or "call"
+                what = ("enter the program" if name == "<program>" else name) + _at_line(node.site.line)
             elif node.__class__ is UnpackNode:
                 self._unpack(node.outs, node.src, node.line)
-                what = f"unpack (line {node.line})"
+                what = "unpack" + _at_line(node.line)
             else:
                 self._emit_chunk(node)
                 continue
@@ -918,6 +950,11 @@ def _preview_args(pos: list, kw: dict) -> str:
     parts = [_short(a, 60) if isinstance(a, str) else _repr.repr(a) for a in pos]
     parts += [f"{k}={_repr.repr(v)}" for k, v in kw.items()]
     return _short(", ".join(parts), 120)
+
+
+def _at_line(line: int | None) -> str:
+    """" (line 3)" for the trace, nothing when a step has no source line (the program's entry)."""
+    return f" (line {line})" if line else ""
 
 
 from . import callbacks  # noqa: E402,F401  (these modules use Evaluator's helpers; this one installs map/sorted/...)

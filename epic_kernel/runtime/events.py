@@ -40,6 +40,8 @@ class CallRecord:
     site: str = ""                           # "file:line" for messages
     streamed: str = ""                       # text streamed so far (stream=True calls)
     path: int = 0                            # the call's place in the program, the same under every strategy
+    user_line: int | None = None             # the run's own line that led here (site_line, or for a
+                                             # call inside library code, the line calling into it)
 
     @property
     def latency(self) -> float | None:
@@ -47,7 +49,8 @@ class CallRecord:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "id": self.id, "fn": self.fn, "site_line": self.site_line, "start": self.start, "end": self.end,
+            "id": self.id, "fn": self.fn, "site_line": self.site_line, "user_line": self.user_line,
+            "start": self.start, "end": self.end,
             "state": self.state, "batch_id": self.batch_id, "tokens_in": self.tokens_in,
             "tokens_out": self.tokens_out, "cached": self.cached, "args": self.args_preview,
             "result": self.result_preview, "error": None if self.error is None else repr(self.error),
@@ -64,6 +67,8 @@ class Event:
     steps (data: steps, rules: dict rule -> count; sent at most every ~50 ms and at the end)
     step (data: rule, text) -- one reduction step, only when the run was asked for a full step trace
     print (data: text)
+    backend.loading (data: label) / backend.ready (data: seconds, label) / backend.failed (data: seconds)
+        -- the run's backend is being constructed (a local model loading); its calls wait "queued"
     program.* -- events a program emits for its own panel, e.g. program.sot.point (data: index, text)
     """
 

@@ -122,12 +122,14 @@ class Template:
     """
 
     __slots__ = ("fn", "name", "nparams", "param_names", "nslots", "prim_values", "nother", "ops",
-                 "ret", "io_out", "line", "empty_ret_param", "unbound")
+                 "ret", "io_out", "line", "empty_ret_param", "unbound", "filename")
 
     def __init__(self, fn: Function, intrinsics: dict[str, Any]):
         self.fn = fn
         self.name = fn.name
         self.line = fn.line
+        # the file of an `@epic` function (library code); None for the program being run
+        self.filename: str | None = getattr(fn, "filename", None)
         self.nparams = len(fn.params)
         self.param_names = tuple(getattr(fn, "param_names", ()) or (p.name for p in fn.params))
         slots: dict[Var, int] = {}
@@ -170,7 +172,10 @@ class Template:
                 case Global(out, name, line):
                     ops.append((GLOBAL, slots[out], name, line, getattr(s, "soft", False)))
                 case Def(out, inner, defaults):
-                    ops.append((DEF, slots[out], template_of(inner, intrinsics), tuple(slots[v] for v in inner.free),
+                    inner_t = template_of(inner, intrinsics)
+                    if inner_t.filename is None:           # nested defs and loop bodies: the same file
+                        inner_t.filename = self.filename
+                    ops.append((DEF, slots[out], inner_t, tuple(slots[v] for v in inner.free),
                                 tuple(slots[v] for v in defaults)))
                 case Pack(out, items, kind):
                     ops.append((PACK, slots[out], tuple(slots[v] for v in items), kind))
@@ -204,12 +209,13 @@ class CallNode:
 
     `path` says where the node sits in the program's unfolding (which call instantiated its body, which
     loop iteration emitted it): with `site.uid` it names the call independently of the schedule, which
-    is what numbers identical sampled requests (see `identity`)."""
+    is what numbers identical sampled requests (see `identity`). `origin`: inside library code, the
+    line of the run's own code that led here."""
 
-    __slots__ = ("fn", "args", "out", "io_in", "io_out", "site", "path")
+    __slots__ = ("fn", "args", "out", "io_in", "io_out", "site", "path", "origin")
 
     def __init__(self, fn: Cell, args: list, out: Cell, io_in: Cell | None, io_out: Cell | None, site: Site,
-                 path: int = 0):
+                 path: int = 0, origin: int | None = None):
         self.fn = fn
         self.args = args
         self.out = out
@@ -217,6 +223,7 @@ class CallNode:
         self.io_out = io_out
         self.site = site
         self.path = path
+        self.origin = origin
 
     def identity(self) -> int:
         """A number for this call that is the same under every strategy (the path of the body it

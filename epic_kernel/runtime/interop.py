@@ -113,6 +113,7 @@ def epic(fn: Callable | None = None, **run_options: Any) -> Any:
         source = textwrap.dedent("".join(lines))
         filename = inspect.getsourcefile(f) or "<epic>"
         ir = compile_function(source, filename=filename, first_line=first)
+        ir.filename = filename        # its template marks calls inside it as library calls (user_line)
         defaults = tuple(f.__defaults__ or ())
         clo = make_closure(ir, f.__globals__, defaults)
         ef = EpicFunction(clo, f.__name__, **run_options)

@@ -156,7 +156,7 @@ def _emit_calls(ev: Any, node: Any, fn: Cell, arglists: list[list[Cell]], site: 
         last = len(arglists) - 1
         for i, args in enumerate(arglists):
             io_next = None if io is None else (io_last if i == last else Cell())
-            yield CallNode(fn, args, outs[i], io, io_next, site, hash((base, i)))
+            yield CallNode(fn, args, outs[i], io, io_next, site, hash((base, i)), node.origin)
             io = io_next
 
     ev.emit_lazily(nodes())
@@ -185,9 +185,9 @@ def _fold(ev: Any, node: Any) -> None:
         s1 = Cell()
         io_mid = Cell() if node.io_in is not None else None
         base = node.identity()
-        ev._push_many([CallNode(step, [s0, head], s1, node.io_in, io_mid, node.site, hash((base, 0))),
+        ev._push_many([CallNode(step, [s0, head], s1, node.io_in, io_mid, node.site, hash((base, 0)), node.origin),
                        CallNode(Cell(node.fn.root().val), [tail, s1, step], node.out, io_mid, node.io_out,
-                                node.site, hash((base, 1)))])
+                                node.site, hash((base, 1)), node.origin)])
         node.io_out = None
         return
     items = _elements(ev, node, xs)
@@ -211,7 +211,7 @@ def _fold(ev: Any, node: Any) -> None:
         for i, x in enumerate(items):
             nxt = final if i == last else Cell()
             io_next = None if io is None else (io_final if i == last else Cell())
-            yield CallNode(step, [cur, x], nxt, io, io_next, node.site, hash((base, i)))
+            yield CallNode(step, [cur, x], nxt, io, io_next, node.site, hash((base, i)), node.origin)
             cur, io = nxt, io_next
 
     ev.emit_lazily(nodes())
@@ -230,9 +230,9 @@ def _map(ev: Any, node: Any) -> None:
         y, rest = Cell(), Cell()
         io_mid = Cell() if node.io_in is not None else None
         base = node.identity()
-        ev._push_many([CallNode(fn, [head], y, node.io_in, io_mid, node.site, hash((base, 0))),
+        ev._push_many([CallNode(fn, [head], y, node.io_in, io_mid, node.site, hash((base, 0)), node.origin),
                        CallNode(Cell(node.fn.root().val), [tail, fn], rest, io_mid, node.io_out, node.site,
-                                hash((base, 1)))])
+                                hash((base, 1)), node.origin)])
         node.io_out = None
         ev.bind(node.out, PackVal((y, rest), "cons"))
         return
@@ -277,7 +277,8 @@ def _filter(ev: Any, node: Any) -> None:
 
 def _chain(ev: Any, node: Any, op: Intrinsic, arg: Any) -> None:
     """Continue with another structural step on a pack we just built."""
-    ev._push(CallNode(Cell(op), [Cell(arg), Cell(_Progress())], node.out, None, None, node.site, node.path))
+    ev._push(CallNode(Cell(op), [Cell(arg), Cell(_Progress())], node.out, None, None, node.site, node.path,
+                      node.origin))
 
 
 class _Progress:
@@ -546,7 +547,7 @@ def _lines(ev: Any, node: Any) -> None:
         parts = (buf + str(h)).split("\n")
         more = Cell()
         ev._push(CallNode(Cell(_LINES), [v.items[1], Cell(parts[-1])], more, None, None, node.site,
-                          hash((node.identity(), 1))))
+                          hash((node.identity(), 1)), node.origin))
         out: Cell = more
         for line in reversed(parts[:-1]):
             out = Cell(PackVal((Cell(line), out), "cons"))
@@ -752,7 +753,7 @@ def _consuming(mode: str) -> Callable[[Any, Any], bool]:
         if items is not None:                            # the walk takes over the print token
             state = _Consumer(mode, GenCursor(v, items, node.io_in), node.args[1] if nargs == 2 else None)
             ev._push(CallNode(Cell(_CONSUME), [Cell(state)], node.out, node.io_in, node.io_out, node.site,
-                              node.path))
+                              node.path, node.origin))
             node.io_out = None
         return True
 

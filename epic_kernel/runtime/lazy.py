@@ -25,14 +25,15 @@ class LazySeq:
     (keep, element), "filter" whether to keep the input element, "flatmap" a list of elements), and,
     once something demanded all of it, the cell of the full list."""
 
-    __slots__ = ("xs", "fn", "op", "path", "site", "full")
+    __slots__ = ("xs", "fn", "op", "path", "site", "origin", "full")
 
-    def __init__(self, xs: Cell, fn: Cell, op: str, path: int, site: Any):
+    def __init__(self, xs: Cell, fn: Cell, op: str, path: int, site: Any, origin: int | None = None):
         self.xs = xs
         self.fn = fn
         self.op = op
         self.path = path
         self.site = site
+        self.origin = origin            # inside library code: the run's own line that led here
         self.full: Cell | None = None
 
     @property
@@ -64,7 +65,7 @@ def genexp(ev: Any, node: Any) -> None:
     xs, fn, op = node.args
     ev.n_delta += 1
     ev.pass_io(node)
-    ev.bind(node.out, LazySeq(xs, fn, op.val, node.identity(), node.site))
+    ev.bind(node.out, LazySeq(xs, fn, op.val, node.identity(), node.site, node.origin))
 
 
 def materialize(ev: Any, gen: LazySeq, consumer: Any = None) -> Cell:
@@ -79,7 +80,8 @@ def materialize(ev: Any, gen: LazySeq, consumer: Any = None) -> Cell:
         if consumer is not None and getattr(consumer, "io_out", None) is not None:
             io_in, io_out = consumer.io_in, Cell()
             consumer.io_in = io_out
-        ev._push(CallNode(Cell(INTRINSICS[gen.op]), [gen.xs, gen.fn], gen.full, io_in, io_out, gen.site, gen.path))
+        ev._push(CallNode(Cell(INTRINSICS[gen.op]), [gen.xs, gen.fn], gen.full, io_in, io_out, gen.site, gen.path,
+                          gen.origin))
     return gen.full
 
 
@@ -93,7 +95,8 @@ def advance(ev: Any, node: Any, cur: GenCursor) -> Any:
                 return None
             out = Cell()
             io_next = None if cur.io is None else Cell()
-            ev._push(CallNode(gen.fn, [cur.items[cur.i]], out, cur.io, io_next, gen.site, hash((gen.path, cur.i))))
+            ev._push(CallNode(gen.fn, [cur.items[cur.i]], out, cur.io, io_next, gen.site, hash((gen.path, cur.i)),
+                              gen.origin))
             cur.pending, cur.io = out, io_next
         if gen.op == "map":
             cell, cur.pending = cur.pending, None
