@@ -327,3 +327,13 @@ def test_calls_of_callbacks_run_by_host_code_are_in_the_run_and_numbered_by_plac
 ])
 def test_lambdas_used_up_by_next_or_inside_comprehensions_are_not_late_binding(source: str) -> None:
     agrees_with_python(source)
+
+
+@pytest.mark.parametrize("source", [
+    "for x8 in filter(lambda q9: print('k', q9) or True, [3, slow(4)]):\n    print('body', x8)\n1",
+    "for x8 in map(lambda q9: print('k', q9) or q9, [slow(3), 4]):\n    print('body', x8)\n1",
+    "t = 0\nfor x in (print('g', y) or y for y in [1, slow(2), 3] if y != 2):\n    print('b', x)\n    t = t + x\nt",
+    "for x8 in filter(lambda q9: print('k', q9) or q9 > 3, [3, 4]):\n    if x8 > 9:\n        continue\n    print('b', x8)",
+])
+def test_loops_over_lazy_iterables_interleave_prints_like_python(source: str) -> None:
+    agrees_with_python(source)

@@ -752,7 +752,8 @@ def _loop_x(self: Builder, s: ast.For | ast.While, names: list[str]) -> Var:
                            line=line)
 
         if is_for:
-            has, x, nxt = c.unpack(c.intrinsic("next", [pvars[0]], line), ["has", "x", "next"], line)
+            # with the print token: a lazy iterable's element (its callback) prints between iterations
+            has, x, nxt = c.unpack(c.intrinsic("next", [pvars[0]], line, io=True), ["has", "x", "next"], line)
             c.env["%x"], c.env["%next"] = x, nxt
             test = has
         else:

@@ -190,6 +190,9 @@ def _fold(ev: Any, node: Any) -> None:
                                 node.site, hash((base, 1)), node.origin)])
         node.io_out = None
         return
+    if v.__class__ is LazySeq and v.lazy and v.full is None and node.io_in is not None:
+        _fold_lazy(ev, node, v)
+        return
     items = _elements(ev, node, xs)
     if items is None:
         return
@@ -219,6 +222,58 @@ def _fold(ev: Any, node: Any) -> None:
         ev.alias(node.io_out, io_final)
         node.io_out = None
     ev.alias(node.out, final)
+
+
+def _fold_lazy(ev: Any, node: Any, gen: LazySeq) -> None:
+    """`for x in map(f, xs)` / a filter / a generator expression, without early exit: every element
+    and every iteration at once, as for a list, but with the print token going element 0, body 0,
+    element 1, body 1, ... as Python's lazy iteration prints. A filtered-out element's iteration
+    passes the state on (`%step_if`)."""
+    xs, s0, step = node.args
+    items = _elements(ev, node, gen.xs)
+    if items is None:
+        return
+    ev.n_delta += 1
+    base = node.identity()
+    io = node.io_in
+    cur = s0
+    nodes = []
+    for i, x in enumerate(items):
+        elem, io_mid, io_next, nxt = Cell(), Cell(), Cell(), Cell()
+        nodes.append(CallNode(gen.fn, [x], elem, io, io_mid, gen.site, hash((gen.path, i)), gen.origin))
+        if gen.op == "map":
+            nodes.append(CallNode(step, [cur, elem], nxt, io_mid, io_next, node.site, hash((base, i)), node.origin))
+        else:
+            nodes.append(CallNode(Cell(_STEP_IF), [Cell(gen.op), elem, x, cur, step], nxt, io_mid, io_next, node.site,
+                                  hash((base, i)), node.origin))
+        cur, io = nxt, io_next
+    ev.emit_lazily(iter(nodes))
+    ev.alias(node.io_out, io)
+    node.io_out = None
+    ev.alias(node.out, cur)
+
+
+def _step_if(ev: Any, node: Any) -> None:
+    """One iteration of a loop over a filtered lazy sequence: the body if the element is kept, else
+    the state (and the print token) pass through."""
+    op, elem, x, cur, step = node.args
+    if op.val == "filter":
+        flag_cell, value = elem, x
+    else:                                             # mapfilter: the element's call gave (keep, value)
+        pair = demand(ev, node, elem)
+        if pair is NOT_READY:
+            return
+        flag_cell, value = pair.items
+    flag = demand(ev, node, flag_cell)
+    if flag is NOT_READY:
+        return
+    if not truthy(flag):
+        ev.n_delta += 1
+        ev.pass_io(node)
+        ev.alias(node.out, cur)
+        return
+    ev._push(CallNode(step, [cur, value], node.out, node.io_in, node.io_out, node.site, node.path, node.origin))
+    node.io_out = None
 
 
 def _map(ev: Any, node: Any) -> None:
@@ -629,6 +684,7 @@ _GETITEM_STRICT = INTRINSICS["getitem"]
 _BOOL_STRICT = INTRINSICS["bool"]
 INTRINSICS.update({name: Intrinsic(name, fn, structural=True) for name, fn in _STRUCTURAL.items()})
 _KEEP = Intrinsic("keep", _keep, structural=True)
+_STEP_IF = Intrinsic("step_if", _step_if, structural=True)
 _CONCAT = Intrinsic("concat_lists", _concat, structural=True)
 _LINES = INTRINSICS["lines"]
 
