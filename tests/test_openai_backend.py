@@ -446,3 +446,21 @@ def test_one_backend_many_loops(srv):
     assert sorted(results) == ["echo: t0", "echo: t1", "echo: t2", "echo: t3", "echo: t9"]
     b.close()
     b.close()
+
+
+def test_usage_unknown_is_none_not_zero():
+    """A server that ignores stream_options.include_usage (llama-cpp-python's) leaves token counts
+    unknown: None on the response and on the run's call record, never 0."""
+    from epic_kernel import run as epic_run
+
+    with FakeOpenAIServer(usage=False) as srv:
+        b = backend(srv, model="m")
+        res = epic_run('a = llm("one two")\nb = llm("three", stream=True)\n[a, "".join(b)]', backend=b)
+        assert res.value == ["echo: one two", "echo: three"]
+        assert [(c.tokens_in, c.tokens_out) for c in res.calls] == [(None, None), (None, None)]
+        b.close()
+    with FakeOpenAIServer() as srv:                     # the same server reporting usage: counted
+        b = backend(srv, model="m")
+        res = epic_run('llm("one two")', backend=b)
+        assert (res.calls[0].tokens_in, res.calls[0].tokens_out) == (5, 3)
+        b.close()
