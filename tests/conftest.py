@@ -64,6 +64,11 @@ def engine_factory(tmp_path_factory: pytest.TempPathFactory):
     started = []
 
     def make(kind: str, **kw):
+        from epic_kernel.testing.engines import EngineServer
+
+        url = os.environ.get("EPIC_TEST_VLLM_PORT") if kind == "vllm" and not kw else None
+        if url:     # while iterating: a vLLM server already running on this port (started by hand)
+            return EngineServer([], int(url), tmp_path_factory.mktemp("attached") / "none.log")
         srv = _engine_server(kind, tmp_path_factory, **kw).start()
         started.append(srv)
         return srv

@@ -70,8 +70,8 @@ def test_runs_on_many_event_loops(vb):
 def test_stream_stop_seed_and_prefill(vb):
     async def main():
         chunks = [c async for c in vb.stream(LLMRequest.build("Name three colours.", params=SamplingParams(max_tokens=30)))]
-        stopped = await vb.generate(LLMRequest.build("Count from 1 to 20, separated by commas.",
-                                                     params=SamplingParams(max_tokens=60, stop=(",",))))
+        stopped = await vb.generate(LLMRequest.build("Count from 1 to 20, one number per line.",
+                                                     params=SamplingParams(max_tokens=60, stop=("\n",))))
         hot = SamplingParams(max_tokens=20, temperature=1.0, seed=99)
         s1 = await vb.generate(LLMRequest.build("Write a word.", params=hot))
         s2 = await vb.generate(LLMRequest.build("Write a word.", params=hot))
@@ -81,7 +81,7 @@ def test_stream_stop_seed_and_prefill(vb):
     chunks, stopped, s1, s2, pre = arun(main())
     final = chunks[-1].response
     assert len(chunks) > 3 and "".join(c.text for c in chunks) == final.text and final.tokens_out > 0
-    assert "," not in stopped.text and stopped.text.strip()
+    assert "\n" not in stopped.text and stopped.text.strip() and stopped.finish_reason == "stop"
     assert s1.text == s2.text
     assert pre.text.strip() and not pre.text.lstrip().startswith("1.")
 
