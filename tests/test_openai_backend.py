@@ -190,9 +190,10 @@ def test_env_configuration(monkeypatch):
     {"kind": "malformed"},
     {"kind": "delay", "seconds": 3.0},        # longer than the 0.3 s timeout below
 ], ids=lambda f: f["kind"] + str(f.get("status", "")))
-def test_retried_then_success(srv, fault):
+@pytest.mark.parametrize("streamed", [True, False], ids=["streamed", "plain"])
+def test_retried_then_success(srv, fault, streamed):
     srv.add_fault(**fault)
-    b = backend(srv, model="m", timeout=0.3)
+    b = backend(srv, model="m", timeout=0.3, queue_timeout=0.3, stream_generate=streamed)
 
     async def main():
         r = await b.generate(LLMRequest.build("retry me"))
@@ -252,9 +253,11 @@ def test_retries_exhausted_raise_a_clear_error(srv):
     assert srv.stats["requests"] == 3
 
 
-def test_timeouts_exhausted(srv):
+@pytest.mark.parametrize("streamed,message", [(True, "not started within queue_timeout=0.2 s"),
+                                               (False, "no answer within 0.2 s")], ids=["streamed", "plain"])
+def test_timeouts_exhausted(srv, streamed, message):
     srv.add_fault("delay", seconds=5.0, times=None)
-    b = backend(srv, model="m", timeout=0.2, max_retries=1)
+    b = backend(srv, model="m", timeout=0.2, queue_timeout=0.2, max_retries=1, stream_generate=streamed)
 
     async def main():
         try:
@@ -262,9 +265,43 @@ def test_timeouts_exhausted(srv):
         finally:
             await b.aclose()
 
-    with pytest.raises(BackendTimeout, match="no answer within 0.2 s"):
+    with pytest.raises(BackendTimeout, match=message):
         run(main())
     assert srv.stats["requests"] == 2
+
+
+def test_time_queued_at_the_server_is_not_the_timeout(srv):
+    """A server silent for 1 s before it starts (queued) is fine with timeout=0.3: only silence once
+    the answer has started counts against `timeout`. (tests/test_engines.py does this on llama-server.)"""
+    srv.add_fault("delay", seconds=1.0)
+    b = backend(srv, model="m", timeout=0.3, max_retries=0)
+
+    async def main():
+        r = await b.generate(LLMRequest.build("queued"))
+        await b.aclose()
+        return r
+
+    assert run(main()).text == "echo: queued" and srv.stats["requests"] == 1
+
+
+def test_a_stalled_stream_times_out_and_is_closed():
+    """Silence between chunks longer than `timeout` gives up, and the connection is closed (the
+    server sees the disconnect, which is how real servers abort the request)."""
+    with FakeOpenAIServer(chunk_delay=2.0) as srv:
+        b = backend(srv, model="m", timeout=0.3, max_retries=0)
+
+        async def main():
+            try:
+                await b.generate(LLMRequest.build("one two three"))
+            finally:
+                await b.aclose()
+
+        with pytest.raises(BackendTimeout, match="no progress for 0.3 s"):
+            run(main())
+        deadline = time.monotonic() + 10
+        while srv.stats["disconnects"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert srv.stats["disconnects"] == 1
 
 
 @pytest.mark.parametrize("status,cls", [(400, BadRequest), (404, BadRequest), (422, BadRequest),

@@ -40,12 +40,14 @@ Timeouts and queueing
 `generate()` streams under the hood (`stream_generate=True`), because a non-streamed request is
 silent until it is complete: the client cannot tell a request queued behind 200 others at a busy
 server from a dead one, times it out, retries it (more load), and the abandoned request keeps
-running there. Streamed, the HTTP headers say the server has accepted the request (within
-`timeout`), the first chunk that it has started it (within `queue_timeout`, default no limit: a
-queued request waits its turn), and each later chunk must come within `timeout`. Giving up for any
-reason, or being cancelled, closes the connection, which is how vLLM, llama-server and `epic serve`
-learn to abort the request. Usage comes from `stream_options.include_usage`; a server that ignores
-it leaves tokens unknown (None), never 0.
+running there. Streamed, the first chunk says the server has started the request: until then the
+request may be queued, bounded by `queue_timeout` (600 s; None: no limit), and from then on each
+chunk must follow the last within `timeout` (connecting too). Giving up for any reason, or being
+cancelled, closes the connection, which is how vLLM, llama-server and `epic serve` learn to abort
+the request, queued or running. `stream_generate=False` sends plain requests (one SSE event per
+token costs client CPU at GPU rates), and `timeout` then bounds the whole answer, queueing included.
+Usage comes from `stream_options.include_usage`; a server that ignores it leaves tokens unknown
+(None), never 0.
 
 Raise `max_concurrency` to what the deployment can batch (vLLM's --max-num-seqs, 256 by default);
 the AIMD cap backs off by itself if the server pushes back with 429s. Several `epic serve`
@@ -193,11 +195,7 @@ class _Failure:
 
 
 class _Timeout(Exception):
-    """One of our own deadlines (headers, first chunk, next chunk) passed; the message says which."""
-
-    def __init__(self, message: str, retryable: bool = True):
-        super().__init__(message)
-        self.retryable = retryable
+    """One of our own deadlines (start of the answer, next chunk) passed; the message says which."""
 
 
 class _Malformed(Exception):
@@ -228,7 +226,7 @@ class OpenAIBackend(Backend):
     name = "openai"
 
     def __init__(self, base_url: str | None = None, api_key: str | None = None, model: str | None = None, *,
-                 max_concurrency: int = 64, timeout: float = 60.0, queue_timeout: float | None = None,
+                 max_concurrency: int = 64, timeout: float = 60.0, queue_timeout: float | None = 600.0,
                  max_retries: int = 5, guided: str | None = "auto", stream_generate: bool = True,
                  backoff_base: float = 0.5, backoff_max: float = 30.0,
                  max_retry_after: float = 120.0, extra_body: dict | None = None,
@@ -455,24 +453,34 @@ class OpenAIBackend(Backend):
               "timeout": openai.Timeout(self.timeout, read=None)}
         parts: list[str] = []
         finish, usage, stream = None, None, None
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+
+        def queued() -> _Timeout:
+            return _Timeout(f"not started within queue_timeout={self.queue_timeout:g} s (queued at the server, "
+                            "or it hangs)")
+
         try:
-            try:
-                stream = await asyncio.wait_for(create(**kw), self.timeout)
+            try:     # vLLM sends the headers at once; llama-server only when a slot takes the request
+                stream = await asyncio.wait_for(create(**kw), self.queue_timeout)
             except TimeoutError:
-                raise _Timeout(f"no answer within {self.timeout:g} s") from None
+                raise queued() from None
             chunks = aiter(stream)
-            limit, first = self.queue_timeout, True
+            first = True
             while True:
+                if first:
+                    limit = None if self.queue_timeout is None else max(0.0, start + self.queue_timeout - loop.time())
+                else:
+                    limit = self.timeout
                 try:
                     chunk = await asyncio.wait_for(anext(chunks), limit)
                 except StopAsyncIteration:
                     break
                 except TimeoutError:
                     if first:
-                        raise _Timeout(f"not started within queue_timeout={limit:g} s (queued at the server)",
-                                       retryable=False) from None
+                        raise queued() from None
                     raise _Timeout(f"no progress for {limit:g} s (timeout)") from None
-                limit, first = self.timeout, False
+                first = False
                 if getattr(chunk, "usage", None):
                     usage = chunk.usage
                 for choice in getattr(chunk, "choices", None) or ():
@@ -523,7 +531,7 @@ class OpenAIBackend(Backend):
             cls = AuthError if status in (401, 403) else BadRequest
             return _Failure(cls, msg, status, False)
         if isinstance(exc, _Timeout):
-            return _Failure(BackendTimeout, str(exc), None, exc.retryable)
+            return _Failure(BackendTimeout, str(exc), None, True)
         if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException | TimeoutError):
             return _Failure(BackendTimeout, f"no answer within {self.timeout:g} s", None, True)
         if isinstance(exc, openai.APIConnectionError | httpx2.TransportError):
