@@ -17,7 +17,7 @@ Workloads (epic programs through `run()`; wall time of the whole program):
 
     fan-out N     N independent `llm("Explain <topic> in two sentences.", max_tokens=64)`, N = 1, 16, 64;
                   16 also under strategy="sequential" (speed-up = sequential / opportunistic)
-    SoT           Skeleton-of-Thought (`programs.sot`, max_tokens=128) on the first question of each of
+    SoT           Skeleton-of-Thought (`programs.sot`, max_tokens=96) on the first question of each of
                   the 5 SoT-suitable Vicuna categories, one after another
     ToT level     the value phase of one Tree-of-Thoughts level on the Game of 24: 8 states x 3
                   evaluations (one greedy, two sampled with seeds) = 24 concurrent calls
@@ -86,7 +86,7 @@ def measure(backend: Any, *, quick: bool) -> dict:
     t0 = time.perf_counter()
     sot_tokens, used = 0, 0
     for q in questions:
-        out = sot.run(q["text"], max_tokens=32 if quick else 128, expand_with="point", backend=backend)
+        out = sot.run(q["text"], max_tokens=32 if quick else 96, expand_with="point", backend=backend)
         sot_tokens += _tokens(out.calls) or 0
         used += bool(out.value["used_sot"])
     res["sot"] = {"questions": len(questions), "wall_s": time.perf_counter() - t0, "tokens": sot_tokens,
