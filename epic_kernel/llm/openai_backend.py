@@ -292,7 +292,7 @@ class OpenAIBackend(Backend):
         needs_dialect = not self._probed and (request.prefill is not None or request.params.regex is not None
                                               or request.params.choices is not None)
         if (not request.model and self.default_model is None) or needs_dialect:
-            await self._probe(st, needs_dialect)
+            await self._probe(st)
         self.check(request)
         model = request.model or self.default_model
         assert model is not None
@@ -300,7 +300,7 @@ class OpenAIBackend(Backend):
             request = await self._render_prefill(request, model, st)
         return request, model
 
-    async def _probe(self, st: _LoopState, needs_dialect: bool) -> None:
+    async def _probe(self, st: _LoopState) -> None:
         """One GET /models per backend: the default model (the server's first) and, for guided="auto",
         the dialect from its `owned_by`. A server without /models is treated as plain OpenAI."""
         if st.probe_lock is None:
@@ -311,10 +311,8 @@ class OpenAIBackend(Backend):
             try:
                 page = await st.client.models.list()
                 first = page.data[0]
-            except openai.APIStatusError as exc:
-                first, exc_ = None, exc
-            except IndexError as exc:
-                first, exc_ = None, exc
+            except (openai.APIStatusError, IndexError) as exc:     # no /models, or an empty list
+                first, why = None, exc
             except Exception as exc:
                 failure = self._classify(exc)
                 raise failure.kind(f"cannot reach {self.base_url}/models: {failure.message}",
@@ -325,7 +323,7 @@ class OpenAIBackend(Backend):
                 self._probed = True
             if self.default_model is None:
                 if first is None:
-                    raise BadRequest(f"no model given and {self.base_url}/models lists none ({exc_}); "
+                    raise BadRequest(f"no model given and {self.base_url}/models lists none ({why}); "
                                      "pass model= or set EPIC_OPENAI_MODEL", backend=self.name)
                 self.default_model = first.id
 
