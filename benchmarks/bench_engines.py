@@ -61,7 +61,12 @@ TOT_SRC = ('out = [llm(prompt.format(numbers=s), max_tokens=48, temperature=0.0 
 
 
 # ------------------------------------------------------------------------------------ workloads
-def measure(backend: Any, *, quick: bool) -> dict:
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def measure(backend: Any, *, quick: bool, new: int = 64, n_seq: int = 16, sot_tokens: int = 96,
+            say: Any = _say) -> dict:
     """Every workload on one backend; returns times, tokens and the greedy answers."""
     from epic_kernel import run
     from epic_kernel.programs.tot import VALUE_PROMPT
@@ -71,32 +76,36 @@ def measure(backend: Any, *, quick: bool) -> dict:
     fanouts = (1, 4) if quick else FANOUTS
     for n in fanouts:
         t0 = time.perf_counter()
-        r = run(FANOUT_SRC, backend=backend, namespace={"topics": TOPICS[:n], "new": NEW})
+        r = run(FANOUT_SRC, backend=backend, namespace={"topics": TOPICS[:n], "new": new})
         wall = time.perf_counter() - t0
         res["fanout"][str(n)] = {"wall_s": wall, "tokens": _tokens(r.calls), "answers": r.value}
-    n_seq = 4 if quick else 16
+        say(f"   fan-out {n}: {wall:.2f} s")
+    n_seq = 4 if quick else n_seq
     t0 = time.perf_counter()
-    r = run(FANOUT_SRC, backend=backend, namespace={"topics": TOPICS[:n_seq], "new": NEW}, strategy="sequential")
+    r = run(FANOUT_SRC, backend=backend, namespace={"topics": TOPICS[:n_seq], "new": new}, strategy="sequential")
     res["sequential"] = {"n": n_seq, "wall_s": time.perf_counter() - t0, "answers": r.value}
+    say(f"   sequential {n_seq}: {res['sequential']['wall_s']:.2f} s")
 
     from benchmarks.bench_sot import SUITABLE, load_questions
     from epic_kernel.programs.sot import sot
 
     questions = [next(q for q in load_questions() if q["category"] == c) for c in SUITABLE][: 1 if quick else 5]
     t0 = time.perf_counter()
-    sot_tokens, used = 0, 0
+    n_sot, used = 0, 0
     for q in questions:
-        out = sot.run(q["text"], max_tokens=32 if quick else 96, expand_with="point", backend=backend)
-        sot_tokens += _tokens(out.calls) or 0
+        out = sot.run(q["text"], max_tokens=32 if quick else sot_tokens, expand_with="point", backend=backend)
+        n_sot += _tokens(out.calls) or 0
         used += bool(out.value["used_sot"])
-    res["sot"] = {"questions": len(questions), "wall_s": time.perf_counter() - t0, "tokens": sot_tokens,
+    res["sot"] = {"questions": len(questions), "wall_s": time.perf_counter() - t0, "tokens": n_sot,
                   "used_sot": used}
+    say(f"   SoT: {res['sot']['wall_s']:.2f} s")
 
     states = TOT_STATES[:2] if quick else TOT_STATES
     t0 = time.perf_counter()
     r = run(TOT_SRC, backend=backend, namespace={"prompt": VALUE_PROMPT, "states": states})
     res["tot"] = {"calls": len(r.calls), "wall_s": time.perf_counter() - t0, "tokens": _tokens(r.calls),
                   "greedy": r.value[::3]}
+    say(f"   ToT level: {res['tot']['wall_s']:.2f} s")
     return res
 
 
@@ -112,6 +121,10 @@ def openai_backend(base_url: str) -> Any:
     return OpenAIBackend(base_url=base_url, api_key="none", model="smollm2", max_concurrency=64, timeout=600)
 
 
+def sizes(args: argparse.Namespace) -> dict:
+    return {"quick": args.quick, "new": args.new, "n_seq": args.seq, "sot_tokens": args.sot_tokens}
+
+
 def run_engine(name: str, args: argparse.Namespace, logs: Path) -> dict:
     from epic_kernel.testing import engines
 
@@ -121,7 +134,7 @@ def run_engine(name: str, args: argparse.Namespace, logs: Path) -> dict:
 
         b = TransformersBackend("smollm2", device=args.device, dtype=args.dtype, max_batch_size=64, shared=False)
         try:
-            return {"start_s": time.perf_counter() - t0, **measure(b, quick=args.quick)}
+            return {"start_s": time.perf_counter() - t0, **measure(b, **sizes(args))}
         finally:
             b.close()
     if name == "vllm":
@@ -144,7 +157,7 @@ def run_engine(name: str, args: argparse.Namespace, logs: Path) -> dict:
     with srv:
         b = openai_backend(srv.base_url)
         try:
-            return {"start_s": srv.ready_s, **measure(b, quick=args.quick)}
+            return {"start_s": srv.ready_s, **measure(b, **sizes(args))}
         finally:
             b.close()
 
@@ -163,7 +176,8 @@ def vllm_in_child(args: argparse.Namespace, logs: Path) -> dict:
     env = engines.vllm_server_env()
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     cmd = [str(py), "-m", "benchmarks.bench_engines", "--worker", "vllm", "--json", str(out),
-           "--device", args.device, "--dtype", args.dtype, *(["--quick"] if args.quick else [])]
+           "--device", args.device, "--dtype", args.dtype, "--new", str(args.new), "--seq", str(args.seq),
+           "--sot-tokens", str(args.sot_tokens), *(["--quick"] if args.quick else [])]
     with open(logs / "vllm-worker.log", "wb") as log:
         p = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     if p.returncode:
@@ -177,7 +191,7 @@ def worker(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     b = VLLMBackend("smollm2", dtype=args.dtype)
     try:
-        res = {"start_s": time.perf_counter() - t0, **measure(b, quick=args.quick)}
+        res = {"start_s": time.perf_counter() - t0, **measure(b, **sizes(args))}
     finally:
         b.close()
     Path(args.json).write_text(json.dumps(res))
@@ -196,12 +210,14 @@ def agreement(ref: dict, res: dict) -> str:
 def markdown(results: dict) -> str:
     meta, rows = results["meta"], results["engines"]
     ref = rows.get("batcher")
-    fan = [k for k in rows[next(iter(rows))]["fanout"]] if rows else []
+    ok = [r for r in rows.values() if "error" not in r]
+    fan = list(ok[0]["fanout"]) if ok else []
     head = ["engine", "start"] + [f"{n} concurrent" for n in fan] + [
         f"tok/s @{fan[-1] if fan else ''}", "sequential", "speed-up", "SoT (5 q)", "ToT level (24 calls)", "greedy = batcher"]
     lines = [f"# Engines side by side ({meta['device']}, {meta['dtype']})", "",
              f"Machine: {meta['machine']}; {meta['when']}; one run, engines one after another. "
-             f"SmolLM2-135M-Instruct; fan-out answers {NEW} tokens; CPU numbers are not GPU numbers.", "",
+             f"SmolLM2-135M-Instruct; fan-out answers up to {meta.get('new', NEW)} tokens, SoT "
+             f"{meta.get('sot_tokens', 96)} tokens per call; CPU numbers are not GPU numbers.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in rows.items():
         if "error" in r:
@@ -237,6 +253,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
+    ap.add_argument("--new", type=int, default=NEW, help="tokens per fan-out answer (default 64)")
+    ap.add_argument("--seq", type=int, default=16, help="calls in the sequential run (default 16)")
+    ap.add_argument("--sot-tokens", type=int, default=96, help="SoT's max_tokens per call (default 96)")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--vllm-python", default=None, help="the python of a venv with vLLM (default: make vllm-env's)")
     ap.add_argument("--worker", choices=("vllm",), help=argparse.SUPPRESS)
@@ -252,27 +271,21 @@ def main(argv: list[str] | None = None) -> dict:
         ap.error(f"unknown engine(s) {', '.join(bad)}; choose from {', '.join(ENGINES)}")
     results: dict[str, Any] = {"meta": {"device": args.device, "dtype": args.dtype, "machine": machine(),
                                         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                                        "quick": args.quick}, "engines": {}}
+                                        **sizes(args)}, "engines": {}}
+    out = args.out / ("quick" if args.quick else "")
+    out.mkdir(parents=True, exist_ok=True)
+    stem = "engines" if args.device == "cpu" else f"engines-{args.device}"
     with tempfile.TemporaryDirectory(prefix="bench-engines-") as tmp:
         for name in names:
-            print(f"== {name}", flush=True)
+            _say(f"== {name}")
             try:
                 results["engines"][name] = run_engine(name, args, Path(tmp))
             except Exception as e:    # one engine failing must not lose the others' numbers
                 results["engines"][name] = {"error": f"{type(e).__name__}: {e}"}
-                print(f"   failed: {e}", flush=True)
-                continue
-            r = results["engines"][name]
-            print("   " + ", ".join(f"{n}: {v['wall_s']:.2f} s" for n, v in r["fanout"].items())
-                  + f", sequential {r['sequential']['wall_s']:.1f} s, SoT {r['sot']['wall_s']:.1f} s, "
-                  f"ToT {r['tot']['wall_s']:.2f} s", flush=True)
-    out = args.out / ("quick" if args.quick else "")
-    out.mkdir(parents=True, exist_ok=True)
-    stem = "engines" if args.device == "cpu" else f"engines-{args.device}"
-    (out / f"{stem}.json").write_text(json.dumps(results, indent=1))
-    md = markdown(results)
-    (out / f"{stem}.md").write_text(md)
-    print(md)
+                _say(f"   failed: {e}")
+            (out / f"{stem}.json").write_text(json.dumps(results, indent=1))   # after each engine: partial
+            (out / f"{stem}.md").write_text(markdown(results))                  # results survive
+    print(markdown(results))
     return results
 
 
