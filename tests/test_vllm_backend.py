@@ -37,7 +37,9 @@ def test_vllm_backend_cases_in_the_vllm_venv():
 def test_without_vllm_the_error_says_what_to_do():
     if importlib.util.find_spec("vllm") is not None:
         pytest.skip("vLLM is installed in this venv")
-    from epic_kernel import run
+    from epic_kernel import EpicError, run
 
-    with pytest.raises(ImportError, match="pip install vllm"):
+    with pytest.raises(EpicError) as ei:
         run('llm("hi")', backend="vllm")
+    err = ei.value.failures[0].error
+    assert isinstance(err, ImportError) and "pip install vllm" in str(err) and "--no-deps" in str(err)
