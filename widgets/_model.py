@@ -183,8 +183,8 @@ class RunModel:
         for c in calls:
             counts[c.state] = counts.get(c.state, 0) + 1
             cached += c.cached
-            tokens_in += c.tokens_in
-            tokens_out += c.tokens_out
+            tokens_in += c.tokens_in or 0        # None: usage unknown (the row shows "?")
+            tokens_out += c.tokens_out or 0
             if c.state != "queued":          # waiting (for the model to load, a slot) is not work
                 busy += (c.end if c.end is not None else now) - c.start
             if c.batch_id is not None:
@@ -249,7 +249,8 @@ def _row(c: Any, t0: float, now: float) -> dict[str, Any]:
     if c.state == "failed" and c.error is not None and not result:
         result = f"{type(c.error).__name__}: {c.error}"
     return {"id": c.id, "line": _line(c), "fn": c.fn, "state": c.state, "batch": c.batch_id,
-            "tokens_in": c.tokens_in, "tokens_out": c.tokens_out, "start": round(c.start - t0, 4),
+            "tokens_in": "?" if c.tokens_in is None else c.tokens_in,
+            "tokens_out": "?" if c.tokens_out is None else c.tokens_out, "start": round(c.start - t0, 4),
             "latency": round(latency, 4), "cached": bool(c.cached), "prompt": _clip(c.args_preview, 160),
             "result": _clip(result, 160)}
 

@@ -8,6 +8,7 @@
      ├── BackendTimeout           no answer within the timeout, every attempt
      ├── BackendConnectionError   refused or dropped connections, every attempt
      ├── MalformedResponse        the server answered 200 with something that is not a completion
+     ├── ConstraintViolation      the server answered 200 with text outside the call's regex=/choices=
      └── ReplayMiss               a replay log has no record of this request
 
 The message always names the model, the HTTP status (when there was one) and the server's own
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 __all__ = [
     "AuthError", "BackendConnectionError", "BackendError", "BackendTimeout", "BadRequest",
-    "MalformedResponse", "RateLimited", "ReplayMiss", "ServerError",
+    "ConstraintViolation", "MalformedResponse", "RateLimited", "ReplayMiss", "ServerError",
 ]
 
 
@@ -67,6 +68,11 @@ class BackendConnectionError(BackendError):
 
 class MalformedResponse(BackendError):
     """The server answered, but not with a completion (invalid JSON, missing fields)."""
+
+
+class ConstraintViolation(BackendError):
+    """The server's answer does not match the call's `regex=`/`choices=`: it ignored the constraint
+    (vLLM >= 0.12 answers 200 to the removed `guided_*` fields). Never returned as if it were valid."""
 
 
 class ReplayMiss(BackendError):

@@ -28,13 +28,26 @@ OpenAI-compatible endpoint, and batch everything our evaluator sends concurrentl
     OpenAIBackend(base_url="http://gpu-host:30000/v1", guided="sglang")   # model: the server's first
 
 or set EPIC_OPENAI_BASE_URL / EPIC_OPENAI_MODEL (OPENAI_BASE_URL and OPENAI_API_KEY are read too)
-and pick `backend="openai"`. `guided` says how constrained decoding travels in `extra_body`:
+and pick `backend="openai"`. `guided` names the dialect in which `regex=`, `choices=` and `prefill=`
+travel (`dialects.py`: "vllm", "vllm-legacy", "sglang", "llama.cpp", None for plain OpenAI). The
+default, "auto", reads `owned_by` from the server's /v1/models on the first call that needs it.
+A constraint is never dropped silently: a dialect that cannot carry it raises UnsupportedFeature
+before the call, and every constrained answer is checked on the client (`ConstraintViolation` when
+the server ignored the constraint, `ConstraintIncomplete` when max_tokens cut it short).
 
-    guided="vllm"    regex -> {"guided_regex": ...}, choices -> {"guided_choice": [...]}; prefill is
-                     a trailing assistant message with {"continue_final_message": true,
-                     "add_generation_prompt": false}. Our own `epic serve` accepts the same fields.
-    guided="sglang"  regex -> {"regex": ...}; choices -> an escaped alternation regex; no prefill.
-    guided=None      plain OpenAI: regex=, choices= and prefill= raise UnsupportedFeature up front.
+Timeouts and queueing
+---------------------
+`generate()` streams under the hood (`stream_generate=True`), because a non-streamed request is
+silent until it is complete: the client cannot tell a request queued behind 200 others at a busy
+server from a dead one, times it out, retries it (more load), and the abandoned request keeps
+running there. Streamed, the first chunk says the server has started the request: until then the
+request may be queued, bounded by `queue_timeout` (600 s; None: no limit), and from then on each
+chunk must follow the last within `timeout` (connecting too). Giving up for any reason, or being
+cancelled, closes the connection, which is how vLLM, llama-server and `epic serve` learn to abort
+the request, queued or running. `stream_generate=False` sends plain requests (one SSE event per
+token costs client CPU at GPU rates), and `timeout` then bounds the whole answer, queueing included.
+Usage comes from `stream_options.include_usage`; a server that ignores it leaves tokens unknown
+(None), never 0.
 
 Raise `max_concurrency` to what the deployment can batch (vLLM's --max-num-seqs, 256 by default);
 the AIMD cap backs off by itself if the server pushes back with 429s. Several `epic serve`
@@ -55,12 +68,13 @@ import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import openai
 
-from .base import Backend, LLMRequest, LLMResponse, StreamChunk
+from . import dialects
+from .base import Backend, LLMRequest, LLMResponse, StreamChunk, UnsupportedFeature
 from .errors import (
     AuthError,
     BackendConnectionError,
@@ -75,8 +89,7 @@ from .errors import (
 __all__ = ["AdaptiveLimiter", "OpenAIBackend"]
 
 _BASE_CAPS = frozenset({"stream", "raw", "seed"})
-_GUIDED_CAPS = {"vllm": frozenset({"regex", "choices", "prefill"}), "sglang": frozenset({"regex", "choices"}),
-                None: frozenset()}
+_GUIDED = ("auto", *dialects.DIALECTS)
 
 
 class AdaptiveLimiter:
@@ -156,6 +169,7 @@ class _LoopState:
     clients: list[openai.AsyncOpenAI]
     limiter: AdaptiveLimiter
     turn: int = 0
+    probe_lock: asyncio.Lock | None = None
 
     @property
     def client(self) -> openai.AsyncOpenAI:
@@ -178,6 +192,10 @@ class _Failure:
     retryable: bool
     retry_after: float | None = None
     overload: bool = False
+
+
+class _Timeout(Exception):
+    """One of our own deadlines (start of the answer, next chunk) passed; the message says which."""
 
 
 class _Malformed(Exception):
@@ -208,13 +226,14 @@ class OpenAIBackend(Backend):
     name = "openai"
 
     def __init__(self, base_url: str | None = None, api_key: str | None = None, model: str | None = None, *,
-                 max_concurrency: int = 64, timeout: float = 60.0, max_retries: int = 5,
-                 guided: str | None = "vllm", backoff_base: float = 0.5, backoff_max: float = 30.0,
+                 max_concurrency: int = 64, timeout: float = 60.0, queue_timeout: float | None = 600.0,
+                 max_retries: int = 5, guided: str | None = "auto", stream_generate: bool = True,
+                 backoff_base: float = 0.5, backoff_max: float = 30.0,
                  max_retry_after: float = 120.0, extra_body: dict | None = None,
                  client_factory: Callable[[], openai.AsyncOpenAI] | None = None):
         super().__init__()
-        if guided not in _GUIDED_CAPS:
-            raise ValueError(f"guided must be 'vllm', 'sglang' or None, not {guided!r}")
+        if guided not in _GUIDED:
+            raise ValueError(f"guided must be one of {', '.join(map(repr, _GUIDED))}, not {guided!r}")
         self.base_url = (base_url or os.environ.get("EPIC_OPENAI_BASE_URL") or os.environ.get("OPENAI_BASE_URL")
                          or "https://api.openai.com/v1")
         # the client refuses a missing key even for servers that need none, so send a placeholder
@@ -222,13 +241,19 @@ class OpenAIBackend(Backend):
         self.default_model = model or os.environ.get("EPIC_OPENAI_MODEL")
         self.max_concurrency = max_concurrency
         self.timeout = timeout
+        self.queue_timeout = queue_timeout
         self.max_retries = max_retries
         self.guided = guided
+        self.stream_generate = stream_generate
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.max_retry_after = max_retry_after
         self.extra_body = dict(extra_body or {})
-        self.capabilities = _BASE_CAPS | _GUIDED_CAPS[guided]
+        # "auto" promises every feature until the server is known; generate() re-checks after probing
+        self.dialect: str | None = None if guided == "auto" else guided
+        self._probed = guided != "auto"
+        self.capabilities = _BASE_CAPS | (frozenset({"regex", "choices", "prefill"}) if guided == "auto"
+                                          else dialects.capabilities(guided))
         self._client_factory = client_factory
         self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
         self._states_lock = threading.Lock()
@@ -260,38 +285,83 @@ class OpenAIBackend(Backend):
         st = self._states.get(asyncio.get_running_loop())
         return st.limiter if st is not None else None
 
-    async def _model(self, request: LLMRequest, st: _LoopState) -> str:
-        """The request's model, the configured one, or else the server's first (vLLM/SGLang serve one)."""
-        if request.model:
-            return request.model
-        if self.default_model is None:
+    def check(self, request: LLMRequest) -> None:
+        """Also refuses, before dispatch, a regex Python cannot check the answer against."""
+        super().check(request)
+        dialects.check_regex(request.params)
+
+    async def _prepare(self, request: LLMRequest, st: _LoopState) -> tuple[LLMRequest, str]:
+        """The request as it will be sent, and its model: probes the server's /models when the model or
+        (for a constrained or prefilled call) the dialect is not known yet, then re-checks the request
+        against what the server really supports."""
+        needs_dialect = not self._probed and (request.prefill is not None or request.params.regex is not None
+                                              or request.params.choices is not None)
+        if (not request.model and self.default_model is None) or needs_dialect:
+            await self._probe(st)
+        self.check(request)
+        model = request.model or self.default_model
+        assert model is not None
+        if request.prefill is not None and not request.raw and self.dialect == "llama.cpp":
+            request = await self._render_prefill(request, model, st)
+        return request, model
+
+    async def _probe(self, st: _LoopState) -> None:
+        """One GET /models per backend: the default model (the server's first) and, for guided="auto",
+        the dialect from its `owned_by`. A server without /models is treated as plain OpenAI."""
+        if st.probe_lock is None:
+            st.probe_lock = asyncio.Lock()
+        async with st.probe_lock:
+            if self.default_model is not None and self._probed:
+                return
             try:
                 page = await st.client.models.list()
-                self.default_model = page.data[0].id
-            except openai.APIConnectionError as exc:      # no server there: say so, not "no model"
-                raise BackendConnectionError(self._cannot_connect(exc), backend=self.name) from exc
-            except (openai.OpenAIError, IndexError) as exc:
-                raise BadRequest(f"no model given and {self.base_url}/models lists none ({exc}); "
-                                 "pass model= or set EPIC_OPENAI_MODEL", backend=self.name) from exc
-        return self.default_model
+                first = page.data[0]
+            except (openai.APIStatusError, IndexError) as exc:     # no /models, or an empty list
+                first, why = None, exc
+            except Exception as exc:
+                failure = self._classify(exc)
+                raise failure.kind(f"cannot reach {self.base_url}/models: {failure.message}",
+                                   status=failure.status, backend=self.name) from exc
+            if not self._probed:
+                self.dialect = dialects.detect(getattr(first, "owned_by", None))
+                self.capabilities = _BASE_CAPS | dialects.capabilities(self.dialect)
+                self._probed = True
+            if self.default_model is None:
+                if first is None:
+                    raise BadRequest(f"no model given and {self.base_url}/models lists none ({why}); "
+                                     "pass model= or set EPIC_OPENAI_MODEL", backend=self.name)
+                self.default_model = first.id
+
+    async def _render_prefill(self, request: LLMRequest, model: str, st: _LoopState) -> LLMRequest:
+        """llama-server ignores `continue_final_message` and would open a new assistant turn after the
+        prefill. Instead, it renders the chat template (POST /apply-template), the prefill is appended,
+        and a raw completion continues the text: the answer is exactly the continuation."""
+        root = re.sub(r"/v1/?$", "", self.base_url.rstrip("/"))
+        try:
+            resp = await st.client.post(root + "/apply-template", cast_to=object,
+                                        body={"messages": [dict(m) for m in request.messages or ()]})
+            prompt = resp["prompt"]
+        except Exception as exc:
+            if isinstance(exc, TypeError | KeyError):
+                raise UnsupportedFeature(f"prefill= on llama-server needs its /apply-template endpoint ({exc})"
+                                         ) from exc
+            failure = self._classify(exc)
+            raise failure.kind(f"rendering the chat template for prefill=: {failure.message}", model=model,
+                               status=failure.status, backend=self.name) from exc
+        return replace(request, prompt=prompt, messages=None, raw=True)
 
     # --- request building -----------------------------------------------------------------------
     def _kwargs(self, request: LLMRequest, model: str) -> dict[str, Any]:
         p = request.params
         kw: dict[str, Any] = {"model": model, "max_tokens": p.max_tokens, "temperature": p.temperature,
                               "top_p": p.top_p}
-        if p.stop:
+        constrained = p.regex is not None or p.choices is not None
+        if p.stop and not constrained:      # as on the local backend: the constraint decides the end
             kw["stop"] = list(p.stop)
         if p.seed is not None:
             kw["seed"] = p.seed
         extra = dict(self.extra_body)
-        if p.regex is not None:
-            extra["guided_regex" if self.guided == "vllm" else "regex"] = p.regex
-        if p.choices is not None:
-            if self.guided == "vllm":
-                extra["guided_choice"] = list(p.choices)
-            else:
-                extra["regex"] = "(" + "|".join(re.escape(c) for c in p.choices) + ")"
+        extra.update(dialects.constraint_fields(self.dialect, p))
         if request.raw:
             kw["prompt"] = (request.prompt or "") + (request.prefill or "")
         else:
@@ -306,24 +376,32 @@ class OpenAIBackend(Backend):
 
     # --- one call, with retries -----------------------------------------------------------------
     async def generate(self, request: LLMRequest) -> LLMResponse:
+        """One answer. Streamed under the hood unless `stream_generate=False` (module docstring); a
+        stream cut midway is retried, since nothing of it has reached the caller."""
         self.check(request)
         st = self._state()
-        model = await self._model(request, st)
+        request, model = await self._prepare(request, st)
         kw = self._kwargs(request, model)
         attempt = 0
         while True:
             attempt += 1
             epoch = await st.limiter.acquire()
-            client = st.client
-            create = client.completions.create if request.raw else client.chat.completions.create
             try:
-                resp = _to_response(await create(**kw), request.raw)
+                if self.stream_generate:
+                    resp = None
+                    async for _text, end in self._stream_once(st.client, request, kw):
+                        resp = end or resp
+                    assert resp is not None
+                else:
+                    create = st.client.completions.create if request.raw else st.client.chat.completions.create
+                    resp = _to_response(await create(**kw), request.raw)
             except Exception as exc:
                 failure, cause = self._classify(exc), exc
                 if failure.overload:
                     st.limiter.overloaded(epoch)
             else:
                 st.limiter.succeeded()
+                self._check_answer(request, resp, model)
                 return resp
             finally:
                 st.limiter.release()
@@ -334,31 +412,21 @@ class OpenAIBackend(Backend):
         first delta raises, since the consumer has already seen a prefix)."""
         self.check(request)
         st = self._state()
-        model = await self._model(request, st)
+        request, model = await self._prepare(request, st)
         kw = self._kwargs(request, model)
-        kw.update(stream=True, stream_options={"include_usage": True})
         attempt = 0
         while True:
             attempt += 1
             parts: list[str] = []
             epoch = await st.limiter.acquire()
-            client = st.client
-            create = client.completions.create if request.raw else client.chat.completions.create
-            stream, finish, usage = None, None, None
-            failure: _Failure | None
+            failure: _Failure | None = None
+            final: LLMResponse | None = None
             try:
-                stream = await create(**kw)
-                async for chunk in stream:
-                    if getattr(chunk, "usage", None):
-                        usage = chunk.usage
-                    for choice in getattr(chunk, "choices", None) or ():
-                        text = (choice.text if request.raw else choice.delta.content) or ""
-                        finish = choice.finish_reason or finish
-                        if text:
-                            parts.append(text)
-                            yield StreamChunk(text)
-                if finish is None:
-                    raise _Malformed("the stream ended without a finish_reason")
+                async for text, end in self._stream_once(st.client, request, kw):
+                    final = end or final
+                    if text:
+                        parts.append(text)
+                        yield StreamChunk(text)
             except Exception as exc:
                 failure, cause = self._classify(exc), exc
                 if failure.overload:
@@ -368,16 +436,74 @@ class OpenAIBackend(Backend):
                     failure.message += f" (stream cut after {len(''.join(parts))} characters)"
             else:
                 st.limiter.succeeded()
-                failure = None
             finally:
                 st.limiter.release()
-                if stream is not None:
-                    with suppress(Exception):
-                        await stream.close()
-            if failure is None:  # slot and connection are released before the consumer gets the end
-                yield StreamChunk("", LLMResponse("".join(parts), *_usage(usage), _finish(finish)))
+            if failure is None and final is not None:  # slot and connection are released before the end
+                self._check_answer(request, final, model)
+                yield StreamChunk("", final)
                 return
+            assert failure is not None
             await self._backoff_or_raise(failure, model, attempt, cause)
+
+    async def _stream_once(self, client: openai.AsyncOpenAI, request: LLMRequest, kw: dict[str, Any]
+                           ) -> AsyncIterator[tuple[str, LLMResponse | None]]:
+        """One streamed HTTP request: yields (delta, None) per chunk and ("", response) at the end.
+        Deadlines: headers within `timeout`, the first chunk within `queue_timeout` (time queued at
+        the server), each next chunk within `timeout`. The connection is always closed on the way
+        out, so a request we abandon (timeout, cancellation, error) is aborted at the server."""
+        create = client.completions.create if request.raw else client.chat.completions.create
+        kw = {**kw, "stream": True, "stream_options": {"include_usage": True},
+              "timeout": openai.Timeout(self.timeout, read=None)}
+        parts: list[str] = []
+        finish, usage, stream = None, None, None
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+
+        def queued() -> _Timeout:
+            return _Timeout(f"not started within queue_timeout={self.queue_timeout:g} s (queued at the server, "
+                            "or it hangs)")
+
+        try:
+            try:     # vLLM sends the headers at once; llama-server only when a slot takes the request
+                stream = await asyncio.wait_for(create(**kw), self.queue_timeout)
+            except TimeoutError:
+                raise queued() from None
+            chunks = aiter(stream)
+            first = True
+            while True:
+                if first:
+                    limit = None if self.queue_timeout is None else max(0.0, start + self.queue_timeout - loop.time())
+                else:
+                    limit = self.timeout
+                try:
+                    chunk = await asyncio.wait_for(anext(chunks), limit)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    if first:
+                        raise queued() from None
+                    raise _Timeout(f"no progress for {limit:g} s (timeout)") from None
+                first = False
+                if getattr(chunk, "usage", None):
+                    usage = chunk.usage
+                for choice in getattr(chunk, "choices", None) or ():
+                    text = (choice.text if request.raw else choice.delta.content) or ""
+                    finish = choice.finish_reason or finish
+                    if text:
+                        parts.append(text)
+                        yield text, None
+            if finish is None:
+                raise _Malformed("the stream ended without a finish_reason")
+        finally:
+            if stream is not None:
+                with suppress(Exception):
+                    await stream.close()
+        yield "", LLMResponse("".join(parts), *_usage(usage), _finish(finish))
+
+    def _check_answer(self, request: LLMRequest, resp: LLMResponse, model: str) -> None:
+        p = request.params
+        if p.regex is not None or p.choices is not None:
+            dialects.check_answer(p, resp.text, resp.finish_reason, model=model, backend=self.name)
 
     async def _backoff_or_raise(self, failure: _Failure, model: str, attempt: int, cause: Exception) -> None:
         if not failure.retryable or attempt > self.max_retries:
@@ -414,6 +540,8 @@ class OpenAIBackend(Backend):
                 return _Failure(ServerError, msg, status, True, after if status == 503 else None)
             cls = AuthError if status in (401, 403) else BadRequest
             return _Failure(cls, msg, status, False)
+        if isinstance(exc, _Timeout):
+            return _Failure(BackendTimeout, str(exc), None, True)
         if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException | TimeoutError):
             return _Failure(BackendTimeout, f"no answer within {self.timeout:g} s", None, True)
         if isinstance(exc, openai.APIConnectionError | httpx2.TransportError):
@@ -468,10 +596,13 @@ def _server_message(exc: openai.APIStatusError) -> str:
     return exc.message
 
 
-def _usage(usage: Any) -> tuple[int, int]:
-    if usage is None:
-        return 0, 0
-    return int(getattr(usage, "prompt_tokens", 0) or 0), int(getattr(usage, "completion_tokens", 0) or 0)
+def _usage(usage: Any) -> tuple[int | None, int | None]:
+    """(prompt, completion) tokens; None where the server did not say (unknown is not zero)."""
+    def count(name: str) -> int | None:
+        v = getattr(usage, name, None)
+        return int(v) if isinstance(v, int | float) else None
+
+    return count("prompt_tokens"), count("completion_tokens")
 
 
 def _finish(reason: str | None) -> str:

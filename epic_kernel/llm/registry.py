@@ -16,7 +16,7 @@ from .base import Backend
 
 __all__ = ["BACKEND_NAMES", "describe_spec", "resolve_backend", "set_default_backend"]
 
-BACKEND_NAMES = ("sim", "transformers", "openai", "replay")
+BACKEND_NAMES = ("sim", "transformers", "openai", "vllm", "replay")
 _shared: dict[tuple[str, str | None], Backend] = {}
 _lock = threading.Lock()
 _default: dict[str, Any] = {}
@@ -101,6 +101,9 @@ def _named(name: str, model: str | None) -> Backend:
         elif kind in ("transformers", "local", "hf"):
             from .transformers_backend import TransformersBackend
             b = TransformersBackend(model)
+        elif kind == "vllm":
+            from .vllm_backend import VLLMBackend
+            b = VLLMBackend(model)
         elif kind == "openai":
             from .openai_backend import OpenAIBackend
             b = OpenAIBackend(model=model)

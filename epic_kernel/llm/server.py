@@ -10,8 +10,11 @@ slot).
 Bad input never produces a 500 traceback: every rejection is a 4xx JSON body in OpenAI's shape,
 `{"error": {"message", "type", "param", "code"}}`, which the `openai` client turns into the usual
 `BadRequestError`/`AuthenticationError`/`NotFoundError`. Constrained decoding and prefill use vLLM's
-extra fields (`guided_regex`, `guided_choice`, `continue_final_message`), so
-`OpenAIBackend(guided="vllm")` pointed at this server keeps every feature of the local backend.
+extra fields (`structured_outputs: {"regex"|"choice"}`, the older `guided_regex`/`guided_choice`,
+`continue_final_message`), so `OpenAIBackend` pointed at this server (it lists itself as
+`owned_by: "epic-kernel"`, which the backend reads as the vLLM dialect) keeps every feature of the
+local backend. As vLLM does, a request naming a model the server does not serve is a 404 (the model
+field may be left out); `strict_model=False` (`epic serve --any-model`) serves any name.
 
 Bound to 127.0.0.1 unless told otherwise; `api_key=` requires `Authorization: Bearer <key>` on /v1.
 """
@@ -102,13 +105,24 @@ def _params(body: dict) -> SamplingParams:
         stops = tuple(stop)
     else:
         raise _Invalid("'stop' must be a string or a list of strings", "stop")
-    regex = body.get("guided_regex", body.get("regex"))
+    so = body.get("structured_outputs")
+    if so is not None:
+        if not isinstance(so, dict):
+            raise _Invalid("'structured_outputs' must be an object", "structured_outputs")
+        unknown = sorted(k for k, v in so.items() if v is not None and k not in ("regex", "choice"))
+        if unknown:   # refused, not ignored: a dropped constraint would be answered as if it held
+            raise _Invalid(f"structured_outputs.{unknown[0]} is not supported (regex and choice are)",
+                           "structured_outputs")
+    so = so or {}
+    regex_name = "structured_outputs.regex" if so.get("regex") is not None else "guided_regex"
+    regex = so.get("regex", body.get("guided_regex", body.get("regex")))
     if regex is not None and not isinstance(regex, str):
-        raise _Invalid("'guided_regex' must be a string", "guided_regex")
-    choices = body.get("guided_choice")
+        raise _Invalid(f"'{regex_name}' must be a string", regex_name)
+    choice_name = "structured_outputs.choice" if so.get("choice") is not None else "guided_choice"
+    choices = so.get("choice", body.get("guided_choice"))
     if choices is not None and not (isinstance(choices, list) and choices
                                     and all(isinstance(c, str) for c in choices)):
-        raise _Invalid("'guided_choice' must be a non-empty list of strings", "guided_choice")
+        raise _Invalid(f"'{choice_name}' must be a non-empty list of strings", choice_name)
     return SamplingParams(max_tokens=max_tokens, temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
                           top_p=_number(body, "top_p", 1.0, 0.0, 1.0), stop=stops,
                           seed=_int(body, "seed", None, -(2**63)), regex=regex,
@@ -153,8 +167,10 @@ def _completion_request(body: dict) -> LLMRequest:
 class _App:
     """Route handlers bound to one backend. One instance per `create_app`."""
 
-    def __init__(self, backend: Backend, api_key: str | None, model_name: str, strict_model: bool):
+    def __init__(self, backend: Backend, api_key: str | None, model_name: str, strict_model: bool,
+                 aliases: tuple[str, ...] = ()):
         self.backend, self.api_key, self.model_name, self.strict_model = backend, api_key, model_name, strict_model
+        self.names = frozenset((model_name, *aliases))
 
     def _authorized(self, request: Request) -> bool:
         return self.api_key is None or request.headers.get("authorization") == f"Bearer {self.api_key}"
@@ -192,7 +208,7 @@ class _App:
             model = body.get("model")
             if model is not None and not isinstance(model, str):
                 raise _Invalid("'model' must be a string", "model")
-            if self.strict_model and model != self.model_name:
+            if self.strict_model and model is not None and model not in self.names:
                 raise _Invalid(f"The model '{model}' does not exist (this server serves '{self.model_name}')",
                                "model", 404, code="model_not_found")
             n = _int(body, "n", 1, 1)
@@ -277,8 +293,13 @@ async def _until_disconnect(request: Request, work: Awaitable[Any]) -> Any:
     return task.result()
 
 
-def _usage(resps: list[LLMResponse]) -> dict[str, int]:
-    tin, tout = (resps[0].tokens_in if resps else 0), sum(r.tokens_out for r in resps)
+def _usage(resps: list[LLMResponse]) -> dict[str, int] | None:
+    """OpenAI's usage object; None (JSON null) when the backend does not know its token counts."""
+    tin = resps[0].tokens_in if resps else 0
+    outs = [r.tokens_out for r in resps]
+    if tin is None or any(t is None for t in outs):
+        return None
+    tout = sum(t for t in outs if t is not None)
     return {"prompt_tokens": tin, "completion_tokens": tout, "total_tokens": tin + tout}
 
 
@@ -338,11 +359,11 @@ async def _sse(backend: Backend, req: LLMRequest, chat: bool, model: str, includ
 
 
 def create_app(backend: Backend, api_key: str | None = None, model_name: str | None = None, *,
-               strict_model: bool = False) -> Starlette:
-    """The ASGI app. `model_name` is what /v1/models lists (default: the backend's model);
-    `strict_model=True` answers 404 for any other model name instead of ignoring it."""
+               strict_model: bool = True, aliases: tuple[str, ...] = ()) -> Starlette:
+    """The ASGI app. `model_name` is what /v1/models lists (default: the backend's model); a request
+    for any name but it or one of `aliases` is a 404, as on vLLM, unless `strict_model=False`."""
     name = model_name or backend.default_model or backend.name
-    h = _App(backend, api_key, name, strict_model)
+    h = _App(backend, api_key, name, strict_model, tuple(aliases))
 
     async def http_error(request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 500)
@@ -361,11 +382,11 @@ def create_app(backend: Backend, api_key: str | None = None, model_name: str | N
 
 
 def serve(backend: Backend, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-          model_name: str | None = None, *, log_level: str = "info") -> None:
-    """Serve until interrupted (what `epic serve` calls)."""
+          model_name: str | None = None, *, log_level: str = "info", **app_kw: Any) -> None:
+    """Serve until interrupted (what `epic serve` calls); `app_kw` goes to `create_app`."""
     import uvicorn
 
-    uvicorn.run(create_app(backend, api_key, model_name), host=host, port=port, log_level=log_level)
+    uvicorn.run(create_app(backend, api_key, model_name, **app_kw), host=host, port=port, log_level=log_level)
 
 
 class ServerThread:

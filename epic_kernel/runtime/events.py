@@ -31,8 +31,8 @@ class CallRecord:
     end: float | None = None                 # clock() at resolution
     state: str = "queued"
     batch_id: int | None = None              # decode batch (local batcher), else None
-    tokens_in: int = 0
-    tokens_out: int = 0
+    tokens_in: int | None = 0                # None: the server reported no usage (unknown, not 0)
+    tokens_out: int | None = 0
     cached: bool = False
     args_preview: str = ""                   # short text of the arguments (prompt for llm)
     result_preview: str = ""                 # short text of the result or the error

@@ -242,7 +242,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._hung_up()
         last = {"index": 0, "finish_reason": finish, **({"delta": {}} if chat else {"text": "", "logprobs": None})}
         self._chunk("data: " + json.dumps({**head, "choices": [last]}) + "\n\n")
-        if (body.get("stream_options") or {}).get("include_usage"):
+        if self.server.usage and (body.get("stream_options") or {}).get("include_usage"):
             self._chunk("data: " + json.dumps({**head, "choices": [], "usage": usage}) + "\n\n")
         self._chunk("data: [DONE]\n\n")
         self.wfile.write(b"0\r\n\r\n")
@@ -263,6 +263,7 @@ class _Server(ThreadingHTTPServer):
     capacity: int | None
     reject_delay: float
     model: str
+    usage: bool
     api_key: str | None
 
 
@@ -271,7 +272,7 @@ class FakeOpenAIServer:
 
     def __init__(self, *, latency: float = 0.0, chunk_delay: float = 0.0, capacity: int | None = None,
                  reject_delay: float = 0.0, model: str = "fake-model", api_key: str | None = None,
-                 port: int = 0):
+                 port: int = 0, usage: bool = True):
         self._srv = _Server(("127.0.0.1", port), _Handler)
         self._srv.state = _State()
         self._srv.state.reset()
@@ -281,6 +282,7 @@ class FakeOpenAIServer:
         self._srv.reject_delay = reject_delay
         self._srv.model = model
         self._srv.api_key = api_key
+        self._srv.usage = usage      # False: ignore stream_options.include_usage (llama-cpp-python's server)
         self._thread: threading.Thread | None = None
 
     # configuration can change between calls of one test

