@@ -244,7 +244,11 @@ def test_queued_requests_wait_instead_of_timing_out(engine, engine_factory):
     assert waited > 1.0, "the second request was not queued behind the first (the test proves nothing)"
     assert a.tokens_out == 400 and b2.text.strip()
     time.sleep(1.0)
-    assert srv.metric(GENERATED["llama.cpp"]) - before == a.tokens_out + b2.tokens_out   # nothing for the third
+    # the third is not decoded: llama-server notices the closed connection of a queued request only
+    # when its slot frees and it writes the first token, so at most that one token (seen on a quiet
+    # machine: 409 = 400 + 8 + 1), never its 300
+    extra = srv.metric(GENERATED["llama.cpp"]) - before - (a.tokens_out + b2.tokens_out)
+    assert 0 <= extra <= 1
 
 
 def test_server_killed_mid_run_keeps_finished_calls(engine, engine_factory):
