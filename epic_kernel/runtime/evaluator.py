@@ -433,9 +433,7 @@ class Evaluator:
         is first used, as Python reports a NameError at the use, not at the definition."""
         if err.origin is None:
             err.origin = self._failure(node, err.error)
-        if node.io_out is not None:
-            self.alias(node.io_out, node.io_in)
-            node.io_out = None
+        self.pass_io(node)
         self.bind(node.out, err)
 
     # --------------------------------------------------------------------------------- the rules

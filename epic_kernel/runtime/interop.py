@@ -68,13 +68,14 @@ class EpicFunction:
         self.__qualname__ = self.__name__
         self.__doc__ = f"epic function {self.__name__}({', '.join(closure.tmpl.param_names)})"
         self.run_options = run_options
+        self._invocations = 0            # calls by host code so far (a callback's place, for samples)
 
     def _split(self, kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         options = dict(self.run_options)
         params = self.closure.tmpl.param_names
         options.update({k: kwargs.pop(k) for k in RUN_OPTIONS if k in kwargs and k not in params})
         if "path" in options:                  # the k-th call by host code: its own place for samples
-            self._invocations = getattr(self, "_invocations", 0) + 1
+            self._invocations += 1
             options["path"] = hash((options["path"], self._invocations))
         return options, kwargs
 

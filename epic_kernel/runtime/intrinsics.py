@@ -168,9 +168,7 @@ def _emit_calls(ev: Any, node: Any, fn: Cell, arglists: list[list[Cell]], site: 
 
 def _done(ev: Any, node: Any, value: Any) -> None:
     ev.n_delta += 1
-    if node.io_out is not None:
-        ev.alias(node.io_out, node.io_in)
-        node.io_out = None
+    ev.pass_io(node)
     ev.bind(node.out, value)
 
 
@@ -199,9 +197,7 @@ def _fold(ev: Any, node: Any) -> None:
     ev.n_delta += 1
     if not items:
         ev.alias(node.out, s0)
-        if node.io_out is not None:
-            ev.alias(node.io_out, node.io_in)
-            node.io_out = None
+        ev.pass_io(node)
         return
     final = Cell()
     io0 = node.io_in
@@ -229,7 +225,7 @@ def _fold_lazy(ev: Any, node: Any, gen: LazySeq) -> None:
     and every iteration at once, as for a list, but with the print token going element 0, body 0,
     element 1, body 1, ... as Python's lazy iteration prints. A filtered-out element's iteration
     passes the state on (`%step_if`)."""
-    xs, s0, step = node.args
+    s0, step = node.args[1:]
     items = _elements(ev, node, gen.xs)
     if items is None:
         return
