@@ -27,7 +27,8 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from epic_kernel.errors import EpicError, EpicInterrupted, EpicSyntaxError
-from epic_kernel.runtime.evaluator import STRATEGIES
+from epic_kernel.runtime.api import RunHandle
+from epic_kernel.runtime.options import STRATEGIES
 
 from ._config import SessionConfig
 from ._errors import short, short_syntax_error
@@ -58,7 +59,7 @@ class _Job:
     view: Any
     explicit: dict[str, Any]               # backend/model/strategy given on the cell's line
     suppress: bool                         # body ends with ';': show no Out[n]
-    holder: dict[str, Any] = field(default_factory=dict)   # run_async puts its Evaluator here
+    handle: RunHandle = field(default_factory=RunHandle)   # run_async puts its Evaluator here
     task: asyncio.Task | None = None
 
 
@@ -132,7 +133,7 @@ class EpicMagics(Magics):
         from epic_kernel import run_async
 
         job = self._prepare(line, cell, lazy_show=True, cancellable=_comms_during_cells(), progress=True)
-        task = asyncio.ensure_future(run_async(job.source, holder=job.holder, **job.kwargs))
+        task = asyncio.ensure_future(run_async(job.source, handle=job.handle, **job.kwargs))
         job.task = task
         heartbeat = asyncio.ensure_future(_heartbeat())
         try:
@@ -141,9 +142,9 @@ class EpicMagics(Magics):
             me = asyncio.current_task()
             if me is not None and me.cancelling():
                 me.uncancel()                        # we handle it: keep cancelling() consistent
-            raise self._interrupted(job, await _settle(task, job.holder)) from None
+            raise self._interrupted(job, await _settle(task, job.handle)) from None
         except KeyboardInterrupt:
-            raise self._interrupted(job, await _settle(task, job.holder)) from None
+            raise self._interrupted(job, await _settle(task, job.handle)) from None
         except EpicSyntaxError as e:
             raise self._syntax_error(job, e) from None
         except EpicError as e:
@@ -364,13 +365,13 @@ async def _heartbeat() -> None:
         await asyncio.sleep(_HEARTBEAT_S)
 
 
-async def _settle(task: asyncio.Task, holder: dict[str, Any]) -> Any:
+async def _settle(task: asyncio.Task, handle: RunHandle) -> Any:
     """After an interrupt: make sure the run's task has cancelled its calls; return what it finished."""
     if not task.done():
         task.cancel()
         with contextlib.suppress(BaseException):
             await asyncio.wait([task], timeout=3.0)
-    ev = holder.get("ev")
+    ev = handle.ev
     if ev is None:
         return None
     from epic_kernel.runtime.api import partial_result

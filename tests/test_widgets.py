@@ -217,7 +217,7 @@ def test_widget_cancel_message_cancels_the_run(comms):
         view.show()
         assert view.widget.cancellable
         task = asyncio.ensure_future(run_async(fan_out(20) + 'llm("after")\n', backend=SimBackend(latency=5.0),
-                                               observers=[view.on_event], holder=box))
+                                               observers=[view.on_event]))
         box["task"] = task
         await asyncio.sleep(0.2)
         t0 = time.monotonic()
@@ -362,7 +362,10 @@ def test_model_loading_is_shown_and_kept_out_of_latencies(monkeypatch):
         _time.sleep(0.6)
         return SimBackend(latency=0.05)
 
-    monkeypatch.setattr(registry, "resolve_backend", slow)
+    from epic_kernel.runtime import backends
+
+    monkeypatch.setattr(backends, "_PROVIDER", [])      # restored after the test
+    backends.install_provider(slow, registry.describe_spec)
     model = RunModel()
     seen: list = []
 

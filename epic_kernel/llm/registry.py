@@ -12,6 +12,7 @@ import os
 import threading
 from typing import Any
 
+from ..runtime import backends as _runtime_backends
 from .base import Backend
 
 __all__ = ["BACKEND_NAMES", "describe_spec", "resolve_backend", "set_default_backend"]
@@ -117,3 +118,6 @@ def _named(name: str, model: str | None) -> Backend:
                              "or pass a Backend instance")
         _shared[key] = b
         return b
+
+
+_runtime_backends.install_provider(resolve_backend, describe_spec)      # how the runtime gets a run's backend

@@ -51,13 +51,13 @@ import re
 from typing import Any
 
 from ..llm.builtin import llm
-from ..runtime.intrinsics import INTRINSICS
+from ..runtime.context import builtin
 from ._program import emit_event, program
 
 __all__ = ["SoTResult", "assemble", "check_expand_with", "parse_point", "parse_skeleton", "router_choice", "sot",
            "weak_expansion", "weak_reason"]
 
-lines = INTRINSICS["lines"]     # the language's `lines(s)`, for the epic code below
+lines = builtin("lines")     # the language's `lines(s)`, for the epic code below
 
 # The paper's prompts, open-model variant (prompts/sot_opensource.json in the authors' repository).
 SKELETON_PROMPT = (

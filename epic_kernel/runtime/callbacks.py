@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from .graph import PENDING, CallNode, Cell, Closure, PackVal
+from .graph import DELTA, PENDING, CallNode, Cell, Closure, PackVal
 from .interop import EpicFunction
 from .intrinsics import IO_AWARE, STRUCTURAL, Intrinsic, _done, _elements, _emit_calls
 from .lazy import LazySeq
@@ -49,7 +49,7 @@ def _lazy(op: str) -> Callable[[Any, Any], bool]:
             return True
         if f is None:
             return False
-        ev.n_delta += 1
+        ev.fired = DELTA
         ev.pass_io(node)
         ev.bind(node.out, LazySeq(node.args[1], Cell(f), op, node.identity(), node.site, node.origin))
         return True
@@ -75,11 +75,11 @@ def _keyed(name: str, allowed: frozenset[str]) -> Callable[[Any, Any], bool]:
         items = _elements(ev, node, node.args[0])
         if items is None:
             return True
-        ev.n_delta += 1
+        ev.fired = DELTA
         options = tuple(k for k in kw if k != "key")
         plain = replace(node.site, kwnames=())
         keys = _emit_calls(ev, node, Cell(f), [[x] for x in items], plain)     # threads the print token
-        ev._push(CallNode(Cell(_FINISH[name]), [Cell(tuple(items)), Cell(tuple(keys)),
+        ev.push(CallNode(Cell(_FINISH[name]), [Cell(tuple(items)), Cell(tuple(keys)),
                                                 *(kwargs[k] for k in options)],
                           node.out, None, None, replace(node.site, kwnames=options), node.path, node.origin))
         return True
@@ -106,7 +106,7 @@ def _finish(name: str) -> Callable[[Any, Any], None]:
         except Exception as e:                          # incomparable keys, an empty sequence
             ev.fail(node, e)
             return
-        ev.n_delta += 1
+        ev.fired = DELTA
         ev.alias(node.out, items[best])
 
     return finish

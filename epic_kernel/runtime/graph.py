@@ -18,8 +18,14 @@ from typing import Any
 
 from ..lang.ir import Call, Def, Function, Global, Op, Pack, Prim, Unbound, Unpack, Var
 
-__all__ = ["ITERATOR_KINDS", "NOT_READY", "PENDING", "CallNode", "Cell", "Closure", "ErrorVal", "PackVal", "Poison", "Template", "UnpackNode", "Wait",
+__all__ = ["BETA", "DELTA", "DISPATCH", "NOTHING", "PROJECT", "RESOLVE", "RULES", "ITERATOR_KINDS", "NOT_READY", "PENDING", "CallNode", "Cell", "Closure", "ErrorVal", "PackVal", "Poison", "Template", "UnpackNode", "Wait",
            "demand", "template_of"]
+
+
+# The rules of DESIGN section 4 by number (rules.py has one function each). A step that fires one
+# sets `Evaluator.fired` to its number; NOTHING: the node parked or took an error value.
+NOTHING, BETA, DELTA, DISPATCH, RESOLVE, PROJECT = range(6)
+RULES = ("beta", "delta", "dispatch", "resolve", "project")     # RULES[rule - 1] names a rule
 
 
 class _Pending:

@@ -24,9 +24,11 @@ from ..errors import unwrap
 from ..lang.ir import Function, Var
 from .context import register_builtin
 from .graph import (
+    DELTA,
     ITERATOR_KINDS,
     NOT_READY,
     PENDING,
+    PROJECT,
     CallNode,
     Cell,
     Closure,
@@ -36,10 +38,11 @@ from .graph import (
     Template,
     Wait,
     demand,
+    template_of,
 )
-from .lazy import GenCursor, LazySeq, advance, genexp, materialize, truthy
+from .lazy import MATERIALIZE_WITH, GenCursor, LazySeq, advance, genexp, materialize, truthy
 
-__all__ = ["FALSE", "INTRINSICS", "IO_AWARE", "STRUCTURAL", "TRUE", "Intrinsic", "church"]
+__all__ = ["FALSE", "INTRINSICS", "IO_AWARE", "STRUCTURAL", "TRUE", "Intrinsic", "church", "make_closure"]
 
 NORMAL, RETURN, BREAK, CONTINUE = 0, 1, 2, 3
 
@@ -67,7 +70,7 @@ class Intrinsic:
         if conv is None:
             return
         pos, kw = conv
-        ev.n_delta += 1
+        ev.fired = DELTA
         try:
             r = self.fn(*pos, **kw)
         except Exception as e:
@@ -167,7 +170,7 @@ def _emit_calls(ev: Any, node: Any, fn: Cell, arglists: list[list[Cell]], site: 
 
 
 def _done(ev: Any, node: Any, value: Any) -> None:
-    ev.n_delta += 1
+    ev.fired = DELTA
     ev.pass_io(node)
     ev.bind(node.out, value)
 
@@ -178,12 +181,12 @@ def _fold(ev: Any, node: Any) -> None:
     xs, s0, step = node.args
     v, root = ev.whnf(xs)
     if v.__class__ is PackVal and v.kind == "cons":      # a stream: fold the head now, the tail later
-        ev.n_delta += 1
+        ev.fired = DELTA
         head, tail = v.items
         s1 = Cell()
         io_mid = Cell() if node.io_in is not None else None
         base = node.identity()
-        ev._push_many([CallNode(step, [s0, head], s1, node.io_in, io_mid, node.site, hash((base, 0)), node.origin),
+        ev.push_many([CallNode(step, [s0, head], s1, node.io_in, io_mid, node.site, hash((base, 0)), node.origin),
                        CallNode(Cell(node.fn.root().val), [tail, s1, step], node.out, io_mid, node.io_out,
                                 node.site, hash((base, 1)), node.origin)])
         node.io_out = None
@@ -194,7 +197,7 @@ def _fold(ev: Any, node: Any) -> None:
     items = _elements(ev, node, xs)
     if items is None:
         return
-    ev.n_delta += 1
+    ev.fired = DELTA
     if not items:
         ev.alias(node.out, s0)
         ev.pass_io(node)
@@ -229,7 +232,7 @@ def _fold_lazy(ev: Any, node: Any, gen: LazySeq) -> None:
     items = _elements(ev, node, gen.xs)
     if items is None:
         return
-    ev.n_delta += 1
+    ev.fired = DELTA
     base = node.identity()
     io = node.io_in
     cur = s0
@@ -264,11 +267,11 @@ def _step_if(ev: Any, node: Any) -> None:
     if flag is NOT_READY:
         return
     if not truthy(flag):
-        ev.n_delta += 1
+        ev.fired = DELTA
         ev.pass_io(node)
         ev.alias(node.out, cur)
         return
-    ev._push(CallNode(step, [cur, value], node.out, node.io_in, node.io_out, node.site, node.path, node.origin))
+    ev.push(CallNode(step, [cur, value], node.out, node.io_in, node.io_out, node.site, node.path, node.origin))
     node.io_out = None
 
 
@@ -276,12 +279,12 @@ def _map(ev: Any, node: Any) -> None:
     xs, fn = node.args
     v, root = ev.whnf(xs)
     if v.__class__ is PackVal and v.kind == "cons":      # map a stream into a stream, chunk by chunk
-        ev.n_delta += 1
+        ev.fired = DELTA
         head, tail = v.items
         y, rest = Cell(), Cell()
         io_mid = Cell() if node.io_in is not None else None
         base = node.identity()
-        ev._push_many([CallNode(fn, [head], y, node.io_in, io_mid, node.site, hash((base, 0)), node.origin),
+        ev.push_many([CallNode(fn, [head], y, node.io_in, io_mid, node.site, hash((base, 0)), node.origin),
                        CallNode(Cell(node.fn.root().val), [tail, fn], rest, io_mid, node.io_out, node.site,
                                 hash((base, 1)), node.origin)])
         node.io_out = None
@@ -306,7 +309,7 @@ def _map_then(ev: Any, node: Any, then: Intrinsic | None) -> None:
     items = _elements(ev, node, xs)
     if items is None:
         return
-    ev.n_delta += 1
+    ev.fired = DELTA
     results = PackVal(tuple(_emit_calls(ev, node, fn, [[x] for x in items])), "list")
     if then is None:
         ev.bind(node.out, results)
@@ -320,7 +323,7 @@ def _filter(ev: Any, node: Any) -> None:
     items = _elements(ev, node, xs)
     if items is None:
         return
-    ev.n_delta += 1
+    ev.fired = DELTA
     flags = _emit_calls(ev, node, fn, [[x] for x in items])
     pairs = PackVal(tuple(Cell(PackVal((f, x), "tuple")) for f, x in zip(flags, items, strict=True)), "list")
     _chain(ev, node, _KEEP, pairs)
@@ -328,7 +331,7 @@ def _filter(ev: Any, node: Any) -> None:
 
 def _chain(ev: Any, node: Any, op: Intrinsic, arg: Any) -> None:
     """Continue with another structural step on a pack we just built."""
-    ev._push(CallNode(Cell(op), [Cell(arg), Cell(_Progress())], node.out, None, None, node.site, node.path,
+    ev.push(CallNode(Cell(op), [Cell(arg), Cell(_Progress())], node.out, None, None, node.site, node.path,
                       node.origin))
 
 
@@ -451,7 +454,7 @@ def _getitem(ev: Any, node: Any) -> None:
             except (TypeError, ValueError) as e:     # a zero step, a non-integer bound
                 ev.fail(node, e)
                 return
-            ev.n_project += 1
+            ev.fired = PROJECT
             if isinstance(i, slice):
                 ev.bind(node.out, PackVal(got, v.kind))
             else:
@@ -597,7 +600,7 @@ def _lines(ev: Any, node: Any) -> None:
             return
         parts = (buf + str(h)).split("\n")
         more = Cell()
-        ev._push(CallNode(Cell(_LINES), [v.items[1], Cell(parts[-1])], more, None, None, node.site,
+        ev.push(CallNode(Cell(_LINES), [v.items[1], Cell(parts[-1])], more, None, None, node.site,
                           hash((node.identity(), 1)), node.origin))
         out: Cell = more
         for line in reversed(parts[:-1]):
@@ -699,7 +702,7 @@ def _structural_builtin(fn: Callable[[Any, Any, Any], Any]) -> Callable[[Any, An
         if v.__class__ is not PackVal or v.kind == "cons":
             return False
         r = fn(ev, node, v)
-        ev.n_delta += 1
+        ev.fired = DELTA
         ev.bind(node.out, r)
         return True
 
@@ -750,7 +753,7 @@ def _zip(ev: Any, node: Any) -> bool:
         if items is None:
             return True
         cols.append((v, items) if walk else items)
-    ev.n_delta += 1
+    ev.fired = DELTA
     n = min(len(c[1] if isinstance(c, tuple) else c) for c in cols)
     cols = [_pulled(ev, node, c, j, n, cols) if isinstance(c, tuple) else c for j, c in enumerate(cols)]
     rows = tuple(Cell(PackVal(tuple(r), "tuple")) for r in zip(*cols, strict=False))
@@ -804,7 +807,7 @@ def _consuming(mode: str) -> Callable[[Any, Any], bool]:
         items = _elements(ev, node, v.xs)
         if items is not None:                            # the walk takes over the print token
             state = _Consumer(mode, GenCursor(v, items, node.io_in), node.args[1] if nargs == 2 else None)
-            ev._push(CallNode(Cell(_CONSUME), [Cell(state)], node.out, node.io_in, node.io_out, node.site,
+            ev.push(CallNode(Cell(_CONSUME), [Cell(state)], node.out, node.io_in, node.io_out, node.site,
                               node.path, node.origin))
             node.io_out = None
         return True
@@ -826,13 +829,13 @@ def _consume(ev: Any, node: Any) -> None:
                     if st.default is None:
                         ev.fail(node, StopIteration())
                     else:
-                        ev.n_delta += 1
+                        ev.fired = DELTA
                         ev.alias(node.out, st.default)
                     return
                 _done(ev, node, st.mode == "all")
                 return
             if st.mode == "next":
-                ev.n_delta += 1
+                ev.fired = DELTA
                 ev.alias(node.out, x)
                 return
             st.elem = x
@@ -859,3 +862,12 @@ for _f in (any, all, next):
 IO_AWARE: set[int] = {id(any), id(all), id(next)}
 
 register_builtin("lines", INTRINSICS["lines"])
+
+
+def make_closure(fn: Function, globals: dict | None, defaults: tuple = ()) -> Closure:
+    """A top-level closure for `fn` (a program or an `@epic` function), with host default values;
+    the intrinsics its body names are resolved once, into its template."""
+    return Closure(template_of(fn, INTRINSICS), (), tuple(Cell(d) for d in defaults), globals)
+
+
+MATERIALIZE_WITH.update({op: INTRINSICS[op] for op in ("map", "filter", "mapfilter", "flatmap")})
