@@ -101,7 +101,7 @@ def resolve_model(name_or_path: str | None = None) -> str:
     if key == DEFAULT_MODEL:
         return str(_smollm2_dir())
     if key.startswith("tiny-") and key[5:] in TINY_ALIASES.values():
-        from epic_kernel.testing.tinylm import build_tiny_model
+        from .tinylm import build_tiny_model
 
         return build_tiny_model(cache_dir() / f"tinylm-{key[5:]}", key[5:])
     return key
