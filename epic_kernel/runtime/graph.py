@@ -13,12 +13,13 @@ the gc rule (delete a value with no uses) is Python's reference counting droppin
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from ..lang.ir import Call, Def, Function, Global, Op, Pack, Prim, Unbound, Unpack, Var
 
-__all__ = ["BETA", "DELTA", "DISPATCH", "NOTHING", "PROJECT", "RESOLVE", "RULES", "ITERATOR_KINDS", "NOT_READY", "PENDING", "CallNode", "Cell", "Closure", "ErrorVal", "PackVal", "Poison", "Template", "UnpackNode", "Wait",
+__all__ = ["BETA", "DELTA", "DISPATCH", "NOTHING", "PROJECT", "RESOLVE", "RULES", "ITERATOR_KINDS", "NOT_READY", "PENDING", "CallNode", "Cell", "Closure", "ErrorVal", "PackVal", "Poison", "Reducer", "Template", "UnpackNode", "Wait",
            "demand", "template_of"]
 
 
@@ -281,3 +282,30 @@ def demand(ev: Any, node: Any, cell: Cell) -> Any:
         ev.poison(node, v)
         return NOT_READY
     return v
+
+
+class Reducer(Protocol):
+    """What a step (a rule, an intrinsic) may do to the run: the evaluator as intrinsics see it.
+
+    Look at a value (`whnf`, or `demand`: value, or park/poison and NOT_READY), wait (`park`), fail
+    (`fail` records a new error at the node's line; `poison` passes an existing one on), rewrite
+    (`bind` a value, `alias` one cell to another), add work (`push`, `push_many`, `emit_lazily`),
+    say which rule fired (`fired`), and hand values to host code (`to_host`, `host_args`)."""
+
+    fired: int
+    filename: str
+
+    def whnf(self, cell: Cell) -> tuple[Any, Cell]: ...
+    def park(self, node: Any, cell: Cell) -> None: ...
+    def bind(self, cell: Cell, v: Any) -> None: ...
+    def alias(self, a: Cell, b: Cell) -> None: ...
+    def fail(self, node: CallNode, exc: BaseException, rec: Any = None) -> ErrorVal: ...
+    def poison(self, node: CallNode, err: ErrorVal) -> None: ...
+    def pass_io(self, node: CallNode) -> None: ...
+    def push(self, node: Any) -> None: ...
+    def push_many(self, nodes: list) -> None: ...
+    def emit_lazily(self, nodes: Iterable[CallNode]) -> None: ...
+    def to_host(self, cell: Cell) -> Any: ...
+    def host_args(self, node: CallNode) -> tuple[list, dict] | None: ...
+    def stream_cells(self, v: PackVal) -> list[Cell]: ...
+    def write(self, text: str) -> None: ...
