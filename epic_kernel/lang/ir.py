@@ -84,8 +84,14 @@ class Call(Stmt):
     name: str = ""                     # the callee as written ("llm", "xs.append"), for records and errors
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Function:
+    """A closure's code: the contract between the translator (which fills the first group of fields)
+    and the runtime (which reads them, and caches its template in `compiled`).
+
+    Slotted, so nothing can be attached to a Function outside this declaration: every field the
+    runtime reads is listed here with its meaning, and a type checker can follow each use."""
+
     name: str
     params: tuple[Var, ...]
     body: list[Stmt]
@@ -95,7 +101,20 @@ class Function:
     ndefaults: int = 0
     line: int | None = None
     free: tuple[Var, ...] = ()          # variables captured from the enclosing scope, in a fixed order
-    compiled: Any = field(default=None, repr=False)   # runtime template cache
+    # the parameters as Python names them (keyword arguments, signatures, messages); defaults to the
+    # parameter variables' names
+    param_names: tuple[str, ...] = ()
+    # a program's (`compile_program`) top-level names, in the order its value pack carries them after
+    # the value: `ret` is (value, *exports); empty for any other function
+    exports: tuple[str, ...] = ()
+    # the file of an `@epic` function (library code, whose calls are not the user's own lines); None
+    # for the program being run and for functions nested in another (they inherit their parent's)
+    filename: str | None = None
+    compiled: Any = field(default=None, repr=False)   # the runtime's template, built once (graph.template_of)
+
+    def __post_init__(self) -> None:
+        if not self.param_names:
+            self.param_names = tuple(p.name for p in self.params)
 
 
 @dataclass(frozen=True, slots=True, eq=False)

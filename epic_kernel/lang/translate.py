@@ -290,10 +290,8 @@ class Translator:
             exports = _top_names(body)
             finals = [b.env.get(n) or b.prim(Unbound(n)) for n in exports]
             ret = b.pack([ret, *finals], line=self.line(body[-1]) if body else None)
-        fn = Function(name, tuple(pvars), b.body, ret, io_in, b.env[IO], len(defaults), self.line(node))
-        fn.param_names = tuple(params)
-        if top:
-            fn.exports = exports
+        fn = Function(name, tuple(pvars), b.body, ret, io_in, b.env[IO], len(defaults), self.line(node),
+                      param_names=tuple(params), exports=tuple(exports))
         finalize(fn)
         return fn, defaults
 
@@ -563,7 +561,6 @@ def _thunk(self: Builder, child: Builder, name: str, line: int | None, fill) -> 
     child.env[IO] = io_in
     ret = fill(child)
     fn = Function(name, (), child.body, ret, io_in, child.env[IO], 0, line)
-    fn.param_names = ()
     finalize(fn)
     return self.define(fn)
 
@@ -577,8 +574,7 @@ def _lambda_fn(self: Builder, name: str, params: list[str], line: int | None, fi
     io_in = self.tr.var(IO)
     child.env[IO] = io_in
     ret = fill(child, pvars)
-    fn = Function(name, tuple(pvars), child.body, ret, io_in, child.env[IO], 0, line)
-    fn.param_names = tuple(params)
+    fn = Function(name, tuple(pvars), child.body, ret, io_in, child.env[IO], 0, line, param_names=tuple(params))
     finalize(fn)
     return fn
 

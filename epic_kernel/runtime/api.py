@@ -40,7 +40,7 @@ async def run_async(source: str, *, strategy: str = "opportunistic", backend: An
     ev.first_line = first_line
     if holder is not None:
         holder["ev"] = ev
-    return await _execute(ev, clo, [], {}, exports=list(getattr(fn, "exports", [])), source=source)
+    return await _execute(ev, clo, [], {}, exports=list(fn.exports), source=source)
 
 
 def run(source: str, **kwargs: Any) -> RunResult:
