@@ -20,7 +20,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Call", "Def", "Function", "Global", "Op", "Pack", "Prim", "Stmt", "Unbound", "Unpack", "Var", "pretty"]
+__all__ = ["BREAK", "CONTINUE", "NORMAL", "RETURN", "Call", "Def", "Function", "Global", "Op", "Pack", "Prim",
+           "Stmt", "Unbound", "Unpack", "Var", "finalize", "pretty"]
+
+# The kinds of a completion record `(kind, value, *carried)`: how a block that can exit early (a loop
+# body with break/continue, a branch with `return`) ended. The translator builds these records
+# (control.py); the runtime's `%is_normal`, `%loop_again` and `%loop_exit` intrinsics read them.
+NORMAL, RETURN, BREAK, CONTINUE = 0, 1, 2, 3
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -123,6 +129,41 @@ class Def(Stmt):
     fn: Function
     defaults: tuple[Var, ...] = ()
     line: int | None = None
+
+
+def finalize(fn: Function) -> None:
+    """Compute the variables a function captures: used but not bound inside it (in first-use order,
+    which is the order the runtime lays out a closure's captured cells)."""
+    defined: set[Var] = set(fn.params) | {fn.io_in}
+    used: list[Var] = []
+    for s in fn.body:
+        match s:
+            case Prim(out) | Global(out):
+                defined.add(out)
+            case Pack(out, items):
+                defined.add(out)
+                used.extend(items)
+            case Unpack(outs, src):
+                defined.update(outs)
+                used.append(src)
+            case Call(out, f, args, _, io_in, io_out):
+                defined.add(out)
+                if io_out is not None:
+                    defined.add(io_out)
+                used.append(f)
+                used.extend(args)
+                if io_in is not None:
+                    used.append(io_in)
+            case Def(out, inner, defaults):
+                defined.add(out)
+                used.extend(inner.free)
+                used.extend(defaults)
+    used.extend([fn.ret, fn.io_out])
+    seen: dict[Var, None] = {}
+    for v in used:
+        if v not in defined:
+            seen.setdefault(v)
+    fn.free = tuple(seen)
 
 
 def _fmt_value(v: Any) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .translate import Translator
+    from .translator import Translator
 
 __all__ = ["MUTATING_METHODS", "UNSUPPORTED", "check_program", "check_supported", "control_error", "misplaced_control",
            "mutation_error", "walk_local"]
