@@ -157,7 +157,7 @@ class ProgramGen(ContainerGen):
     def _append(self, sc: Scope, d: int) -> list[str]:
         """An append-only accumulator: made, or appended to (exclusion append-rebinds)."""
         r = self.r
-        accs = [a for a in sc.accs if a in sc.own]
+        accs = sorted(a for a in sc.accs if a in sc.own)      # not set order: a seed is one program
         if not accs or self.p(0.3):
             a = self.fresh("acc")
             sc.vars[a] = LINT
