@@ -58,6 +58,8 @@ class BuilderCore:
         """A call; with `io` (and a program that prints) it threads the print token, so output keeps
         program order while nothing else is ordered."""
         out = self.tr.var(out_name)
+        io_in: Var | None
+        io_out: Var | None
         if io and self.tr.uses_io:
             io_in = self.env[IO]
             io_out = self.tr.var(IO)

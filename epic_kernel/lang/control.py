@@ -82,7 +82,7 @@ class ControlFlowBuilder(ExpressionBuilder, ABC):
 
     def record(self, kind: int, value: Var, carried: list[str], line: int | None) -> Var:
         """A completion record: `(kind, value, *carried)`, the carried names as they stand here."""
-        node = ast.Name(id="?", lineno=line - self.tr.line_offset if line else None)
+        node = ast.Name(id="?", lineno=line - self.tr.line_offset) if line else ast.Name(id="?")
         return self.pack([self.prim(kind), value, *[self.lookup(n, node, soft=True) for n in carried]], line=line)
 
     # -- if ------------------------------------------------------------------------------------------
@@ -109,9 +109,10 @@ class ControlFlowBuilder(ExpressionBuilder, ABC):
         names = sorted(assigned([s]) | set(carried))
         if isinstance(s, ast.If):
             test = self.expr(s.test)
-            arms = [self.thunk(self.child(), nm, line, lambda c, st=st: c.block_x(st, names))
-                    for nm, st in (("then", s.body), ("else", s.orelse))]
-            rec = self.branch(test, arms[0], arms[1], line)
+            body, orelse = s.body, s.orelse
+            then_fn = self.thunk(self.child(), "then", line, lambda c: c.block_x(body, names))
+            else_fn = self.thunk(self.child(), "else", line, lambda c: c.block_x(orelse, names))
+            rec = self.branch(test, then_fn, else_fn, line)
         else:
             assert isinstance(s, ast.For | ast.While)
             rec = self.loop_x(s, names)
@@ -175,7 +176,7 @@ class ControlFlowBuilder(ExpressionBuilder, ABC):
                 return cd.pack([cd.prim(NORMAL), cd.prim(None), *[cd.lookup(n, s, soft=True) for n in names]],
                                line=line)
 
-            if is_for:
+            if isinstance(s, ast.For):
                 # with the print token: a lazy iterable's element (its callback) prints between iterations
                 has, x, nxt = c.unpack(c.intrinsic("next", [pvars[0]], line, io=True), ["has", "x", "next"], line)
                 c.env["%x"], c.env["%next"] = x, nxt
@@ -187,14 +188,14 @@ class ControlFlowBuilder(ExpressionBuilder, ABC):
 
         fn = self.lambda_fn("loop", params, line, iteration)
         self.define(fn, out=loop_var)
-        start = ([self.intrinsic("iter", [self.expr(s.iter)], line)] if is_for else [])
+        start = [self.intrinsic("iter", [self.expr(s.iter)], line)] if isinstance(s, ast.For) else []
         return self.call(loop_var, start + [self.lookup(n, s, soft=True) for n in names], line=line, name="loop")
 
     def _iteration_body(self, s: ast.For | ast.While, names: list[str], loop_var: Var, line: int | None) -> Var:
         """One iteration of `loop_x`'s loop, once its test said "go": run the body, then either call
         the loop closure again (`%loop_again(kind)`: normal or continue) or stop with a record."""
         is_for = isinstance(s, ast.For)
-        if is_for:
+        if isinstance(s, ast.For):
             self.bind(s.target, self.env["%x"])
         rec = self.block_x(s.body, names)
         kind, value, *vals = self.unpack(rec, ["kind", "value", *names], line)

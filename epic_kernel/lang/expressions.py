@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Callable
-from typing import Self
+from typing import Self, cast
 
 from .builder import BuilderCore
 from .ir import Var
@@ -85,7 +85,7 @@ class ExpressionBuilder(BuilderCore):
     def call_expr(self, e: ast.Call, line: int | None) -> Var:
         func = e.func
         args = [self.expr(a) for a in e.args] + [self.expr(k.value) for k in e.keywords]
-        kwnames = tuple(k.arg for k in e.keywords)
+        kwnames = cast(tuple[str, ...], tuple(k.arg for k in e.keywords))    # `**kw` is rejected by syntax.py
         if isinstance(func, ast.Name) and func.id == "print" and "print" not in self.env:
             return self.call(self.op("print"), args, kwnames, io=True, line=line, name="print")
         f = self.expr(func)
@@ -198,7 +198,8 @@ class ExpressionBuilder(BuilderCore):
             if isinstance(p, ast.Constant):
                 pieces.append(self.prim(p.value))
             elif isinstance(p, ast.FormattedValue):
-                spec = self.fstring(p.format_spec.values, line) if p.format_spec is not None else self.prim("")
+                spec = (self.fstring(p.format_spec.values, line) if isinstance(p.format_spec, ast.JoinedStr)
+                        else self.prim(""))
                 conv = self.prim(CONVERSIONS.get(p.conversion))
                 pieces.append(self.intrinsic("format", [self.expr(p.value), conv, spec], line))
             else:

@@ -195,8 +195,8 @@ def pretty(fn: Function, indent: int = 0) -> str:
                 pos = [repr(a) for a in args[: len(args) - len(kwnames)]]
                 kws = [f"{k}={a!r}" for k, a in zip(kwnames, args[len(args) - len(kwnames):], strict=True)]
                 io = f"; {io_in!r}" if io_in is not None else ""
-                outs = f"{out!r}, {io_out!r}" if io_out is not None else repr(out)
-                lines.append(f"{inner}{outs} := {f!r}({', '.join(pos + kws)}{io})")
+                lhs = f"{out!r}, {io_out!r}" if io_out is not None else repr(out)
+                lines.append(f"{inner}{lhs} := {f!r}({', '.join(pos + kws)}{io})")
             case Def(out, f, _):
                 lines.append(f"{inner}{out!r} :=")
                 lines.append(pretty(f, indent + 2))

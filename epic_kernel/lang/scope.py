@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .translator import Translator
 
 __all__ = ["REBINDING_METHODS", "Pos", "PyScope", "assigned", "assigned_nested", "late_binding_error",
-           "letrec_name", "param_names", "rebinding_call", "target_names"]
+           "letrec_name", "param_names", "rebinding", "rebinding_call", "target_names"]
 
 # list methods written as statements are rebindings: `xs.append(v)` means `xs = xs + [v]`
 REBINDING_METHODS = {"append": "append", "extend": "extend"}
@@ -111,8 +111,8 @@ def assigned(stmts: list[ast.stmt]) -> set[str]:
             out.add(node.id)
         elif isinstance(node, ast.FunctionDef):
             out.add(node.name)
-        elif isinstance(node, ast.Expr) and rebinding_call(node.value):
-            out.add(node.value.func.value.id)
+        elif isinstance(node, ast.Expr) and (rebound := rebinding(node.value)):
+            out.add(rebound[0].id)
     return out
 
 
@@ -129,8 +129,15 @@ def assigned_nested(body: list[ast.stmt], name: str, binder: ast.stmt) -> bool:
 
 def rebinding_call(e: ast.expr) -> bool:
     """`xs.append(v)` / `xs.extend(ys)` on a plain name: a rebinding of `xs`, not a mutation."""
-    return (isinstance(e, ast.Call) and isinstance(e.func, ast.Attribute) and e.func.attr in REBINDING_METHODS
-            and isinstance(e.func.value, ast.Name) and len(e.args) == 1 and not e.keywords)
+    return rebinding(e) is not None
+
+
+def rebinding(e: ast.expr) -> tuple[ast.Name, str, ast.expr] | None:
+    """(the name `xs`, the method, its argument) of a rebinding call `xs.append(v)`; else None."""
+    if (isinstance(e, ast.Call) and isinstance(e.func, ast.Attribute) and e.func.attr in REBINDING_METHODS
+            and isinstance(e.func.value, ast.Name) and len(e.args) == 1 and not e.keywords):
+        return e.func.value, e.func.attr, e.args[0]
+    return None
 
 
 def target_names(t: ast.expr) -> set[str]:
@@ -163,11 +170,11 @@ def _binding_points(stmts: list[ast.stmt]) -> dict[str, list[Pos]]:
             case ast.AugAssign(target=t) | ast.AnnAssign(target=t):
                 add(t, end)
             case ast.For(target=t):
-                add(t, _pos(t))
+                add(t, _pos(t) or end)                   # (a parsed node always has a position)
             case ast.FunctionDef(name=name):
-                out.setdefault(name, []).append(_pos(node))
-            case ast.Expr(value=value) if rebinding_call(value):
-                out.setdefault(value.func.value.id, []).append(end)
+                out.setdefault(name, []).append(_pos(node) or end)
+            case ast.Expr(value=value) if (rebound := rebinding(value)):
+                out.setdefault(rebound[0].id, []).append(end)
     return out
 
 

@@ -13,7 +13,7 @@ import ast
 from .control import ControlFlowBuilder
 from .expressions import BINOPS
 from .ir import Var
-from .scope import REBINDING_METHODS, letrec_name, rebinding_call
+from .scope import REBINDING_METHODS, letrec_name, rebinding
 from .syntax import check_supported, control_error
 
 __all__ = ["Builder"]
@@ -35,11 +35,12 @@ class Builder(ControlFlowBuilder):
         line = self.tr.line(s)
         match s:
             case ast.Expr(value=value):
-                if rebinding_call(value):
-                    name = value.func.value.id
-                    xs = self.lookup(name, value.func.value)
-                    item = self.expr(value.args[0])
-                    self.env[name] = self.intrinsic(REBINDING_METHODS[value.func.attr], [xs, item], line)
+                rebound = rebinding(value)
+                if rebound is not None:
+                    target, method, arg = rebound
+                    xs = self.lookup(target.id, target)
+                    item = self.expr(arg)
+                    self.env[target.id] = self.intrinsic(REBINDING_METHODS[method], [xs, item], line)
                 else:
                     self.expr(value)
             case ast.Assign(targets=[ast.Name(id=name)], value=ast.Lambda() as value) if name in self.scope.letrec:

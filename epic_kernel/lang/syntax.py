@@ -8,7 +8,7 @@ miscompiled.
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -66,6 +66,8 @@ _REBINDING = {"append", "extend"}                       # `xs.append(v)` on a pl
 def mutation_error(tr: Translator, node: ast.AST) -> Exception | None:
     """The error for an in-place mutation written as a statement (`xs.sort()`, `d.update(e)`,
     `m[0].append(5)`) or as an assignment's value (`v = xs.pop()`); None for anything else."""
+    call: ast.expr | None
+    methods: Collection[str]
     if isinstance(node, ast.Expr):
         call, methods = node.value, MUTATING_METHODS
     elif isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
@@ -145,7 +147,7 @@ def misplaced_control(stmts: list[ast.stmt], in_function: bool, in_loop: bool = 
             for child in ast.iter_child_nodes(s):
                 if isinstance(child, ast.stmt):
                     out += misplaced_control([child], in_function, in_loop)
-                elif isinstance(child, ast.excepthandler | ast.match_case):
+                elif isinstance(child, ast.ExceptHandler | ast.match_case):
                     out += misplaced_control(child.body, in_function, in_loop)
     return out
 

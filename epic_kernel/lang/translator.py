@@ -13,6 +13,7 @@ import ast
 
 from ..errors import EpicSyntaxError
 from .builder import IO
+from .expressions import ExpressionBuilder
 from .ir import Function, Unbound, Var, finalize
 from .scope import PyScope, assigned, assigned_nested, letrec_name, param_names
 from .statements import Builder
@@ -49,7 +50,7 @@ class Translator:
 
     # ======================================================================================= functions
     def function(self, name: str, args: ast.arguments | None, body: list[ast.stmt], node: ast.AST,
-                 outer: Builder | None, *, is_lambda: bool = False, top: bool = False,
+                 outer: ExpressionBuilder | None, *, is_lambda: bool = False, top: bool = False,
                  itself: Var | None = None) -> tuple[Function, list[Var]]:
         """Compile a Python function (or the program itself when `top`). Returns it and its default vars.
         `itself`: the variable the `def` binds, visible to the body (so the function can call itself)."""
