@@ -17,7 +17,7 @@ import pytest
 
 from epic_kernel.errors import EpicException, EpicSyntaxError
 from epic_kernel.lang import Function, compile_function, compile_program, pretty
-from epic_kernel.lang.ir import Def, Pack, Prim
+from epic_kernel.lang.ir import Def, Op, Pack, Prim
 from epic_kernel.lang.syntax import UNSUPPORTED
 
 P = "a = 1\nb = [1, 2]\n"      # two ordinary lines before the construct
@@ -449,3 +449,23 @@ def test_function_fields_are_the_declared_contract():
     assert fn.exports == ("f",) and fn.param_names == () and fn.filename is None
     with pytest.raises(AttributeError):
         fn.undeclared = 1
+
+
+def _ops(fn: Function) -> set[str]:
+    names = {s.value.name for s in fn.body if isinstance(s, Prim) and isinstance(s.value, Op)}
+    for s in fn.body:
+        if isinstance(s, Def):
+            names |= _ops(s.fn)
+    return names
+
+
+def test_every_intrinsic_the_translator_names_is_bound_by_the_runtime():
+    """The other half of the IR contract: `Op(name)` is only a name (lang never imports runtime), so
+    every name the translator emits must be an intrinsic the runtime binds."""
+    from epic_kernel.runtime.intrinsics import INTRINSICS
+    from epic_kernel.testing.progen import generate
+
+    programs = list(SUPPORTED.values()) + [generate(seed) for seed in range(200)]
+    named = set().union(*(_ops(compile_program(src)) for src in programs))
+    assert {"add", "getitem", "fold", "map", "bool", "is_normal", "loop_again", "genexp"} <= named
+    assert named <= set(INTRINSICS), named - set(INTRINSICS)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .ir import Var
-from .syntax import walk_local
+from .syntax import REBINDING_METHODS, walk_local
 
 if TYPE_CHECKING:
     from ..errors import EpicSyntaxError
@@ -23,9 +23,6 @@ if TYPE_CHECKING:
 
 __all__ = ["REBINDING_METHODS", "Pos", "PyScope", "assigned", "assigned_nested", "late_binding_error",
            "letrec_name", "param_names", "rebinding", "rebinding_call", "target_names"]
-
-# list methods written as statements are rebindings: `xs.append(v)` means `xs = xs + [v]`
-REBINDING_METHODS = {"append": "append", "extend": "extend"}
 
 Pos = tuple[int, int]          # (line, col) in the parsed source: source order
 

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .translator import Translator
 
-__all__ = ["MUTATING_METHODS", "UNSUPPORTED", "check_program", "check_supported", "control_error", "misplaced_control",
-           "mutation_error", "walk_local"]
+__all__ = ["MUTATING_METHODS", "REBINDING_METHODS", "UNSUPPORTED", "check_program", "check_supported", "control_error",
+           "misplaced_control", "mutation_error", "walk_local"]
 
 # node type -> (construct name, hint)
 UNSUPPORTED: dict[type, tuple[str, str]] = {
@@ -60,7 +60,9 @@ MUTATING_METHODS: dict[str, tuple[str, str]] = {
     "extend": ("{x} = {x} + ys", ""),
 }
 _VALUE_MUTATORS = {"pop", "popitem", "setdefault"}      # also rejected as `v = xs.pop()`
-_REBINDING = {"append", "extend"}                       # `xs.append(v)` on a plain name is `xs = xs + [v]`
+# list methods that, written as a statement on a plain name, are rebindings, not mutations: `xs.append(v)`
+# means `xs = xs + [v]` (scope.rebinding); method -> the intrinsic that builds the new list
+REBINDING_METHODS = {"append": "append", "extend": "extend"}
 
 
 def mutation_error(tr: Translator, node: ast.AST) -> Exception | None:
@@ -77,8 +79,8 @@ def mutation_error(tr: Translator, node: ast.AST) -> Exception | None:
     if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr in methods):
         return None
     method, recv = call.func.attr, call.func.value
-    if method in _REBINDING and isinstance(recv, ast.Name):
-        return None                                      # a rebinding (translate.REBINDING_METHODS)
+    if method in REBINDING_METHODS and isinstance(recv, ast.Name):
+        return None                                      # a rebinding (scope.rebinding)
     text = ast.unparse(recv)
     code, note = MUTATING_METHODS[method]
     if isinstance(recv, ast.Name):
