@@ -22,6 +22,9 @@ __all__ = ["Translator"]
 
 
 class Translator:
+    """One translation (a cell or an `@epic` function): numbers variables, maps nodes to the user's
+    lines, builds errors, and compiles each Python function it meets into an IR `Function`."""
+
     def __init__(self, source: str, filename: str = "<epic>", first_line: int = 1):
         self.source = source
         self.lines = source.splitlines()
