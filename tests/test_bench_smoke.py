@@ -78,3 +78,14 @@ def test_bench_serve_quick_writes_results(tmp_path: Path) -> None:
     assert len(res["serial_clients"]["per_client_wall_s"]) == 4
     assert res["stream_probe"]["token_events"] > 0
     assert "| /v1/completions |" in md and "| /v1/chat/completions |" in md
+
+
+def test_bench_translate_writes_results(tmp_path: Path) -> None:
+    """The translation benchmark side by side with a baseline tree (here the same tree)."""
+    p = _run("-m", "benchmarks.bench_translate", "--reps", "1", "--passes", "1", "--baseline", str(ROOT),
+             "--out", str(tmp_path))
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    data = json.loads((tmp_path / "translate.json").read_text())
+    assert data["meta"]["programs"] > 200                     # tutorials, examples and progen programs
+    assert set(data["median_s"]) == {"current", "baseline"} and data["ratio_current_over_baseline"] > 0
+    assert "current / baseline" in (tmp_path / "translate.md").read_text()

@@ -50,7 +50,7 @@ async def run_async(source: str, *, strategy: str = "opportunistic", backend: An
     ev = Evaluator(options, namespace=ns)
     if handle is not None:
         handle.ev, ev.ended = ev, handle.ended
-    return await _execute(ev, make_closure(fn, ns), [], {}, exports=list(getattr(fn, "exports", [])), source=source)
+    return await _execute(ev, make_closure(fn, ns), [], {}, exports=list(fn.exports), source=source)
 
 
 def run(source: str, *, strategy: str = "opportunistic", backend: Any = None, model: str | None = None,

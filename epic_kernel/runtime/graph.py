@@ -136,9 +136,9 @@ class Template:
         self.name = fn.name
         self.line = fn.line
         # the file of an `@epic` function (library code); None for the program being run
-        self.filename: str | None = getattr(fn, "filename", None)
+        self.filename: str | None = fn.filename
         self.nparams = len(fn.params)
-        self.param_names = tuple(getattr(fn, "param_names", ()) or (p.name for p in fn.params))
+        self.param_names = fn.param_names
         slots: dict[Var, int] = {}
         for v in (*fn.params, fn.io_in, *fn.free):
             slots.setdefault(v, len(slots))
@@ -177,7 +177,7 @@ class Template:
                 case Prim():
                     pass
                 case Global(out, name, line):
-                    ops.append((GLOBAL, slots[out], name, line, getattr(s, "soft", False)))
+                    ops.append((GLOBAL, slots[out], name, line, s.soft))
                 case Def(out, inner, defaults):
                     inner_t = template_of(inner, intrinsics)
                     if inner_t.filename is None:           # nested defs and loop bodies: the same file

@@ -71,7 +71,6 @@ def guarded(fn: Callable[[Any, Any], Any], ev: Reducer, node: CallNode) -> Any:
 def _church(name: str, which: int) -> Closure:
     a, b, io = Var(-1, "a"), Var(-2, "b"), Var(-3, "%io")
     fn = Function(name, (a, b), [], (a, b)[which], io, io)
-    fn.param_names = ("a", "b")
     return Closure(Template(fn, {}), (), (), None)
 
 
