@@ -19,14 +19,12 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from ..errors import UnsupportedFeature
+
 __all__ = [
     "Backend", "Feeders", "LLMRequest", "LLMResponse", "SamplingParams", "StreamChunk",
     "UnsupportedFeature",
 ]
-
-
-class UnsupportedFeature(Exception):
-    """A request asked for something this backend cannot do (e.g. `regex=` on a plain server)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import EpicInternalError
 from ..lang.ir import Call, Def, Function, Global, Op, Pack, Prim, Unbound, Unpack, Var
 
 __all__ = ["ITERATOR_KINDS", "NOT_READY", "PENDING", "CallNode", "Cell", "Closure", "ErrorVal", "PackVal", "Poison", "Template", "UnpackNode", "Wait",
@@ -145,7 +146,7 @@ class Template:
                     unbound.append((slots[s.out], value))
                 if isinstance(value, Op):
                     if value.name not in intrinsics:
-                        raise KeyError(f"internal: unknown intrinsic %{value.name}")
+                        raise EpicInternalError(f"internal: unknown intrinsic %{value.name}")
                     value = intrinsics[value.name]
                 prims.append(value)
         self.prim_values = tuple(prims)
