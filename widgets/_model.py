@@ -25,6 +25,8 @@ import re
 from collections import deque
 from typing import Any
 
+from epic_kernel.text import clip
+
 __all__ = ["RunModel"]
 
 _FINISHED = ("done", "failed", "cancelled")
@@ -251,8 +253,8 @@ def _row(c: Any, t0: float, now: float) -> dict[str, Any]:
     return {"id": c.id, "line": _line(c), "fn": c.fn, "state": c.state, "batch": c.batch_id,
             "tokens_in": "?" if c.tokens_in is None else c.tokens_in,
             "tokens_out": "?" if c.tokens_out is None else c.tokens_out, "start": round(c.start - t0, 4),
-            "latency": round(latency, 4), "cached": bool(c.cached), "prompt": _clip(c.args_preview, 160),
-            "result": _clip(result, 160)}
+            "latency": round(latency, 4), "cached": bool(c.cached), "prompt": clip(c.args_preview, 160),
+            "result": clip(result, 160)}
 
 
 def _bars(calls: list[Any], limit: int, t0: float, now: float) -> tuple[list[list[Any]], int, int]:
@@ -278,7 +280,7 @@ def _bars(calls: list[Any], limit: int, t0: float, now: float) -> tuple[list[lis
             lanes += 1
         heapq.heappush(busy, (max(end, start), lane))
         bars.append([c.id, lane, round(start, 4), round(max(end, start), 4), c.state, c.batch_id, c.fn,
-                     _line(c), c.tokens_in, c.tokens_out, _clip(c.args_preview, 48), bool(c.cached)])
+                     _line(c), c.tokens_in, c.tokens_out, clip(c.args_preview, 48), bool(c.cached)])
     bars.sort(key=lambda b: b[0])
     return bars, lanes, len(calls) - len(shown)
 
@@ -293,8 +295,3 @@ def _label(text: str) -> str:
     """"<epic_kernel.llm.sim.SimBackend object at 0x..>" -> "SimBackend"."""
     m = re.match(r"<([\w.]+) object at ", text)
     return m.group(1).rsplit(".", 1)[-1] if m else text
-
-
-def _clip(text: str, n: int) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= n else text[: n - 1] + "…"

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from ..errors import UnsupportedFeature
+from ..text import clip
 
 __all__ = [
     "Backend", "Feeders", "LLMRequest", "LLMResponse", "SamplingParams", "StreamChunk",
@@ -92,8 +93,7 @@ class LLMRequest:
 
     def preview(self, n: int = 80) -> str:
         text = self.prompt if self.raw else (self.messages[-1]["content"] if self.messages else "")
-        text = str(text).replace("\n", " ")
-        return text if len(text) <= n else text[: n - 1] + "…"
+        return clip(text, n, squash=False)
 
 
 @dataclass(slots=True)

@@ -35,8 +35,10 @@ from typing import Any
 
 from ..errors import EpicInternalError, unwrap
 from ..lang.ir import Function
+from ..text import clip
 from . import context as _ctx
 from .events import CallRecord, Event, clock
+from .failures import failure_record
 from .graph import (
     CALL,
     DEF,
@@ -416,13 +418,7 @@ class Evaluator:
         return err
 
     def _failure(self, node: CallNode, exc: BaseException, rec: CallRecord | None = None) -> CallRecord:
-        if rec is None:
-            now = clock()
-            rec = CallRecord(id=0, fn=node.site.name or "call", site_line=node.site.line, start=now, end=now)
-        rec.error = exc
-        rec.state = "failed"
-        rec.site = f"{self.filename}:{node.site.line}" if node.site.line else self.filename
-        rec.result_preview = f"{type(exc).__name__}: {exc}"[:200]
+        rec = failure_record(exc, fn=node.site.name or "call", line=node.site.line, filename=self.filename, rec=rec)
         self.failures.append(rec)
         return rec
 
@@ -553,10 +549,7 @@ class Evaluator:
         except AttributeError:
             err = ErrorVal(NameError(f"name {name!r} is not defined"))
             if not soft:
-                now = clock()
-                err.origin = CallRecord(id=0, fn=name, site_line=line, start=now, end=now, state="failed",
-                                        error=err.error, site=f"{self.filename}:{line}",
-                                        result_preview=f"NameError: {err.error}")
+                err.origin = failure_record(err.error, fn=name, line=line, filename=self.filename)
                 self.failures.append(err.origin)
             return err
 
@@ -608,8 +601,7 @@ class Evaluator:
                         self.bind(o, x)
                     return
                 err = ValueError(f"cannot unpack {len(vals)} values into {len(outs)} names (line {line})")
-        rec = CallRecord(id=0, fn="unpack", site_line=line, start=clock(), end=clock(), state="failed", error=err,
-                         site=f"{self.filename}:{line}", result_preview=f"{type(err).__name__}: {err}")
+        rec = failure_record(err, fn="unpack", line=line, filename=self.filename)
         self.failures.append(rec)
         e = ErrorVal(err, rec)
         for o in outs:
@@ -940,8 +932,7 @@ class _Tail:
 
 
 def _short(s: str, n: int = 80) -> str:
-    s = s.replace("\n", " ")
-    return s if len(s) <= n else s[: n - 1] + "…"
+    return clip(s, n, squash=False)
 
 
 def _preview_args(pos: list, kw: dict) -> str:
