@@ -134,11 +134,13 @@ def run_question(q: dict, modes: list[str], backend: Any, max_tokens: int) -> di
 
 
 def make_backend(model: str) -> Any:
-    """`sim` is the simulated model (its skeleton prompts get numbered lists): a smoke test of the
-    benchmark itself, not a measurement. Anything else is a model for `TransformersBackend`."""
+    """`sim` is the simulated model, scripted by SoT to answer its skeleton prompts with numbered
+    lists: a smoke test of the benchmark itself, not a measurement. Anything else is a model for
+    `TransformersBackend`."""
     if model == "sim":
         from epic_kernel.llm.sim import SimBackend
-        return SimBackend()
+        from epic_kernel.programs.sot import sim_script
+        return SimBackend(scripts=[sim_script])
     from epic_kernel.llm import TransformersBackend
     return TransformersBackend(model)
 
