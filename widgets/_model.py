@@ -25,6 +25,7 @@ import re
 from collections import deque
 from typing import Any
 
+from epic_kernel.runtime.calltable import call_row
 from epic_kernel.text import clip
 
 __all__ = ["RunModel"]
@@ -212,7 +213,7 @@ class RunModel:
                       span=round(max([elapsed] + [b[3] for b in bars]), 4))
         return {
             "header": header,
-            "rows": [_row(c, t0, now) for c in rows],
+            "rows": [call_row(c, t0, now) for c in rows],
             "bars": bars,
             "trace": {"steps": self.steps, "rules": dict(self.rules), "full": self.full_trace,
                       "recent": [list(s) for s in self.recent_steps]},
@@ -243,18 +244,6 @@ class RunModel:
                            f"({reasons}) on this model, so {'they were' if n != 1 else 'it was'} expanded "
                            "again with the one-point prompt (expand_with=\"point\")")
         return out
-
-
-def _row(c: Any, t0: float, now: float) -> dict[str, Any]:
-    latency = (c.end if c.end is not None else now) - c.start
-    result = c.result_preview or (c.streamed[-120:] if c.streamed else "")
-    if c.state == "failed" and c.error is not None and not result:
-        result = f"{type(c.error).__name__}: {c.error}"
-    return {"id": c.id, "line": _line(c), "fn": c.fn, "state": c.state, "batch": c.batch_id,
-            "tokens_in": "?" if c.tokens_in is None else c.tokens_in,
-            "tokens_out": "?" if c.tokens_out is None else c.tokens_out, "start": round(c.start - t0, 4),
-            "latency": round(latency, 4), "cached": bool(c.cached), "prompt": clip(c.args_preview, 160),
-            "result": clip(result, 160)}
 
 
 def _bars(calls: list[Any], limit: int, t0: float, now: float) -> tuple[list[list[Any]], int, int]:

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from ..errors import ModelNotAvailable
-from ..text import clip
+from ..runtime.calltable import COLUMNS, TERMINAL_COLUMNS, call_row
 
 __all__ = ["INSTALL_LOCAL", "calls_table", "err", "model_hint", "print_value", "rich_console", "syntax_message"]
 
@@ -64,30 +64,30 @@ def model_hint(err: Any) -> str | None:
                     + "\n  or try the simulated model: --backend sim")
     return None
 
+_COLORS = {"queued": "yellow", "running": "cyan", "done": "green", "failed": "red", "cancelled": "magenta"}
+
+
 def calls_table(calls: list, t0: float, title: str | None = None, limit: int = 60) -> Any:
-    """A rich Table of calls: id, line, fn, state, start, latency, prompt and result previews."""
+    """A rich Table of calls with the terminal's columns (runtime/calltable.py); free-text columns
+    (prompt, result) take the width that is left and are cut with an ellipsis."""
     from rich.table import Table
     from rich.text import Text
 
-    colors = {"queued": "yellow", "running": "cyan", "done": "green", "failed": "red", "cancelled": "magenta"}
     table = Table(title=title, title_justify="left", expand=False, show_lines=False, pad_edge=False)
-    for name, right in (("id", True), ("line", True), ("fn", False), ("state", False), ("start", True),
-                        ("latency", True)):
-        table.add_column(name, justify="right" if right else "left", no_wrap=True, min_width=len(name),
-                         style="dim" if name == "id" else None)
-    # previews take the width that is left; a Text cell with no_wrap is cut with an ellipsis
-    table.add_column("prompt", ratio=1, overflow="ellipsis", min_width=8)
-    table.add_column("result", ratio=1, overflow="ellipsis", min_width=8)
+    for col in (COLUMNS[n] for n in TERMINAL_COLUMNS):
+        if col.long:
+            table.add_column(col.name, ratio=1, overflow="ellipsis", min_width=8)
+        else:
+            table.add_column(col.name, justify=col.align, no_wrap=True, min_width=len(col.name),
+                             style="dim" if col.name == "id" else None)
     shown = calls if len(calls) <= limit else calls[:limit]
     now = time.perf_counter()
     for c in shown:
-        lat = c.latency
-        lat_s = f"{lat:.2f}s" if lat is not None else f"{now - c.start:.2f}s…"
-        state = c.state + (" (cached)" if c.cached else "")
-        table.add_row(str(c.id), str(c.site_line or ""), c.fn, f"[{colors.get(c.state, 'white')}]{state}[/]",
-                      f"{c.start - t0:.2f}s", lat_s,
-                      Text(clip(c.args_preview, 120), no_wrap=True, overflow="ellipsis"),
-                      Text(clip(c.result_preview, 120), no_wrap=True, overflow="ellipsis"))
+        texts = call_row(c, t0, now, TERMINAL_COLUMNS)["cells"]
+        row = [Text(t, style=_COLORS.get(c.state, "white")) if n == "state"
+               else Text(t, no_wrap=True, overflow="ellipsis") if COLUMNS[n].long else t
+               for n, t in zip(TERMINAL_COLUMNS, texts, strict=True)]
+        table.add_row(*row)
     if len(calls) > limit:
         table.caption = f"... {len(calls) - limit} more calls"
     return table
