@@ -60,3 +60,37 @@ def test_an_unknown_intrinsic_is_an_internal_error() -> None:
     fn = Function("f", (), [Prim(out, Op("no_such_intrinsic"))], out, Var(2), Var(3))
     with pytest.raises(errors.EpicInternalError, match="unknown intrinsic %no_such_intrinsic"):
         Template(fn, {})
+
+
+# ------------------------------------------------------------------------------ one failure record, one formatter
+def test_failure_records_are_built_in_one_place() -> None:
+    from epic_kernel.runtime.events import CallRecord
+    from epic_kernel.runtime.failures import failure_record
+
+    op = failure_record(ZeroDivisionError("division by zero"), fn="truediv", line=3, filename="f.py")
+    assert (op.id, op.state, op.site, op.site_line) == (0, "failed", "f.py:3", 3)
+    assert op.result_preview == "ZeroDivisionError: division by zero" and op.end == op.start
+    assert failure_record(ValueError("x"), fn="value", line=None, filename="f.py").site == "f.py"
+    call = CallRecord(id=4, fn="llm", site_line=9, start=1.0, end=2.0, state="running")
+    assert failure_record(RuntimeError("y" * 300), fn="llm", line=9, filename="f.py", rec=call) is call
+    assert call.state == "failed" and len(call.result_preview) == 200
+
+
+def test_the_api_cli_and_notebook_tell_failures_from_one_grouping() -> None:
+    from epic_kernel import run
+    from epic_kernel.runtime.failures import error_lines, failure_lines, group_failures
+
+    src = "xs = [10 // x for x in [1, 0, 0]]\na, b = [1, 2, 3]\nxs\n"
+    with pytest.raises(errors.EpicError) as info:
+        run(src, backend="sim", filename="f.py")
+    e = info.value
+    groups = group_failures(e.failures)
+    # in the order they happened (the unpack needs no loop, so it fails first); the loop's two are one
+    assert [(g.line, g.error_type, len(g.records)) for g in groups] == [(2, "ValueError", 1), (1, "ZeroDivisionError", 2)]
+    assert str(e).splitlines()[0] == "3 errors:"
+    assert "  line 1: `xs = [10 // x for x in [1, 0, 0]]` ZeroDivisionError: integer division or modulo by zero " \
+           "(in //) (x2)" in str(e).splitlines()
+    lines = failure_lines(e.failures, "f.py", src.splitlines())
+    assert "f.py:1: ZeroDivisionError: integer division or modulo by zero (and 1 more call like it)" in lines
+    assert "    a, b = [1, 2, 3]" in lines
+    assert error_lines("EpicError", str(e), color=False)[0] == "EpicError: 3 errors:"

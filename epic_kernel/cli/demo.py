@@ -152,13 +152,7 @@ def _demo_run(source: str, strategy: str, backend: Any, console: Any) -> Any:
     return res
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from ..runtime.api import run
-
-    if not check_backend("epic demo", args.backend):
-        return 2
-    console = rich_console()
-    source, shown_name = _demo_source()
+def _show_program(console: Any, source: str, shown_name: str) -> None:
     if console is not None:
         from rich.markup import escape
         from rich.panel import Panel
@@ -172,6 +166,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     else:
         print(source)
 
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Show the program, run it sequentially then opportunistically (live), print the speedup."""
+    from ..runtime.api import run
+
+    if not check_backend("epic demo", args.backend):
+        return 2
+    console = rich_console()
+    source, shown_name = _demo_source()
+    _show_program(console, source, shown_name)
     try:
         backend, label = _demo_backend(args, console)
     except (ValueError, TypeError) as e:
@@ -187,6 +191,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         for strategy in ("sequential", "opportunistic"):
             if console is not None:
+                from rich.markup import escape
+
                 console.rule(f"[bold]{strategy}[/bold] on {escape(desc)}")
             results[strategy] = _demo_run(source, strategy, backend, console)
     except EpicError as e:
@@ -196,7 +202,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
             err(hint)
         return 1
 
-    seq, opp = results["sequential"], results["opportunistic"]
+    _show_speedup(console, results["sequential"], results["opportunistic"], desc, label)
+    return 0
+
+
+def _show_speedup(console: Any, seq: Any, opp: Any, desc: str, label: str) -> None:
+    """The answer, the two runs side by side and the speedup (with a word on what it means here)."""
     speedup = seq.elapsed / opp.elapsed if opp.elapsed > 0 else float("inf")
     if console is not None:
         from rich.markup import escape
@@ -226,4 +237,3 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(seq.summary())
         print(opp.summary())
         print(f"speedup: {speedup:.2f}x (opportunistic over sequential) on {desc}")
-    return 0
