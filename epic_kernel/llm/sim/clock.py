@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from ..base import LLMRequest, LLMResponse, StreamChunk
@@ -63,9 +63,7 @@ class SimClock:
     _lock: threading.Lock
     _states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState]
     _next_batch: int
-
-    def _answer(self, request: LLMRequest) -> Answer:
-        raise NotImplementedError       # SimAnswers provides it
+    _answer: Callable[[LLMRequest], Answer]          # SimAnswers makes the answers this paces
 
     def batch_cost(self, batch_size: int) -> float:
         """f(B) = 1 + batch_penalty*(B-1): how much slower one step is with B requests decoding."""
