@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from epic_kernel.widgets import VIEW_KINDS as _VIEWS
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
@@ -35,7 +36,6 @@ from ._errors import short, short_syntax_error
 
 __all__ = ["EpicMagics"]
 
-_VIEWS = ("auto", "widget", "html", "text", "none")
 _HEARTBEAT_S = 0.1
 _LAST = "_epic_last"
 
@@ -248,14 +248,15 @@ class EpicMagics(Magics):
     def _backend_spec(self, name: str) -> Any:
         """A backend name for the registry, or the Backend a notebook variable of that name holds."""
         from epic_kernel.llm.base import Backend
-        from epic_kernel.llm.registry import BACKEND_NAMES
+        from epic_kernel.llm.registry import parse_backend
 
         value = self.shell.user_ns.get(name)
         if isinstance(value, Backend):
             return value
-        if name.partition(":")[0].lower() not in BACKEND_NAMES + ("local", "hf"):
-            raise UsageError(f"--backend {name}: not a backend name ({', '.join(BACKEND_NAMES)}) "
-                             "nor a variable holding a Backend")
+        try:
+            parse_backend(name)
+        except ValueError as e:
+            raise UsageError(f"--backend {name}: {e}, or name a variable holding a Backend") from None
         return name
 
     def _publish(self, job: _Job, result: Any) -> None:

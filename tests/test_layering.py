@@ -15,6 +15,7 @@ PACKAGES = {"epic_kernel": ROOT / "epic_kernel", "epic_kernel.magics": ROOT / "m
 
 # lower layers first; a module may import its own layer and those below it
 LAYERS = ["errors", "lang", "runtime", "llm", "programs"]
+SAME_AS = {"text": "errors"}            # plain-text helpers sit at the bottom with the errors
 ON_TOP = {"magics", "widgets", "cli", "kernel", "install", "__main__", "__init__", "testing"}
 NOTEBOOK_ONLY = ("IPython", "ipykernel", "ipywidgets", "anywidget", "jupyter_client", "traitlets", "comm")
 
@@ -70,7 +71,8 @@ def _layer(mod: str) -> str | None:
     parts = mod.split(".")
     if parts[0] != "epic_kernel":
         return None
-    return parts[1] if len(parts) > 1 else "__init__"
+    layer = parts[1] if len(parts) > 1 else "__init__"
+    return SAME_AS.get(layer, layer)
 
 
 def test_the_module_list_is_complete():

@@ -16,7 +16,8 @@ from ..errors import EpicError, EpicInterrupted
 from ..lang import compile_program
 from . import context as _ctx
 from .evaluator import Evaluator
-from .events import CallRecord, clock
+from .events import clock
+from .failures import failure_message, failure_record
 from .graph import Cell, PackVal, Poison, Wait
 from .interop import EpicFunction, install_runner
 from .intrinsics import make_closure
@@ -165,9 +166,7 @@ def _check_value(ev: Evaluator, out: Cell, program: bool) -> None:
         ev.to_host(root)
     except Poison as p:
         if p.err.origin is None:
-            now = clock()
-            rec = CallRecord(id=0, fn="value", site_line=None, start=now, end=now, state="failed",
-                             error=p.err.error, site=ev.filename, result_preview=str(p.err.error))
+            rec = failure_record(p.err.error, fn="value", line=None, filename=ev.filename)
             p.err.origin = rec
             ev.failures.append(rec)
     except Wait:
@@ -179,42 +178,6 @@ def _host_or_none(ev: Evaluator, cell: Cell) -> Any:
         return ev.to_host(cell)
     except (Wait, Poison):
         return None
-
-
-_OPS = {"add": "+", "sub": "-", "mul": "*", "truediv": "/", "floordiv": "//", "mod": "%", "pow": "**",
-        "getitem": "subscript", "getattr": "attribute access", "contains": "in", "not_contains": "not in", "lt": "<", "le": "<=",
-        "gt": ">", "ge": ">=", "neg": "unary -", "assert_": "assert", "format": "f-string"}
-
-
-def failure_message(ev: Evaluator, source: str = "") -> str:
-    """One line per distinct failure: where (line and its code), what was called, what went wrong."""
-    n_calls = len(ev.calls)
-    failed_calls = sum(1 for r in ev.failures if r.id)
-    n = len(ev.failures)
-    if failed_calls == n:
-        head = f"{n} of {n_calls} call{'s' * (n_calls != 1)} failed; finished results are kept:"
-    elif failed_calls == 0:
-        head = f"{n} error{'s' * (n != 1)}" + (f" ({n_calls} call{'s' * (n_calls != 1)} finished and kept)" if n_calls else "") + ":"
-    else:
-        head = f"{n} errors ({failed_calls} of {n_calls} calls failed; finished results are kept):"
-    lines = [head]
-    code = source.splitlines()
-    groups: dict[tuple, list] = {}
-    for rec in ev.failures:
-        groups.setdefault((rec.site_line, type(rec.error).__name__, str(rec.error), bool(rec.id)), []).append(rec)
-    for (line, etype, emsg, external), recs in list(groups.items())[:20]:
-        rec = recs[0]
-        call = f" {rec.fn}({rec.args_preview[:60]}) ->" if external else ""
-        text = ""
-        if line and 0 < line - ev.first_line + 1 <= len(code):
-            text = f" `{code[line - ev.first_line].strip()}`"
-        where = f"line {line}" if line else "the result"
-        op = f" (in {_OPS[rec.fn]})" if not external and rec.fn in _OPS else ""
-        times = f" (x{len(recs)})" if len(recs) > 1 else ""
-        lines.append(f"  {where}:{text}{call} {etype}: {emsg}{op}{times}")
-    if len(groups) > 20:
-        lines.append(f"  ... and {len(groups) - 20} more (see EpicError.failures)")
-    return "\n".join(lines)
 
 
 def _interrupted(handle: RunHandle) -> EpicInterrupted:

@@ -33,6 +33,7 @@ from ..errors import EpicInternalError
 from . import callbacks  # noqa: F401  (installs map/filter/sorted/min/max over epic functions)
 from .backends import BackendLink
 from .events import CallRecord, Event, clock
+from .failures import failure_record
 from .graph import (
     NOTHING,
     PENDING,
@@ -319,13 +320,7 @@ class Evaluator(BackendLink):
         return err
 
     def _failure(self, node: CallNode, exc: BaseException, rec: CallRecord | None = None) -> CallRecord:
-        if rec is None:
-            now = clock()
-            rec = CallRecord(id=0, fn=node.site.name or "call", site_line=node.site.line, start=now, end=now)
-        rec.error = exc
-        rec.state = "failed"
-        rec.site = f"{self.filename}:{node.site.line}" if node.site.line else self.filename
-        rec.result_preview = f"{type(exc).__name__}: {exc}"[:200]
+        rec = failure_record(exc, fn=node.site.name or "call", line=node.site.line, filename=self.filename, rec=rec)
         self.failures.append(rec)
         return rec
 

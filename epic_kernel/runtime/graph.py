@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..errors import EpicInternalError
 from ..lang.ir import Call, Def, Function, Global, Op, Pack, Prim, Unbound, Unpack, Var
 
 __all__ = ["BETA", "DELTA", "DISPATCH", "NOTHING", "PROJECT", "RESOLVE", "RULES", "ITERATOR_KINDS", "NOT_READY", "PENDING", "CallNode", "Cell", "Closure", "ErrorVal", "PackVal", "Poison", "Reducer", "Template", "UnpackNode", "Wait",
@@ -152,7 +153,7 @@ class Template:
                     unbound.append((slots[s.out], value))
                 if isinstance(value, Op):
                     if value.name not in intrinsics:
-                        raise KeyError(f"internal: unknown intrinsic %{value.name}")
+                        raise EpicInternalError(f"internal: unknown intrinsic %{value.name}")
                     value = intrinsics[value.name]
                 prims.append(value)
         self.prim_values = tuple(prims)

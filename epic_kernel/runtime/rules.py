@@ -23,8 +23,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from ..errors import unwrap
+from ..text import clip
 from . import context as _ctx
 from .events import CallRecord, clock
+from .failures import failure_record
 from .graph import (
     BETA,
     CALL,
@@ -188,10 +190,7 @@ def lookup_global(ev: Evaluator, name: str, line: int | None, ns: dict | None, s
     except AttributeError:
         err = ErrorVal(NameError(f"name {name!r} is not defined"))
         if not soft:
-            now = clock()
-            err.origin = CallRecord(id=0, fn=name, site_line=line, start=now, end=now, state="failed",
-                                    error=err.error, site=f"{ev.filename}:{line}",
-                                    result_preview=f"NameError: {err.error}")
+            err.origin = failure_record(err.error, fn=name, line=line, filename=ev.filename)
             ev.failures.append(err.origin)
         return err
 
@@ -253,8 +252,7 @@ def project(ev: Evaluator, outs: list, v: Any, line: int | None) -> None:
                     ev.bind(o, x)
                 return
             err = ValueError(f"cannot unpack {len(vals)} values into {len(outs)} names (line {line})")
-    rec = CallRecord(id=0, fn="unpack", site_line=line, start=clock(), end=clock(), state="failed", error=err,
-                     site=f"{ev.filename}:{line}", result_preview=f"{type(err).__name__}: {err}")
+    rec = failure_record(err, fn="unpack", line=line, filename=ev.filename)
     ev.failures.append(rec)
     e = ErrorVal(err, rec)
     for o in outs:
@@ -435,8 +433,7 @@ class _Tail:
 
 # ------------------------------------------------------------------------------------------- text
 def _short(s: str, n: int = 80) -> str:
-    s = s.replace("\n", " ")
-    return s if len(s) <= n else s[: n - 1] + "…"
+    return clip(s, n, squash=False)
 
 
 def _preview_args(pos: list, kw: dict) -> str:

@@ -28,8 +28,8 @@ def sim_text(prompt: str, max_tokens: int = 256) -> str:
 
 def sim_chunks(prompt: str, max_tokens: int = 256) -> list[str]:
     """What `llm(prompt, stream=True, ...)` is once finished: the sim's word pieces, the last with the tail."""
-    from ...llm.sim import _split
-    words, tail = _split(sim_text(prompt, max_tokens))
+    from ...llm.sim.answers import split_words
+    words, tail = split_words(sim_text(prompt, max_tokens))
     chunks = words[:-1] + [words[-1] + tail] if words else ([tail] if tail else [])
     return [c for c in chunks if c]
 
