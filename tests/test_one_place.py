@@ -98,7 +98,7 @@ def test_strategies_and_view_kinds_are_defined_once() -> None:
     from epic_kernel.widgets import VIEW_KINDS
 
     import epic_kernel.cli as cli
-    from epic_kernel.runtime.evaluator import STRATEGIES
+    from epic_kernel.runtime.options import STRATEGIES
 
     run_parser = cli.build_parser()._subparsers._group_actions[0].choices["run"]   # noqa: SLF001
     strategy = next(a for a in run_parser._actions if a.dest == "strategy")          # noqa: SLF001
@@ -106,5 +106,5 @@ def test_strategies_and_view_kinds_are_defined_once() -> None:
     magics = (ROOT / "magics" / "_magics.py").read_text()
     assert "VIEW_KINDS" in magics and '("auto", "widget"' not in magics and VIEW_KINDS[0] == "auto"
     for path in (ROOT / "epic_kernel").rglob("*.py"):
-        if path.name != "evaluator.py":
+        if path.name != "options.py":
             assert '"opportunistic-dfs", "random"' not in path.read_text(), f"{path} lists the strategies again"

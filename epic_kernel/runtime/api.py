@@ -59,8 +59,8 @@ def run(source: str, *, strategy: str = "opportunistic", backend: Any = None, mo
         first_line: int = 1, observers: list[Callable] | None = None, cache: bool | None = None) -> RunResult:
     """Compile and run `source` to completion.
 
-    `strategy`: "opportunistic" (the default), "opportunistic-dfs", "random" (ordered by `seed`) or
-    "sequential" (plain Python's order, the baseline). `backend`: a Backend instance or a name
+    `strategy`: "opportunistic" (the default), "sequential" (plain Python's order, the baseline),
+    "opportunistic-dfs" or "random" (ordered by `seed`): options.STRATEGIES. `backend`: a Backend instance or a name
     ("sim", "transformers", "openai", "vllm", "replay"; None: the session default), `model` for a
     named one. `namespace`: the globals the program reads and the names it defines are written
     back to (a notebook's). `trace`: True keeps call events, "full" every reduction step too.
