@@ -27,17 +27,23 @@ __all__ = ["call_function", "call_function_async", "run", "run_async"]
 async def run_async(source: str, *, strategy: str = "opportunistic", backend: Any = None, model: str | None = None,
                     namespace: dict | None = None, trace: bool | str = True, seed: int = 0,
                     filename: str = "<epic>", first_line: int = 1, observers: list[Callable] | None = None,
-                    cache: bool | None = None, holder: dict | None = None) -> RunResult:
+                    cache: bool | None = None, holder: dict | None = None, recorder: Any = None) -> RunResult:
     """Compile and run `source`; awaitable form of `run` (same arguments).
+
+    `recorder`: a `runtime.recorder.Recorder` that records every reduction step (for the stepper;
+    it implies `trace="full"`).
 
     Raises EpicSyntaxError before anything runs; EpicError (with `.result`, the partial RunResult)
     if any call failed. Cancelling the awaiting task cancels every in-flight call."""
     fn = compile_program(source, filename=filename, first_line=first_line)
     ns = namespace if namespace is not None else {}
     clo = make_closure(fn, ns)
+    if recorder is not None:
+        trace, observers = "full", [recorder.on_event, *(observers or ())]
     ev = Evaluator(strategy=strategy, seed=seed, namespace=ns, trace=trace, filename=filename,
                    observers=observers, backend=backend, options={"model": model, "cache": cache})
     ev.first_line = first_line
+    ev.recorder = recorder
     if holder is not None:
         holder["ev"] = ev
     return await _execute(ev, clo, [], {}, exports=list(getattr(fn, "exports", [])), source=source)

@@ -151,6 +151,7 @@ class Evaluator:
         self._observer_errors = 0
         self.handed_closures = 0                    # closures converted for host code (see _host_call)
         self._host_node: CallNode | None = None
+        self.recorder: Any = None                   # a runtime.recorder.Recorder (`%%epic --step`)
 
     # ------------------------------------------------------------------------------------ counters
     @property
@@ -828,6 +829,8 @@ class Evaluator:
             rule = next((r for r in RULES if after[r] != before[r]), None)
             if rule is not None and len(self.trace) < 20000:
                 self.emit("step", rule=rule, text=what, step=self.steps)
+            if self.recorder is not None:
+                self.recorder.step(self, rule, node)
             if clock() > deadline:
                 return
 
