@@ -112,7 +112,7 @@ def _head(snap: dict[str, Any]) -> str:
     state = "done" if snap["ok"] else "failed"
     cp = ""
     if snap["critical_path"] is not None:
-        cp = (f'<span class="epic-compare-cp">critical path {snap["critical_path"]:.2f} s'
+        cp = (f'<span class="epic-compare-cp">critical path ≈ {snap["critical_path"]:.2f} s'
               + (f' (speedup bound {snap["bound"]:.2f}x)' if snap["bound"] is not None else "") + "</span>")
     title = f'<span class="epic-title">{_e(snap["title"])}</span>' if snap["title"] else ""
     return (f'<div class="epic-header"><span class="epic-status" data-state="{state}">'
@@ -137,8 +137,8 @@ def _table(snap: dict[str, Any]) -> str:
     if snap["critical_path"] is not None:
         bound = "" if snap["bound"] is None else f'{snap["bound"]:.2f}x'
         body.append(f'<tr data-strategy="critical path"><td>critical path</td><td>{snap["critical_path"]:.3f} s</td>'
-                    f'<td>{bound} (bound)</td><td colspan="5">opportunistic, each call taking its solo '
-                    f"latency from the sequential run, any number at once: no schedule beats it</td></tr>")
+                    f'<td>{bound} (bound)</td><td colspan="5">replayed: each call takes its solo latency '
+                    f"from the sequential run, all at once (the longest chain of dependent calls)</td></tr>")
     return (f'<table class="epic-calls epic-compare-table"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table>')
 

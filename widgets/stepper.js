@@ -84,10 +84,10 @@ function epicStepper(root, rec) {
   const slider = el("input");
   slider.type = "range"; slider.min = "0"; slider.max = String(n); slider.value = "0";
   slider.className = "epic-stepper-slider";
-  button("⏮", "back to the start", () => go(0), "first");
+  button("|◀", "back to the start", () => go(0), "first");
   button("◀", "one step back (←)", () => go(k - 1), "back");
   button("▶", "one step forward (→)", () => go(k + 1), "forward");
-  button("⏭", "the end of the run", () => go(n), "last");
+  button("▶|", "the end of the run", () => go(n), "last");
   button("next dispatch", "forward to the next step that starts a call", () => seek("dispatch", 1), "next-dispatch");
   button("next resolve", "forward to the next step where a call answers", () => seek("resolve", 1), "next-resolve");
   button("prev call event", "back to the previous dispatch or resolve", () => seek(null, -1), "prev-call");
