@@ -111,7 +111,9 @@ def test_batches_over_time_on_a_local_model(tiny_model_dir):
     from epic_kernel.llm import TransformersBackend
 
     backend = TransformersBackend(tiny_model_dir, device="cpu")
-    cmp = compare(FANOUT.replace("One fact", "Fact"), backend=backend)
+    src = FANOUT.replace('t}.")', 't}.", max_tokens=6)').replace('facts))', 'facts), max_tokens=6)')
+    assert src.count("max_tokens=6") == 2
+    cmp = compare(src, backend=backend)
     assert cmp.ok, cmp.problems()
     view = CompareView(cmp)
     opp = next(r for r in view.snap["rows"] if r["strategy"] == "opportunistic")

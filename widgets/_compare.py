@@ -13,6 +13,7 @@ The output is static HTML (plus text): it needs no kernel, so saved notebooks an
 from __future__ import annotations
 
 import html
+import math
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ def compare_snapshot(cmp: Any, *, title: str = "") -> dict[str, Any]:
     ends = [r.result.elapsed for r in cmp.runs if r.result is not None]
     if cmp.critical_path is not None:
         ends.append(cmp.critical_path)
-    span = round(max(ends + [1e-6]), 4)
+    span = math.ceil(max(ends + [1e-6]) * 1e4) / 1e4       # rounded up: every bar fits
     rows = []
     for r in cmp.runs:
         res = r.result
