@@ -144,3 +144,11 @@ def test_recorder_program_errors_are_steps_too():
         run(src, backend="sim", recorder=rec)
     r = rec.recording(source=src)
     assert r["steps"] and any(s["r"] == "dispatch" for s in r["steps"])
+
+
+def test_states_are_independent_snapshots():
+    _res, r = recorded(BRANCH)
+    states = list(iter_states(r))
+    assert len(states) == len(r["steps"]) + 1
+    assert states[0]["flight"] == [] and any(s["flight"] for s in states)
+    assert states[-1]["bound"] != states[0]["bound"]

@@ -383,13 +383,16 @@ def state_at(recording: dict[str, Any], k: int) -> dict[str, Any]:
 
 
 def iter_states(recording: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """The state before the first step, then after each recorded step (one dict, updated in place)."""
+    """The state before the first step, then after each recorded step (a fresh dict each time)."""
     queue = list(recording["init"]["q"])
     parked: dict[int, list[Any]] = {}
     flight: set[int] = set()
     bound: dict[int, str] = {}
-    state = {"queue": queue, "parked": parked, "flight": [], "bound": bound}
-    yield state
+
+    def state() -> dict[str, Any]:
+        return {"queue": list(queue), "parked": dict(parked), "flight": sorted(flight), "bound": dict(bound)}
+
+    yield state()
     for s in recording["steps"]:
         if "q" in s:
             queue = list(s["q"])
@@ -404,9 +407,7 @@ def iter_states(recording: dict[str, Any]) -> Iterator[dict[str, Any]]:
         flight |= set(s.get("f+", ()))
         for nid, value in s.get("b", ()):
             bound[nid] = value
-        state["queue"] = queue
-        state["flight"] = sorted(flight)
-        yield state
+        yield state()
 
 
 def show_value(v: Any) -> str:
