@@ -8,11 +8,11 @@ import asyncio
 import itertools
 
 import pytest
+from epic_kernel.widgets import CompareView
 
 from epic_kernel.llm.base import Backend, LLMRequest, LLMResponse
 from epic_kernel.llm.compare import COMPARE_STRATEGIES, compare
 from epic_kernel.llm.sim import SimBackend
-from epic_kernel.widgets import CompareView
 
 FANOUT = '''topics = ["tides", "rainbows", "eclipses"]
 facts = [llm(f"One fact about {t}.") for t in topics]

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from epic_kernel.widgets import Stepper, stepper_html, stepper_text
 
-from epic_kernel import run
+from epic_kernel import EpicError, run
 from epic_kernel.llm.sim import SimBackend
 from epic_kernel.runtime.evaluator import STRATEGIES
 from epic_kernel.runtime.recorder import Recorder, iter_states, state_at
-from epic_kernel.widgets import Stepper, stepper_html, stepper_text
 
 BRANCH = '''mood = "calm"
 a = llm("Name a colour.")
@@ -140,7 +140,7 @@ def test_stepper_html_carries_the_recording_safely_and_a_static_table():
 def test_recorder_program_errors_are_steps_too():
     src = 'x = llm("a")\ny = undefined_name + x\ny\n'
     rec = Recorder()
-    with pytest.raises(Exception):
+    with pytest.raises(EpicError):
         run(src, backend="sim", recorder=rec)
     r = rec.recording(source=src)
     assert r["steps"] and any(s["r"] == "dispatch" for s in r["steps"])

@@ -32,7 +32,7 @@ from typing import Any
 from ..errors import EpicError, EpicException
 from ..runtime.api import run_async
 from ..runtime.result import RunResult
-from .base import Backend, LLMRequest, LLMResponse, StreamChunk
+from .base import Backend, LLMRequest, LLMResponse, SamplingParams, StreamChunk
 from .registry import describe_spec, resolve_backend
 from .replay import RecordingBackend, ReplayBackend
 
@@ -185,6 +185,8 @@ async def compare_async(source: str, *, backend: Any = None, model: str | None =
     if not strategies or strategies[0] != "sequential":
         strategies = ("sequential", *(s for s in strategies if s != "sequential"))
     inner = await asyncio.to_thread(resolve_backend, backend, {"model": model})   # may load a model
+    if inner.name in _LOCAL:
+        await _warm_up(inner)
     common = {"namespace": namespace, "seed": seed, "filename": filename, "first_line": first_line,
               "model": model, "cache": False}
     out = Comparison(runs=[], backend=describe_spec(inner, model), source=source)
@@ -223,6 +225,18 @@ def compare(source: str, **kwargs: Any) -> Comparison:
     if "error" in box:
         raise box["error"]
     return box["value"]
+
+
+_LOCAL = ("transformers", "vllm")
+
+
+async def _warm_up(backend: Backend) -> None:
+    """One 1-token request before the runs: a local model's first decode pays one-off costs (kernel
+    selection, allocations) that would otherwise count against whichever strategy runs first."""
+    try:
+        await backend.generate(LLMRequest.build("Hi", params=SamplingParams(max_tokens=1)))
+    except Exception:                        # a warm-up must never stop the comparison; the runs report
+        pass
 
 
 async def _one(source: str, strategy: str, backend: Backend, common: dict[str, Any]) -> StrategyRun:
