@@ -78,3 +78,12 @@ def test_bench_serve_quick_writes_results(tmp_path: Path) -> None:
     assert len(res["serial_clients"]["per_client_wall_s"]) == 4
     assert res["stream_probe"]["token_events"] > 0
     assert "| /v1/completions |" in md and "| /v1/chat/completions |" in md
+
+
+def test_bench_recorder_quick_writes_results(tmp_path: Path) -> None:
+    p = _run("-m", "benchmarks.bench_recorder", "--quick", "--out", str(tmp_path))
+    assert p.returncode == 0 and not p.stderr, p.stdout[-3000:] + p.stderr[-3000:]
+    data = json.loads((tmp_path / "recorder.json").read_text())
+    row = data["rows"][0]
+    assert row["recorded"] > 100 and not row["truncated"] and row["recording_kb"] > 0
+    assert "| recorder / plain |" in (tmp_path / "recorder.md").read_text()
