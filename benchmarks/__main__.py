@@ -12,6 +12,7 @@
                                category; questions not yet in benchmarks/recordings/sot run live, then every
                                recorded question is replayed (latencies / 10 in `make bench`)
     constrained  bench_constrained_decoding.py  regex=/choices= masks vs unconstrained, 32 calls
+    recorder bench_recorder.py what `%%epic --step`'s recording costs per step, and its size
 
 `--quick` is a smoke run of every module (small sizes, one model, one repetition) that writes under
 benchmarks/results/quick/, so it never overwrites the full numbers. A module that fails does not
@@ -42,6 +43,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
              "--recordings", str(QUICK_OUT / "recordings" / "sot")]),
     "constrained": ("benchmarks.bench_constrained_decoding", [],
                     ["--models", "tiny10m", "--reps", "1", "--out", str(QUICK_OUT)]),
+    "recorder": ("benchmarks.bench_recorder", [], ["--quick", "--out", str(QUICK_OUT)]),
 }
 
 

@@ -33,6 +33,7 @@ from epic_kernel.runtime.options import STRATEGIES
 
 from ._config import SessionConfig
 from ._errors import short, short_syntax_error
+from ._teaching import TeachingMixin, cell_number, ends_with_semicolon, wants_compare
 
 __all__ = ["EpicMagics"]
 
@@ -61,6 +62,8 @@ class _Job:
     suppress: bool                         # body ends with ';': show no Out[n]
     handle: RunHandle = field(default_factory=RunHandle)   # run_async puts its Evaluator here
     task: asyncio.Task | None = None
+    recorder: Any = None                   # `--step`: records every reduction step
+    title: str = ""
 
 
 def _named(name: str) -> Any:
@@ -72,7 +75,7 @@ def _named(name: str) -> Any:
 
 
 @magics_class
-class EpicMagics(Magics):
+class EpicMagics(TeachingMixin, Magics):
     """The `%%epic` cell magic and the `%epic` line magic (register one instance per shell)."""
 
     def __init__(self, shell: Any = None):
@@ -80,6 +83,7 @@ class EpicMagics(Magics):
         self.settings = SessionConfig.from_env()
         self.last: Any = None               # RunResult of the latest cell (also user_ns["_epic_last"])
         self.last_view: Any = None
+        self.last_recording: dict[str, Any] | None = None   # the latest `--step` run (`%epic step`)
         self.runs = 0
 
     # ----------------------------------------------------------------------------------- %%epic
@@ -96,6 +100,11 @@ class EpicMagics(Magics):
               help="auto (widget in Jupyter, text in a terminal), widget, html, text or none")
     @argument("--out", metavar="VAR", help="also store the RunResult in VAR (it is always in _epic_last)")
     @argument("--trace", choices=["full"], help="full: record every reduction step (small programs)")
+    @argument("--step", action="store_true",
+              help="record the reduction and open the stepper: step forward and back through it "
+                   "(small programs: the first few thousand steps are recorded)")
+    @argument("--compare", action="store_true",
+              help="run the cell under every strategy (same answers) and show their timelines side by side")
     @no_var_expand
     @cell_magic("epic")
     def epic_cell(self, line: str, cell: str) -> Any:
@@ -108,8 +117,13 @@ class EpicMagics(Magics):
 
         Session defaults: `%epic config backend=sim strategy=opportunistic view=auto cache=on`.
         The last run's trace: `%epic trace` (`%epic trace FILE.json` writes a Perfetto trace).
+        `--step` opens the reduction stepper (`%epic step` shows it again); `--compare` runs the
+        cell under sequential, opportunistic, opportunistic-dfs and random and compares them.
         """
         from epic_kernel import run
+
+        if wants_compare(line):
+            return self._compare_sync(line, cell)
 
         in_loop_thread = _loop_running() or threading.current_thread() is not threading.main_thread()
         # observers run on this thread unless run() has to use its private loop thread
@@ -132,6 +146,8 @@ class EpicMagics(Magics):
         """The async path (what the input transformer calls): run on the current loop."""
         from epic_kernel import run_async
 
+        if wants_compare(line):
+            return await self._compare_async(line, cell)
         job = self._prepare(line, cell, lazy_show=True, cancellable=_comms_during_cells(), progress=True)
         task = asyncio.ensure_future(run_async(job.source, handle=job.handle, **job.kwargs))
         job.task = task
@@ -165,6 +181,7 @@ class EpicMagics(Magics):
             %epic config key=value ...         set them: backend, model, strategy, view, cache
             %epic trace                        the last %%epic run: header, calls, steps per rule
             %epic trace FILE.json              write the last run as a Chrome/Perfetto trace
+            %epic step                         the stepper of the last `%%epic --step` run
 
         Run a program with the `%%epic` cell magic (`%%epic?` lists its flags).
         """
@@ -177,8 +194,10 @@ class EpicMagics(Magics):
             return self._config(rest)
         if cmd == "trace":
             return self._trace(rest)
-        raise UsageError(f"%epic: unknown command {cmd!r}; use `%epic config ...` or `%epic trace` "
-                         "(run programs with the %%epic cell magic)")
+        if cmd == "step":
+            return self._step()
+        raise UsageError(f"%epic: unknown command {cmd!r}; use `%epic config ...`, `%epic trace` or "
+                         "`%epic step` (run programs with the %%epic cell magic)")
 
     def _config(self, pairs: list[str]) -> None:
         if pairs:
@@ -221,10 +240,11 @@ class EpicMagics(Magics):
         strategy = args.strategy or cfg.strategy
         model_name = args.model or cfg.model
         self.runs += 1
-        count = _cell_number(self.shell)
+        count = cell_number(self.shell)
         title = f"In [{count}]" if count else f"run {self.runs}"
         filename = f"<epic cell {count}>" if count else "<epic cell>"
-        view_kind = resolve_view_kind(args.view or cfg.view, self.shell)
+        # the stepper is the view of a --step cell, unless --view asks for the live view as well
+        view_kind = resolve_view_kind(args.view or ("none" if args.step else cfg.view), self.shell)
         model = RunModel(title=title, strategy=strategy, backend=_backend_label(backend, model_name))
         job_box: dict[str, Any] = {}
         view = make_view(view_kind, model, on_cancel=lambda: _cancel(job_box.get("job")),
@@ -237,10 +257,15 @@ class EpicMagics(Magics):
         kwargs = {"strategy": strategy, "backend": backend, "model": model_name, "namespace": self.shell.user_ns,
                   "trace": "full" if args.trace == "full" else True, "filename": filename, "first_line": 2,
                   "observers": [view.on_event], "cache": cfg.cache and not args.no_cache}
+        recorder = None
+        if args.step:
+            from epic_kernel.runtime.recorder import Recorder
+            recorder = kwargs["recorder"] = Recorder()
         explicit = {k: v for k, v in (("backend", backend if args.backend else None),
                                       ("model", args.model), ("strategy", args.strategy)) if v is not None}
-        suppress = _ends_with_semicolon(cell)
-        job = _Job(args=args, source=cell, kwargs=kwargs, view=view, explicit=explicit, suppress=suppress)
+        suppress = ends_with_semicolon(cell)
+        job = _Job(args=args, source=cell, kwargs=kwargs, view=view, explicit=explicit, suppress=suppress,
+                   recorder=recorder, title=title)
         job_box["job"] = job
         self.last_view = view
         return job
@@ -285,6 +310,7 @@ class EpicMagics(Magics):
     def _done(self, job: _Job, res: Any) -> Any:
         job.view.finish(res)
         self._publish(job, res)
+        self._show_stepper(job, res)
         return None if job.suppress else res.value
 
     def _failed(self, job: _Job, err: EpicError) -> BaseException:
@@ -295,6 +321,7 @@ class EpicMagics(Magics):
                         error=f"{failed} call{'s' * (failed != 1)} failed: the error is below" if failed
                         else "the program failed: the error is below")
         self._publish(job, res)
+        self._show_stepper(job, res)
         return short(err, note=f"\n(the partial RunResult is in {job.args.out or _LAST})")
 
     def _interrupted(self, job: _Job, res: Any) -> BaseException:
@@ -307,6 +334,7 @@ class EpicMagics(Magics):
             msg = "interrupted before the program started"
         job.view.finish(res, state="cancelled")          # the message is the cell's error output
         self._publish(job, res)
+        self._show_stepper(job, res)
         return short(EpicInterrupted(msg, [], res))
 
     def _syntax_error(self, job: _Job, err: EpicSyntaxError) -> BaseException:
@@ -412,18 +440,3 @@ def _loop_running() -> bool:
     except RuntimeError:
         return False
     return True
-
-
-def _cell_number(shell: Any) -> int | None:
-    """The running cell's In[n]: IPython counts the cell before running it (prompt_count is n)."""
-    try:
-        n = shell.displayhook.prompt_count
-    except AttributeError:
-        return None
-    return n if isinstance(n, int) and n > 0 else None
-
-
-def _ends_with_semicolon(cell: str) -> bool:
-    lines = [ln for ln in cell.rstrip().splitlines() if ln.strip()]
-    return bool(lines) and lines[-1].split("#", 1)[0].rstrip().endswith(";")
-

@@ -89,3 +89,12 @@ def test_bench_translate_writes_results(tmp_path: Path) -> None:
     assert data["meta"]["programs"] > 200                     # tutorials, examples and progen programs
     assert set(data["median_s"]) == {"current", "baseline"} and data["ratio_current_over_baseline"] > 0
     assert "current / baseline" in (tmp_path / "translate.md").read_text()
+
+
+def test_bench_recorder_quick_writes_results(tmp_path: Path) -> None:
+    p = _run("-m", "benchmarks.bench_recorder", "--quick", "--out", str(tmp_path))
+    assert p.returncode == 0 and not p.stderr, p.stdout[-3000:] + p.stderr[-3000:]
+    data = json.loads((tmp_path / "recorder.json").read_text())
+    row = data["rows"][0]
+    assert row["recorded"] > 100 and not row["truncated"] and row["recording_kb"] > 0
+    assert "| recorder / plain |" in (tmp_path / "recorder.md").read_text()

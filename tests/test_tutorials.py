@@ -11,7 +11,7 @@ import pytest
 
 nbformat = pytest.importorskip("nbformat")
 pytest.importorskip("nbclient")
-pytest.importorskip("matplotlib")          # 02 draws a Gantt chart
+pytest.importorskip("matplotlib")          # 04 draws a chart
 
 from nbclient import NotebookClient  # noqa: E402
 

@@ -14,8 +14,10 @@ from __future__ import annotations
 from typing import Any
 
 from ._coalesce import Coalescer
+from ._compare import CompareView, compare_html, compare_snapshot, compare_text
 from ._model import RunModel
 from ._snapshot import snapshot_html, snapshot_text
+from ._stepper import Stepper, stepper_html, stepper_text
 from ._views import (
     VIEW_KINDS,
     HTMLView,
@@ -28,8 +30,9 @@ from ._views import (
 )
 
 __all__ = [
-    "VIEW_KINDS", "Coalescer", "HTMLView", "LiveWidget", "NullView", "RunModel", "RunView", "TextView",
-    "WidgetView", "make_view", "resolve_view_kind", "snapshot_html", "snapshot_text",
+    "VIEW_KINDS", "Coalescer", "CompareView", "HTMLView", "LiveWidget", "NullView", "RunModel", "RunView",
+    "Stepper", "TextView", "WidgetView", "compare_html", "compare_snapshot", "compare_text", "make_view",
+    "resolve_view_kind", "snapshot_html", "snapshot_text", "stepper_html", "stepper_text",
 ]
 
 

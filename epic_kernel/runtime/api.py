@@ -39,16 +39,22 @@ class RunHandle:
 async def run_async(source: str, *, strategy: str = "opportunistic", backend: Any = None, model: str | None = None,
                     namespace: dict | None = None, trace: bool | str = True, seed: int = 0,
                     filename: str = "<epic>", first_line: int = 1, observers: list[Callable] | None = None,
-                    cache: bool | None = None, handle: RunHandle | None = None) -> RunResult:
+                    cache: bool | None = None, handle: RunHandle | None = None, recorder: Any = None) -> RunResult:
     """Compile and run `source`; awaitable form of `run` (same arguments).
+
+    `recorder`: a `runtime.recorder.Recorder` that records every reduction step (for the stepper;
+    it implies `trace="full"`).
 
     Raises EpicSyntaxError before anything runs; EpicError (with `.result`, the partial RunResult)
     if any call failed. Cancelling the awaiting task cancels every in-flight call."""
+    if recorder is not None:
+        trace, observers = "full", [recorder.on_event, *(observers or ())]
     options = RunOptions(strategy=strategy, backend=backend, model=model, trace=trace, seed=seed, filename=filename,
                          first_line=first_line, cache=cache, observers=tuple(observers or ()))
     fn = compile_program(source, filename=filename, first_line=first_line)
     ns = namespace if namespace is not None else {}
     ev = Evaluator(options, namespace=ns)
+    ev.recorder = recorder
     if handle is not None:
         handle.ev, ev.ended = ev, handle.ended
     return await _execute(ev, make_closure(fn, ns), [], {}, exports=list(fn.exports), source=source)

@@ -90,7 +90,7 @@ class Evaluator(BackendLink):
         self.full_trace = o.trace == "full"
         self.trace: list[Event] = []
         self.observers = list(o.observers)
-        self.recorder: Any = None                   # a reduction recorder (the stepper view), if attached
+        self.recorder: Any = None                   # a runtime.recorder.Recorder (`%%epic --step`)
         if o.strategy == "opportunistic":
             q: Any = deque()
             self._pop = q.popleft
@@ -133,11 +133,8 @@ class Evaluator(BackendLink):
         """Count a rule that fired, and trace it when the run keeps a full trace. `what` is the node
         that stepped (or a description, for resolves that happen outside the step loop)."""
         self.counts[rule] += 1
-        if self.full_trace:
-            if len(self.trace) < 20000:
-                self.emit("step", rule=RULES[rule - 1], text=_describe(what), step=self.steps)
-            if self.recorder is not None:
-                self.recorder.step(self, rule, what)
+        if self.full_trace and len(self.trace) < 20000:
+            self.emit("step", rule=RULES[rule - 1], text=_describe(what), step=self.steps)
 
     # ------------------------------------------------------------------------------------- events
     def emit(self, kind: str, call: CallRecord | None = None, **data: Any) -> None:
@@ -394,6 +391,8 @@ class Evaluator(BackendLink):
                     self.tally(rule, node)
                 else:
                     counts[rule] += 1
+            if traced and self.recorder is not None:      # the stepper: every step, parks included
+                self.recorder.step(self, RULES[rule - 1] if rule else None, node)
             if self.blocking:
                 return
             n += 1

@@ -1,0 +1,477 @@
+"""Record a run's reduction step by step, in plain data, so a view can show any step forward or back.
+
+Why a recording and not a replay: stepping back must be exact and must not call a model again, so
+the stepper never re-runs anything; it reads what this recorder wrote while the run went on. The
+recording is JSON-ready (lists, dicts, strings, numbers) so the same data feeds the live notebook
+view, the static HTML saved in a notebook and an nbconvert export.
+
+How it hooks in: the evaluator calls `recorder.step(ev, rule, node)` after each step of its traced
+loop (`rule` is None when the node could not fire and parked); resolve steps happen outside that
+loop, so the recorder is also an observer: a `step` event with rule "resolve" is followed, once the
+answer is spliced in, by the call's `call.done` / `call.failed` / `call.cancelled` / `call.stream`
+event, and that is when the resolve is recorded. Everything else is read from the evaluator without
+changing it: the ready queue, the nodes parked on pending cells (found by walking from the queued,
+in-flight and parked nodes' outputs to the cells' waiters), the calls in flight and the values the
+fired nodes' outputs got.
+
+Format (`Recorder.recording()`): `ir` (the program's statements, one row each), `nodes` (every node
+that was ever queued, parked or fired: kind, text, line, IR row), `calls`, `init` (the state before
+the first step) and `steps`, each a diff to the state after it:
+
+    {"r": rule, "n": node fired, "c": call id (dispatch/resolve) or None, "t": seconds since start,
+     "k": the evaluator's step count, "q": full queue | "q-"/"q+": removed / appended node ids,
+     "p-": unparked node ids, "p+": [[node, producer node or -1, what it waits on]],
+     "f-"/"f+": calls that left / entered flight, "b": [[node, value]] outputs newly bound}
+
+State k (after k steps) = init with steps[0..k-1] applied in order; the node about to fire in state
+k is steps[k]["n"]. Only the first `max_steps` steps are kept; `truncated` says the run went on.
+"""
+
+from __future__ import annotations
+
+import itertools
+import reprlib
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+from ..lang.ir import Call, Def, Function, Global, Pack, Prim, Unpack
+from .events import Event, clock
+from .graph import PENDING, CallNode, Cell, Closure, ErrorVal, PackVal, UnpackNode
+
+__all__ = ["MAX_STEPS", "Recorder", "iter_states", "show_value", "state_at"]
+
+MAX_STEPS = 3000          # a few thousand steps: a teaching-sized program, a recording of a few MB at most
+_MAX_WATCH = 4000         # outputs whose values are followed for the bindings panel
+_repr = reprlib.Repr()
+_repr.maxstring = 60
+_repr.maxother = 60
+_repr.maxlist = _repr.maxtuple = 6
+
+
+class Recorder:
+    """Attach to one run (`run_async(..., recorder=Recorder())`), then read `recording()`."""
+
+    def __init__(self, *, max_steps: int = MAX_STEPS):
+        self.max_steps = max_steps
+        self.ev: Any = None
+        self.steps: list[dict[str, Any]] = []
+        self.total = 0                              # steps seen, also those past the cap
+        self.truncated = False
+        self.nodes: list[list[Any]] = []            # node id -> [kind, text, line, IR row]
+        self._ids: dict[int, int] = {}              # id(node object) -> node id
+        self._keep: list[Any] = []                  # node objects, so their id() stays theirs
+        self.ir: list[list[Any]] = []               # [depth, text, line]
+        self._ir_call: dict[int, tuple[int, Call]] = {}   # Var id of a call's output -> (row, statement)
+        self._ir_unpack: dict[tuple[int | None, int], int] = {}
+        self._names: dict[int, str] = {}            # Var id -> the top-level name the program gives it
+        self._instances: Counter[int] = Counter()
+        self._queue: list[int] = []
+        self._parked: dict[int, list[Any]] = {}     # node id -> [node, producer, label]
+        self._parked_objs: dict[int, Any] = {}      # node id -> node object (still parked, maybe)
+        self._flight: dict[int, int] = {}           # call id -> node id that dispatched it
+        self._watch: list[tuple[int, Cell]] = []    # fired outputs not bound yet
+        self._watched = 0
+        self._calls: dict[int, Any] = {}            # call id -> CallRecord
+        self._seen_calls = 0
+        self._pending: bool = False                 # a resolve step announced, not yet spliced in
+        self._flight_final: int | None = None       # the call a recorded resolve ends
+        self._flight_shown: set[int] = set()
+        self.init: dict[str, Any] = {"q": []}
+
+    # ----------------------------------------------------------------------------------- hooks
+    def step(self, ev: Any, rule: str | None, node: Any) -> None:
+        """Called by the evaluator after each step of its traced loop: `node` just fired `rule`
+        (None: it could not fire and parked, or it took an error value)."""
+        if self.ev is None:
+            self._begin(ev, node)
+        if self._pending:
+            self._resolved(None)
+        self.total += 1
+        if self.truncated:
+            return
+        nid = self._nid(node)
+        call = None
+        if len(ev.calls) > self._seen_calls:
+            for rec in ev.calls[self._seen_calls:]:
+                self._calls[rec.id] = rec
+                self._flight[rec.id] = nid
+                call = rec.id
+            self._seen_calls = len(ev.calls)
+        if rule is None:
+            rule = "wait" if self._is_parked(node) else "error" if _is_error(node) else "other"
+            if rule == "wait":
+                self._parked_objs[nid] = node
+        self._record(rule, nid, call)
+
+    def on_event(self, event: Event) -> None:
+        """Observer: completes resolve steps (see the module docstring); never raises."""
+        kind = event.kind
+        if self.ev is None:
+            return
+        if self.truncated:
+            self.total += kind == "step" and event.data.get("rule") == "resolve"
+            return
+        if kind == "step" and event.data.get("rule") == "resolve":
+            if self._pending:
+                self._resolved(None)
+            self._pending = True
+            self.total += 1
+        elif kind in ("call.done", "call.failed", "call.cancelled", "call.stream") and event.call is not None:
+            rec = event.call
+            self._calls.setdefault(rec.id, rec)
+            if self._pending:
+                self._resolved(rec, final=kind != "call.stream")
+            elif kind != "call.stream":
+                self._flight.pop(rec.id, None)      # cancelled at the end: leaves flight unrecorded
+
+    # ------------------------------------------------------------------------------- recording
+    def recording(self, *, title: str = "", source: str = "", first_line: int = 1,
+                  value: str = "", state: str = "") -> dict[str, Any]:
+        """The run as JSON-ready data (see the module docstring)."""
+        ev = self.ev
+        t0 = ev.start if ev is not None else 0.0
+        calls = []
+        for cid in sorted(self._calls):
+            c = self._calls[cid]
+            calls.append([cid, c.fn, c.user_line if c.user_line is not None else c.site_line, c.args_preview,
+                          c.result_preview, c.state, round(c.start - t0, 4),
+                          None if c.end is None else round(c.end - t0, 4)])
+        return {"version": 1, "title": title, "strategy": getattr(ev, "strategy", ""), "source": source,
+                "first_line": first_line, "ir": self.ir, "nodes": self.nodes, "calls": calls,
+                "init": self.init, "steps": self.steps, "total": self.total, "truncated": self.truncated,
+                "max_steps": self.max_steps, "value": value, "state": state,
+                "elapsed": round((ev.end or clock()) - ev.start, 4) if ev is not None else 0.0}
+
+    # -------------------------------------------------------------------------------- internals
+    def _begin(self, ev: Any, node: Any) -> None:
+        """The first step is the program's entry: before it, that node was the whole state."""
+        self.ev = ev
+        clo = node.fn.val if isinstance(node, CallNode) else None
+        if isinstance(clo, Closure):
+            self._build_ir(clo.tmpl.fn)
+        self._queue = [self._nid(node)]
+        self.init = {"q": list(self._queue)}
+
+    def _record(self, rule: str, nid: int, call: int | None) -> None:
+        ev = self.ev
+        entry: dict[str, Any] = {"r": rule, "n": nid, "c": call, "t": round(clock() - ev.start, 4), "k": ev.steps}
+        self._diff_queue(entry)
+        self._diff_parked(entry)
+        self._diff_flight(entry)
+        bound = self._newly_bound()
+        if bound:
+            entry["b"] = bound
+        self.steps.append(entry)
+        if len(self.steps) >= self.max_steps:
+            self.truncated = True
+
+    def _resolved(self, rec: Any, final: bool = True) -> None:
+        """Record the announced resolve, now that its answer is spliced in."""
+        self._pending = False
+        if rec is None:                                    # a stream began: its pump is the newest flight
+            rec = next((r for _n, r in reversed(list(self.ev.inflight.values()))), None)
+            final = False
+        cid = None if rec is None else rec.id
+        nid = self._flight.get(cid, -1) if cid is not None else -1
+        self._flight_final = cid if final else None
+        self._record("resolve", nid, cid)
+
+    def _nid(self, node: Any) -> int:
+        key = id(node)
+        nid = self._ids.get(key)
+        if nid is None:
+            nid = len(self.nodes)
+            self._ids[key] = nid
+            self._keep.append(node)
+            self.nodes.append(self._describe(node))
+            out = getattr(node, "out", None)
+            if isinstance(node, CallNode) and out is not None and self._watched < _MAX_WATCH:
+                self._watch.append((nid, out))
+                self._watched += 1
+            elif isinstance(node, UnpackNode) and self._watched < _MAX_WATCH:
+                self._watch.extend((nid, o) for o in node.outs[:1])
+                self._watched += 1
+        return nid
+
+    def _describe(self, node: Any) -> list[Any]:
+        if isinstance(node, CallNode):
+            site = node.site
+            name = site.name or "call"
+            what = "enter the program" if name == "<program>" else name
+            row = -1
+            if node.origin is None:
+                if site.uid == 0 and name == "<program>":
+                    row = 0
+                elif site.uid in self._ir_call:
+                    row = self._ir_call[site.uid][0]
+            text = what + _at(site.line)
+            if row > 0:
+                self._instances[row] += 1
+                k = self._instances[row]
+                text = self.ir[row][1] + (f"  #{k}" if k > 1 else "")
+            return ["call", text, site.line, row]
+        if isinstance(node, UnpackNode):
+            row = self._ir_unpack.get((node.line, len(node.outs)), -1)
+            text = self.ir[row][1] if row >= 0 else f"unpack{_at(node.line)}"
+            return ["unpack", text, node.line, row]
+        out = getattr(node, "out", None)
+        if out is not None and hasattr(node, "site"):     # the pending end of a stream
+            return ["stream", f"stream of {node.site.name or 'call'}{_at(node.site.line)}", node.site.line, -1]
+        return ["emit", "the next loop iterations (emitted a chunk at a time)", None, -1]
+
+    # ------------------------------------------------------------------------------- the state
+    def _diff_queue(self, entry: dict[str, Any]) -> None:
+        new = [self._nid(n) for n in self.ev.queue]
+        old = self._queue
+        if new == old:
+            self._queue = new
+            return
+        gone = set(old) - set(new)
+        kept = [x for x in old if x not in gone]
+        if new[:len(kept)] == kept:
+            if gone:
+                entry["q-"] = [x for x in old if x in gone]
+            if len(new) > len(kept):
+                entry["q+"] = new[len(kept):]
+        else:
+            entry["q"] = new
+        self._queue = new
+
+    def _diff_parked(self, entry: dict[str, Any]) -> None:
+        now = self._walk_parked()
+        old = self._parked
+        gone = [nid for nid in old if nid not in now]
+        added = [[nid, *now[nid]] for nid in now if nid not in old or old[nid] != now[nid]]
+        if gone:
+            entry["p-"] = gone
+        if added:
+            entry["p+"] = added
+        self._parked = now
+
+    def _diff_flight(self, entry: dict[str, Any]) -> None:
+        done = self._flight_final
+        if done is not None:
+            self._flight.pop(done, None)
+            self._flight_final = None
+        old = self._flight_shown
+        now = set(self._flight)
+        if now - old:
+            entry["f+"] = sorted(now - old)
+        if old - now:
+            entry["f-"] = sorted(old - now)
+        self._flight_shown = now
+
+    def _walk_parked(self) -> dict[int, list[Any]]:
+        """Nodes waiting on a pending cell: from every live producer's outputs to the cells' waiters."""
+        ev = self.ev
+        stack: list[Any] = list(ev.queue)
+        stack += [n for n, _rec in ev.inflight.values()]
+        stack += [n for _t, n, _rec in getattr(ev, "_done", ())]
+        stack += self._parked_objs.values()
+        seen: set[int] = set()
+        found: dict[int, list[Any]] = {}
+        objs: dict[int, Any] = {}
+        while stack:
+            n = stack.pop()
+            if id(n) in seen:
+                continue
+            seen.add(id(n))
+            producer = self._ids.get(id(n), -1)
+            for cell in _outputs(n):
+                root = _root(cell)
+                for w in root.waiters or ():
+                    wid = self._nid(w)
+                    if wid not in found:
+                        found[wid] = [producer, self._waits_on(w, root)]
+                        objs[wid] = w
+                        stack.append(w)
+        for nid, n in self._parked_objs.items():          # parked on a cell no live producer reaches
+            if nid not in found:
+                root = self._parked_cell(n)
+                if root is not None:
+                    found[nid] = [-1, self._waits_on(n, root)]
+                    objs[nid] = n
+        self._parked_objs = objs
+        return found
+
+    def _is_parked(self, node: Any) -> bool:
+        return self._parked_cell(node) is not None
+
+    @staticmethod
+    def _parked_cell(node: Any) -> Cell | None:
+        for c in _inputs(node):
+            root = _root(c)
+            if root.waiters and any(w is node for w in root.waiters):
+                return root
+        return None
+
+    def _waits_on(self, node: Any, root: Cell) -> str:
+        """The name of the input the node waits for (an IR variable where the node is a statement)."""
+        if isinstance(node, CallNode):
+            stmt = self._ir_call.get(node.site.uid, (0, None))[1] if node.origin is None else None
+            if _root(node.fn) is root:
+                return repr(stmt.fn) if stmt is not None else "the callee"
+            for i, a in enumerate(node.args):
+                if _root(a) is root:
+                    if stmt is not None and len(stmt.args) == len(node.args):
+                        return self._var(stmt.args[i])
+                    return f"argument {i + 1}"
+            if node.io_in is not None and _root(node.io_in) is root:
+                return "the print token (the prints before it)"
+            return "a value inside an argument"
+        if isinstance(node, UnpackNode):
+            return "the value it unpacks"
+        return "a pending value"
+
+    def _var(self, v: Any) -> str:
+        name = self._names.get(v.id)
+        return f"{v!r} ({name})" if name else repr(v)
+
+    def _newly_bound(self) -> list[list[Any]]:
+        out = []
+        keep = []
+        for nid, cell in self._watch:
+            v = _root(cell).val
+            if v is PENDING:
+                keep.append((nid, cell))
+            else:
+                out.append([nid, show_value(v)])
+        self._watch = keep
+        return out
+
+    # ------------------------------------------------------------------------------------- IR
+    def _build_ir(self, fn: Function) -> None:
+        exports = list(getattr(fn, "exports", []) or [])
+        ret = next((s for s in fn.body if isinstance(s, Pack) and s.out is fn.ret), None)
+        if ret is not None and exports:
+            for name, v in zip(exports, ret.items[1:], strict=False):
+                self._names.setdefault(v.id, name)
+        self._rows(fn, 0, header=f"fun {fn.name}({_params(fn)})")
+
+    def _rows(self, fn: Function, depth: int, header: str) -> None:
+        self.ir.append([depth, header, fn.line])
+        pad = depth + 1
+        for s in fn.body:
+            line = getattr(s, "line", None)
+            if isinstance(s, Prim):
+                self.ir.append([pad, f"{s.out!r} := {_fmt(s.value)}", line])
+            elif isinstance(s, Global):
+                self.ir.append([pad, f"{s.out!r} := global{'?' if s.soft else ''} {s.name}", line])
+            elif isinstance(s, Pack):
+                br = "[]" if s.kind == "list" else "()"
+                self.ir.append([pad, f"{s.out!r} := {br[0]}{', '.join(map(repr, s.items))}{br[1]}", line])
+            elif isinstance(s, Unpack):
+                self._ir_unpack.setdefault((line, len(s.outs)), len(self.ir))
+                self.ir.append([pad, f"({', '.join(self._var(o) for o in s.outs)}) := {s.src!r}", line])
+            elif isinstance(s, Call):
+                n = len(s.args) - len(s.kwnames)
+                args = [repr(a) for a in s.args[:n]]
+                args += [f"{k}={a!r}" for k, a in zip(s.kwnames, s.args[n:], strict=True)]
+                self._ir_call[s.out.id] = (len(self.ir), s)
+                self.ir.append([pad, f"{self._var(s.out)} := {s.fn!r}({', '.join(args)})", line])
+            elif isinstance(s, Def):
+                self._rows(s.fn, pad, header=f"{s.out!r} := fun {s.fn.name}({_params(s.fn)})")
+        self.ir.append([pad, f"return {fn.ret!r}", None])
+
+
+def state_at(recording: dict[str, Any], k: int) -> dict[str, Any]:
+    """The state after `k` steps, rebuilt from the diffs (what the stepper computes in JavaScript;
+    here for tests and text output): queue, parked {node: [producer, label]}, flight (call ids),
+    bound {node: value}."""
+    return next(itertools.islice(iter_states(recording), k, None))
+
+
+def iter_states(recording: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The state before the first step, then after each recorded step (a fresh dict each time)."""
+    queue = list(recording["init"]["q"])
+    parked: dict[int, list[Any]] = {}
+    flight: set[int] = set()
+    bound: dict[int, str] = {}
+
+    def state() -> dict[str, Any]:
+        return {"queue": list(queue), "parked": dict(parked), "flight": sorted(flight), "bound": dict(bound)}
+
+    yield state()
+    for s in recording["steps"]:
+        if "q" in s:
+            queue = list(s["q"])
+        else:
+            gone = set(s.get("q-", ()))
+            queue = [x for x in queue if x not in gone] + list(s.get("q+", ()))
+        for nid in s.get("p-", ()):
+            parked.pop(nid, None)
+        for nid, producer, label in s.get("p+", ()):
+            parked[nid] = [producer, label]
+        flight -= set(s.get("f-", ()))
+        flight |= set(s.get("f+", ()))
+        for nid, value in s.get("b", ()):
+            bound[nid] = value
+        yield state()
+
+
+def show_value(v: Any) -> str:
+    """A short text for a bound value (what the bindings panel shows)."""
+    cls = v.__class__
+    if cls is PackVal:
+        if v.kind == "cons":
+            return "a stream (chunks so far, tail pending)"
+        items = []
+        for c in v.items[:6]:
+            iv = _root(c).val
+            items.append("?" if iv is PENDING else show_value(iv) if iv.__class__ is not PackVal else f"<{iv.kind}>")
+        more = ", …" if len(v.items) > 6 else ""
+        br = "[]" if v.kind == "list" else "()"
+        return f"{br[0]}{', '.join(items)}{more}{br[1]}"
+    if cls is Closure:
+        return f"<fun {v.tmpl.name}>"
+    if cls is ErrorVal:
+        return f"error: {type(v.error).__name__}: {v.error}"[:120]
+    name = getattr(v, "epic_name", None)
+    if name:
+        return str(name)
+    return _repr.repr(v)
+
+
+def _root(c: Cell) -> Cell:
+    while c.fwd is not None:              # no path compression: the recorder only reads
+        c = c.fwd
+    return c
+
+
+def _outputs(n: Any) -> list[Cell]:
+    if isinstance(n, CallNode):
+        return [c for c in (n.out, n.io_out) if c is not None]
+    if isinstance(n, UnpackNode):
+        return list(n.outs)
+    out = getattr(n, "out", None)
+    return [out] if isinstance(out, Cell) else []
+
+
+def _inputs(n: Any) -> list[Cell]:
+    if isinstance(n, CallNode):
+        return [n.fn, *n.args, *([n.io_in] if n.io_in is not None else [])]
+    if isinstance(n, UnpackNode):
+        return [n.src]
+    return []
+
+
+def _is_error(node: Any) -> bool:
+    out = getattr(node, "out", None)
+    return isinstance(out, Cell) and _root(out).val.__class__ is ErrorVal
+
+
+def _params(fn: Function) -> str:
+    return ", ".join(map(repr, fn.params))
+
+
+def _fmt(value: Any) -> str:
+    name = getattr(value, "epic_name", None)
+    if name:
+        return str(name)
+    r = repr(value)
+    return r if len(r) <= 40 else r[:37] + "..."
+
+
+def _at(line: int | None) -> str:
+    return f" (line {line})" if line else ""

@@ -1,0 +1,204 @@
+"""The `%%epic --compare` view: every strategy's run on one time axis.
+
+Built from the live view's own pieces: each run is folded into a `RunModel` (as the live view folded
+its events) and drawn with the snapshot's timeline, with one `span` for all runs so their bars are
+on the same scale. Above them: a table (wall time, speedup over sequential, parallelism, steps,
+calls, decode batches, agreement), a bar per strategy against the critical-path bound, and on a
+local model the decode batch sizes over time. A strategy whose value or calls differ from the
+sequential run's, or that failed, is marked failed in red; nothing is averaged away.
+
+The output is static HTML (plus text): it needs no kernel, so saved notebooks and exports show it.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from pathlib import Path
+from typing import Any
+
+from ._model import RunModel
+from ._snapshot import _STYLE, _timeline_svg
+
+__all__ = ["CompareView", "compare_html", "compare_snapshot", "compare_text"]
+
+_CSS = "<style>" + (Path(__file__).parent / "compare.css").read_text(encoding="utf-8") + "</style>"
+_WIDTH = 900
+_COLORS = {"sequential": "#80868b", "opportunistic": "#1a73e8", "opportunistic-dfs": "#7b1fa2",
+           "random": "#c26401", "critical path": "#188038"}
+
+
+class CompareView:
+    """What a `--compare` cell displays (HTML and text), from a `llm.compare.Comparison`."""
+
+    def __init__(self, comparison: Any, title: str = ""):
+        self.comparison = comparison
+        self.snap = compare_snapshot(comparison, title=title)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        return {"text/html": compare_html(self.snap), "text/plain": compare_text(self.snap)}
+
+    def __repr__(self) -> str:
+        return compare_text(self.snap)
+
+
+def compare_snapshot(cmp: Any, *, title: str = "") -> dict[str, Any]:
+    """JSON-ready data for the view: one row per strategy (with its timeline snapshot)."""
+    ends = [r.result.elapsed for r in cmp.runs if r.result is not None]
+    if cmp.critical_path is not None:
+        ends.append(cmp.critical_path)
+    span = math.ceil(max(ends + [1e-6]) * 1e4) / 1e4       # rounded up: every bar fits
+    rows = []
+    for r in cmp.runs:
+        res = r.result
+        row: dict[str, Any] = {"strategy": r.strategy, "ok": r.ok, "problem": r.error or r.mismatch}
+        if res is not None:
+            model = RunModel(title=r.strategy, strategy=r.strategy, backend=cmp.backend)
+            for ev in res.trace:
+                model.on_event(ev)
+            model.finish(res, state="failed" if r.error else None)
+            snap = model.snapshot(max_rows=0, max_bars=1000)
+            snap["header"]["span"] = span
+            sp = cmp.speedup(r)
+            row.update(elapsed=round(res.elapsed, 4), speedup=None if sp is None else round(sp, 2),
+                       parallelism=round(res.parallelism, 2), steps=res.steps, calls=len(res.calls),
+                       header=snap["header"], bars=snap["bars"], batches=_batches(res))
+        rows.append(row)
+    bound = cmp.bound
+    return {"title": title, "backend": cmp.backend, "span": span, "ok": cmp.ok, "problems": cmp.problems(),
+            "critical_path": None if cmp.critical_path is None else round(cmp.critical_path, 4),
+            "bound": None if bound is None else round(bound, 2), "rows": rows}
+
+
+def _batches(res: Any) -> list[list[Any]]:
+    """[batch id, start, end, calls] per decode batch (local model), seconds since the run began."""
+    out: dict[int, list[Any]] = {}
+    for c in res.calls:
+        if c.batch_id is None or c.end is None:
+            continue
+        b = out.setdefault(c.batch_id, [c.batch_id, c.start - res.start, c.end - res.start, 0])
+        b[1] = min(b[1], c.start - res.start)
+        b[2] = max(b[2], c.end - res.start)
+        b[3] += 1
+    return [[b, round(s, 4), round(e, 4), n] for b, s, e, n in sorted(out.values())]
+
+
+# ------------------------------------------------------------------------------------------- HTML
+def compare_html(snap: dict[str, Any]) -> str:
+    state = "done" if snap["ok"] else "failed"
+    parts = [f'<div class="epic-live epic-snapshot epic-compare" data-state="{state}">', _STYLE, _CSS, _head(snap)]
+    if snap["problems"]:
+        items = "".join(f"<li>{_e(p)}</li>" for p in snap["problems"])
+        parts.append(f'<div class="epic-error epic-compare-problems">The strategies do not agree, or a run '
+                     f"failed:<ul>{items}</ul></div>")
+    parts.append(_table(snap))
+    parts.append(_walls_svg(snap))
+    for row in snap["rows"]:
+        if "bars" not in row:
+            continue
+        label = (f'{_e(row["strategy"])}: {row["elapsed"]:.2f} s'
+                 + (f', {row["speedup"]:.2f}x' if row.get("speedup") is not None else ""))
+        parts.append(f'<div class="epic-compare-run" data-strategy="{_e(row["strategy"])}" '
+                     f'data-ok="{str(row["ok"]).lower()}"><div class="epic-compare-label">{label}</div>')
+        if row["bars"]:
+            parts.append(_timeline_svg(row["bars"], row["header"]))
+        if row["batches"]:
+            parts.append(_batches_svg(row["batches"], snap["span"], _max_batch(snap)))
+        parts.append("</div>")
+    parts.append("</div>")
+    return "\n".join(parts)
+
+
+def _head(snap: dict[str, Any]) -> str:
+    state = "done" if snap["ok"] else "failed"
+    cp = ""
+    if snap["critical_path"] is not None:
+        cp = (f'<span class="epic-compare-cp">critical path ≈ {snap["critical_path"]:.2f} s'
+              + (f' (speedup bound {snap["bound"]:.2f}x)' if snap["bound"] is not None else "") + "</span>")
+    title = f'<span class="epic-title">{_e(snap["title"])}</span>' if snap["title"] else ""
+    return (f'<div class="epic-header"><span class="epic-status" data-state="{state}">'
+            f'{"agree" if snap["ok"] else "failed"}</span>{title}<b>strategy comparison</b>'
+            f'<span class="epic-config">{_e(snap["backend"])} · same answers for every strategy</span>{cp}</div>')
+
+
+def _table(snap: dict[str, Any]) -> str:
+    head = "".join(f"<th>{h}</th>" for h in ("strategy", "wall", "speedup vs sequential", "parallelism",
+                                               "steps", "calls", "decode batches", "result"))
+    body = []
+    for r in snap["rows"]:
+        if "elapsed" in r:
+            cells = [r["strategy"], f'{r["elapsed"]:.3f} s',
+                     "" if r["speedup"] is None else f'{r["speedup"]:.2f}x', f'{r["parallelism"]:.1f}x',
+                     r["steps"], r["calls"], len(r["batches"]) or "", "agrees" if r["ok"] else r["problem"]]
+        else:
+            cells = [r["strategy"], "", "", "", "", "", "", r["problem"]]
+        tds = "".join(f"<td>{_e(c)}</td>" for c in cells)
+        body.append(f'<tr data-strategy="{_e(r["strategy"])}" data-state="{"done" if r["ok"] else "failed"}">'
+                    f"{tds}</tr>")
+    if snap["critical_path"] is not None:
+        bound = "" if snap["bound"] is None else f'{snap["bound"]:.2f}x'
+        body.append(f'<tr data-strategy="critical path"><td>critical path</td><td>{snap["critical_path"]:.3f} s</td>'
+                    f'<td>{bound} (bound)</td><td colspan="5">replayed: each call takes its solo latency '
+                    f"from the sequential run, all at once (the longest chain of dependent calls)</td></tr>")
+    return (f'<table class="epic-calls epic-compare-table"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table>')
+
+
+def _walls_svg(snap: dict[str, Any]) -> str:
+    """One bar per strategy (and the critical path) on the shared axis: the comparison at a glance."""
+    rows = [(r["strategy"], r["elapsed"], r["ok"]) for r in snap["rows"] if "elapsed" in r]
+    if snap["critical_path"] is not None:
+        rows.append(("critical path", snap["critical_path"], True))
+    lane, label_w = 16, 130
+    scale = (_WIDTH - label_w - 60) / (snap["span"] or 1e-9)
+    items = []
+    for i, (name, t, ok) in enumerate(rows):
+        y = i * lane
+        color = _COLORS.get(name, "#80868b") if ok else "#d93025"
+        items.append(f'<text x="0" y="{y + 12}" font-size="11">{_e(name)}</text>'
+                     f'<rect x="{label_w}" y="{y + 2}" width="{max(1.0, t * scale):.1f}" height="{lane - 4}" '
+                     f'fill="{color}" data-strategy="{_e(name)}"><title>{_e(name)}: {t:.3f} s</title></rect>'
+                     f'<text x="{label_w + t * scale + 4:.1f}" y="{y + 12}" font-size="10">{t:.2f} s</text>')
+    height = len(rows) * lane + 4
+    return (f'<svg class="epic-compare-walls" width="100%" viewBox="0 0 {_WIDTH} {height}" '
+            f'style="max-width:{_WIDTH}px" preserveAspectRatio="xMinYMin meet">{"".join(items)}</svg>')
+
+
+def _max_batch(snap: dict[str, Any]) -> int:
+    return max([b[3] for r in snap["rows"] for b in r.get("batches", [])] + [1])
+
+
+def _batches_svg(batches: list[list[Any]], span: float, top: int) -> str:
+    """Decode batch sizes over time (local model), on the timelines' axis: a bar per batch."""
+    height = 36
+    scale = _WIDTH / (span or 1e-9)
+    rects = []
+    for bid, start, end, size in batches:
+        h = max(2.0, (height - 10) * size / top)
+        x, w = start * scale, max(1.0, (end - start) * scale - 1)
+        rects.append(f'<rect x="{x:.1f}" y="{height - 10 - h:.1f}" width="{w:.1f}" height="{h:.1f}" fill="#5f6368" '
+                     f'data-batch="{bid}"><title>batch {bid}: {size} call{"s" * (size != 1)}, '
+                     f"{start:.2f}-{end:.2f} s</title></rect>")
+    return (f'<div class="epic-note">decode batches (height = calls in the batch, at most {top})</div>'
+            f'<svg class="epic-compare-batches" width="100%" viewBox="0 0 {_WIDTH} {height}" '
+            f'style="max-width:{_WIDTH}px" preserveAspectRatio="xMinYMin meet">{"".join(rects)}</svg>')
+
+
+# ------------------------------------------------------------------------------------------- text
+def compare_text(snap: dict[str, Any]) -> str:
+    lines = [f"strategy comparison · {snap['backend']} · " + ("agree" if snap["ok"] else "FAILED")]
+    for r in snap["rows"]:
+        if "elapsed" in r:
+            sp = "" if r["speedup"] is None else f"{r['speedup']:.2f}x"
+            lines.append(f"  {r['strategy']:<18} {r['elapsed']:>8.3f} s {sp:>7}  parallelism {r['parallelism']:.1f}x "
+                         f"· {r['steps']} steps · {r['calls']} calls · " + ("agrees" if r["ok"] else r["problem"]))
+        else:
+            lines.append(f"  {r['strategy']:<18} {r['problem']}")
+    if snap["critical_path"] is not None:
+        bound = "" if snap["bound"] is None else f"{snap['bound']:.2f}x"
+        lines.append(f"  {'critical path':<18} {snap['critical_path']:>8.3f} s {bound:>7}  (the bound)")
+    return "\n".join(lines)
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x), quote=True)
