@@ -62,7 +62,8 @@ async def run_async(source: str, *, strategy: str = "opportunistic", backend: An
 
 def run(source: str, *, strategy: str = "opportunistic", backend: Any = None, model: str | None = None,
         namespace: dict | None = None, trace: bool | str = True, seed: int = 0, filename: str = "<epic>",
-        first_line: int = 1, observers: list[Callable] | None = None, cache: bool | None = None) -> RunResult:
+        first_line: int = 1, observers: list[Callable] | None = None, cache: bool | None = None,
+        recorder: Any = None) -> RunResult:
     """Compile and run `source` to completion.
 
     `strategy`: "opportunistic" (the default), "sequential" (plain Python's order, the baseline),
@@ -71,12 +72,13 @@ def run(source: str, *, strategy: str = "opportunistic", backend: Any = None, mo
     named one. `namespace`: the globals the program reads and the names it defines are written
     back to (a notebook's). `trace`: True keeps call events, "full" every reduction step too.
     `observers` get every event as it happens. `cache` reuses answers to identical requests.
+    `recorder` (runtime.recorder.Recorder) records every reduction step, for the stepper view.
     Raises EpicSyntaxError before anything runs, EpicError (with the partial RunResult) if anything
     failed, EpicInterrupted on Ctrl-C (in-flight calls are cancelled first)."""
     handle = RunHandle()
     return _blocking(lambda: run_async(source, strategy=strategy, backend=backend, model=model, namespace=namespace,
                                        trace=trace, seed=seed, filename=filename, first_line=first_line,
-                                       observers=observers, cache=cache, handle=handle), handle)
+                                       observers=observers, cache=cache, handle=handle, recorder=recorder), handle)
 
 
 async def call_function_async(f: EpicFunction, args: tuple, kwargs: dict, *, strategy: str = "opportunistic",

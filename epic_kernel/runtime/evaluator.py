@@ -353,11 +353,7 @@ class Evaluator(BackendLink):
     def _drain(self) -> None:
         done, self._done = self._done, []
         for task, node, rec in done:
-            self.fired = NOTHING
             resolve(self, task, node, rec)
-            if self.fired:
-                self.tally(self.fired, rec)
-        self.fired = NOTHING
 
     def _pop_random(self) -> Any:
         q = self.queue

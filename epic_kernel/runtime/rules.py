@@ -8,8 +8,9 @@
 
 `step` looks at a ready node's head and picks the rule. A rule that fires says so by setting
 `ev.fired`; a node that parks on a pending cell or takes an error value fires nothing. Structural
-intrinsics (intrinsics.py) are delta rules over partial data and say so the same way. The step loop
-(`Evaluator._run_slice`) counts and traces what fired in one place, so no rule counts itself.
+intrinsics (structural.py, loops.py) are delta rules over partial data and say so the same way. The
+step loop (`Evaluator._run_slice`) counts and traces what fired; `resolve`, which runs when a call's
+task ends rather than in that loop, hands itself to the same `Evaluator.tally`.
 """
 
 from __future__ import annotations
@@ -368,10 +369,17 @@ async def _awaiting(aw: Any) -> Any:
 # ---------------------------------------------------------------------------------------- resolve
 def resolve(ev: Evaluator, task: asyncio.Task, node: Any, rec: CallRecord) -> None:
     """A dispatched call's task ended: bind its output to the value, the error or the cancellation;
-    a stream's first result starts a pump that splices each chunk in as it arrives."""
+    a stream's first result starts a pump that splices each chunk in as it arrives. Resolves happen
+    outside the step loop, so this rule reports itself to the tally (before the call's own event,
+    the order views read the trace in)."""
     rec.end = clock()
+    if not task.cancelled() and task.exception() is None and hasattr(task.result(), "__anext__"):
+        rec.end = None                              # a stream: a list whose tail is still pending
+        tail = _Tail(node.out, node.site)
+        _start_task(ev, _pump(ev, task.result(), tail, rec), tail, rec)
+        return
+    ev.tally(RESOLVE, rec)
     if task.cancelled():
-        ev.fired = RESOLVE
         rec.state = "cancelled"
         err = ErrorVal(asyncio.CancelledError(f"call {rec.id} was cancelled"), rec)
         rec.error = err.error
@@ -380,17 +388,10 @@ def resolve(ev: Evaluator, task: asyncio.Task, node: Any, rec: CallRecord) -> No
         return
     exc = task.exception()
     if exc is not None:
-        ev.fired = RESOLVE
         ev.fail(node, exc, rec)
         ev.emit("call.failed", rec)
         return
     value = task.result()
-    if hasattr(value, "__anext__"):                 # a stream: a list whose tail is still pending
-        rec.end = None
-        tail = _Tail(node.out, node.site)
-        _start_task(ev, _pump(ev, value, tail, rec), tail, rec)
-        return
-    ev.fired = RESOLVE
     if value is _STREAM_END:                        # a stream's last chunk has been spliced in
         rec.state = "done"
         rec.result_preview = _short(rec.streamed)
@@ -405,7 +406,7 @@ def resolve(ev: Evaluator, task: asyncio.Task, node: Any, rec: CallRecord) -> No
 
 async def _pump(ev: Evaluator, agen: Any, tail: _Tail, rec: CallRecord) -> Any:
     """Splice each chunk in as it arrives: the list's cell becomes (chunk, next pending cell), so
-    consumers of the prefix step now (a resolve per chunk, counted as one by the step loop's tally)."""
+    consumers of the prefix step now (a resolve per chunk)."""
     async for chunk in agen:
         cell = tail.out
         tail.out = nxt = Cell()
