@@ -143,21 +143,7 @@ class Template:
         slots: dict[Var, int] = {}
         for v in (*fn.params, fn.io_in, *fn.free):
             slots.setdefault(v, len(slots))
-        prims: list[Any] = []
-        unbound: list[tuple[int, str]] = []
-        for s in fn.body:
-            if isinstance(s, Prim):
-                slots[s.out] = len(slots)
-                value = s.value
-                if isinstance(value, Unbound):
-                    unbound.append((slots[s.out], value))
-                if isinstance(value, Op):
-                    if value.name not in intrinsics:
-                        raise EpicInternalError(f"internal: unknown intrinsic %{value.name}")
-                    value = intrinsics[value.name]
-                prims.append(value)
-        self.prim_values = tuple(prims)
-        self.unbound = tuple(unbound)            # slots that get a fresh UnboundLocalError per call
+        self._prims(fn, slots, intrinsics)
         first_other = len(slots)
         for s in fn.body:
             match s:
@@ -172,32 +158,53 @@ class Template:
                         slots[io_out] = len(slots)
         self.nother = len(slots) - first_other
         self.nslots = len(slots)
-        ops: list[tuple] = []
-        for s in fn.body:
-            match s:
-                case Prim():
-                    pass
-                case Global(out, name, line):
-                    ops.append((GLOBAL, slots[out], name, line, s.soft))
-                case Def(out, inner, defaults):
-                    inner_t = template_of(inner, intrinsics)
-                    if inner_t.filename is None:           # nested defs and loop bodies: the same file
-                        inner_t.filename = self.filename
-                    ops.append((DEF, slots[out], inner_t, tuple(slots[v] for v in inner.free),
-                                tuple(slots[v] for v in defaults)))
-                case Pack(out, items, kind):
-                    ops.append((PACK, slots[out], tuple(slots[v] for v in items), kind))
-                case Unpack(outs, src, line):
-                    ops.append((UNPACK, tuple(slots[o] for o in outs), slots[src], line))
-                case Call(out, f, args, kwnames, io_in, io_out, line, name):
-                    ops.append((CALL, slots[out], slots[f], tuple(slots[a] for a in args),
-                                None if io_in is None else slots[io_in],
-                                None if io_out is None else slots[io_out], Site(line, name, kwnames, out.id)))
-        self.ops = tuple(ops)
+        self.ops = tuple(op for s in fn.body if (op := self._op(s, slots, intrinsics)) is not None)
         self.ret = slots[fn.ret]
         self.io_out = slots[fn.io_out]
         # `lambda a, b: a` (a Church boolean): beta is a pure rewiring, no frame needed
         self.empty_ret_param = self.ret if (not fn.body and self.ret < self.nparams) else None
+
+    def _prims(self, fn: Function, slots: dict[Var, int], intrinsics: dict[str, Any]) -> None:
+        """Constants get the slots after the captured ones, and their values once, here: an `Op`
+        becomes the runtime's intrinsic; an `Unbound` a slot that gets a fresh error per call."""
+        prims: list[Any] = []
+        unbound: list[tuple[int, str]] = []
+        for s in fn.body:
+            if isinstance(s, Prim):
+                slots[s.out] = len(slots)
+                value = s.value
+                if isinstance(value, Unbound):
+                    unbound.append((slots[s.out], value))
+                if isinstance(value, Op):
+                    if value.name not in intrinsics:
+                        raise EpicInternalError(f"the translator named an unknown intrinsic %{value.name}")
+                    value = intrinsics[value.name]
+                prims.append(value)
+        self.prim_values = tuple(prims)
+        self.unbound = tuple(unbound)            # slots that get a fresh UnboundLocalError per call
+
+    def _op(self, s: Any, slots: dict[Var, int], intrinsics: dict[str, Any]) -> tuple | None:
+        """One statement as the tuple beta reads (slot numbers instead of variables); None for prims."""
+        match s:
+            case Prim():
+                return None
+            case Global(out, name, line):
+                return (GLOBAL, slots[out], name, line, s.soft)
+            case Def(out, inner, defaults):
+                inner_t = template_of(inner, intrinsics)
+                if inner_t.filename is None:           # nested defs and loop bodies: the same file
+                    inner_t.filename = self.filename
+                return (DEF, slots[out], inner_t, tuple(slots[v] for v in inner.free),
+                        tuple(slots[v] for v in defaults))
+            case Pack(out, items, kind):
+                return (PACK, slots[out], tuple(slots[v] for v in items), kind)
+            case Unpack(outs, src, line):
+                return (UNPACK, tuple(slots[o] for o in outs), slots[src], line)
+            case Call(out, f, args, kwnames, io_in, io_out, line, name):
+                return (CALL, slots[out], slots[f], tuple(slots[a] for a in args),
+                        None if io_in is None else slots[io_in],
+                        None if io_out is None else slots[io_out], Site(line, name, kwnames, out.id))
+        raise EpicInternalError(f"the translator produced an unknown statement {type(s).__name__}")
 
     def __repr__(self) -> str:
         return f"<template {self.name}: {self.nslots} slots, {len(self.ops)} ops>"
