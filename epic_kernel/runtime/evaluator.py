@@ -156,6 +156,9 @@ class Evaluator(BackendLink):
 
     # ----------------------------------------------------------------------------- cell plumbing
     def bind(self, cell: Cell, v: Any) -> None:
+        """The one write of a cell: single assignment is what makes any order of steps give the same
+        value (the property the differential tests check across strategies)."""
+        assert cell.val is PENDING and cell.fwd is None, f"a cell is bound once: {cell!r} <- {v!r}"
         cell.val = v
         ws = cell.waiters
         if ws:
@@ -185,6 +188,7 @@ class Evaluator(BackendLink):
     def park(node: Any, cell: Cell) -> None:
         while cell.fwd is not None:
             cell = cell.fwd
+        assert cell.val is PENDING, "a node parks only on a cell that is still pending"
         if cell.waiters is None:
             cell.waiters = [node]
         else:
