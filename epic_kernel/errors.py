@@ -21,6 +21,8 @@
         +-- BackendConnectionError  refused or dropped connections, every attempt
         +-- MalformedResponse  the server answered 200 with something that is not a completion
         +-- ConstraintViolation  the server answered 200 with text outside the call's regex=/choices=
+        +-- ConstraintIncomplete  a constrained local call ran out of tokens before its match ended
+        |                      (llm/constrained.py)
         +-- ReplayMiss         a replay log has no record of this request
         +-- ReplayedError      a recorded failure, raised again on replay (llm/replay.py)
 

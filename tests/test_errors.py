@@ -21,7 +21,7 @@ OLD_NAMES = [
     ("epic_kernel.llm.errors", "BackendTimeout"), ("epic_kernel.llm.errors", "BackendConnectionError"),
     ("epic_kernel.llm.errors", "MalformedResponse"), ("epic_kernel.llm.errors", "ConstraintViolation"),
     ("epic_kernel.llm.errors", "ReplayMiss"), ("epic_kernel.llm.replay", "ReplayedError"),
-    ("epic_kernel.llm.constrained", "InvalidConstraint"), ("epic_kernel.llm.sim", "SimScriptError"),
+    ("epic_kernel.llm.constrained", "InvalidConstraint"), ("epic_kernel.llm.constrained", "ConstraintIncomplete"), ("epic_kernel.llm.sim", "SimScriptError"),
 ]
 
 
