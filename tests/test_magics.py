@@ -297,3 +297,42 @@ def test_help_names_the_cell_magic_and_the_trace_has_no_empty_lines():
     res = run_program('a = llm("x")\nb = llm(a)\n', backend=SimBackend(), trace="full")
     steps = [ev.data["text"] for ev in res.trace if ev.kind == "step"]
     assert steps and not any("None" in s for s in steps) and "enter the program" in steps[0]
+
+
+# ------------------------------------------------------------------------ --step and --compare
+def test_step_in_a_terminal_shell_records_and_shows_the_steps(ip):
+    """The sync path: the stepper is displayed (even with the session's view=none: it is the
+    point of the flag); `%epic step` gives the recording back."""
+    res, out = cell(ip, '%%epic --backend sim --step\na = llm("x")\nb = llm("y")\nlen(a + b) > 0\n')
+    assert res.success and res.result is True
+    shown = [o.data for o in out.outputs]
+    assert len(shown) == 1 and shown[0]["text/plain"].startswith("reduction stepper: opportunistic")
+    assert 'class="epic-stepper"' in shown[0]["text/html"]
+    stepper = ip.run_line_magic("epic", "step")
+    rec = stepper.recording
+    assert [c[1] for c in rec["calls"]] == ["llm", "llm"] and rec["first_line"] == 2
+    assert [s["r"] for s in rec["steps"]].count("resolve") == 2
+
+
+def test_compare_in_a_terminal_shell_and_a_disagreement_fails_the_cell(ip):
+    res, out = cell(ip, "%%epic --backend sim --compare --view text --out cmp_out\nxs = [llm(str(i)) for i in range(3)]\nlen(xs)\n")
+    assert res.success and res.result == 3, out.stdout
+    assert "strategy comparison" in out.stdout and "critical path" in out.stdout
+    assert ip.user_ns["cmp_out"].ok and len(ip.user_ns["xs"]) == 3
+    assert ip.user_ns["_epic_last"].strategy == "opportunistic"
+
+    async def busy(i):                    # a side effect the schedule changes
+        busy.now += 1
+        seen = busy.now
+        await asyncio.sleep(0.01)
+        busy.now -= 1
+        return seen
+
+    busy.now = 0
+    ip.user_ns["busy"] = busy
+    res, out = cell(ip, "%%epic --backend sim --compare\nmax([busy(i) for i in range(3)])\n")
+    assert not res.success and type(res.error_in_exec).__name__ == "CompareMismatch"
+    lines = res.error_in_exec._render_traceback_()
+    assert "the strategies do not agree" in lines[0] and any("value differs" in ln for ln in lines)
+    with pytest.raises(UsageError, match="drop --step"):
+        ip.run_cell_magic("epic", "--backend sim --compare --step", "1\n")

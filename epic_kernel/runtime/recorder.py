@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import itertools
 import reprlib
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -66,11 +66,12 @@ class Recorder:
         self._ir_unpack: dict[tuple[int | None, int], int] = {}
         self._names: dict[int, str] = {}            # Var id -> the top-level name the program gives it
         self._instances: Counter[int] = Counter()
-        self._queue: list[int] = []
-        self._parked: dict[int, list[Any]] = {}     # node id -> [node, producer, label]
-        self._parked_objs: dict[int, Any] = {}      # node id -> node object (still parked, maybe)
+        self._mirror: deque[Any] = deque()          # the ready queue as of the last recorded step
+        self._queued: set[int] = set()              # id() of the node objects in it
+        self._parked: dict[int, list[Any]] = {}     # node id -> [producer node id, what it waits on]
+        self._producers: dict[int, int] = {}        # id(an output cell) -> node id
         self._flight: dict[int, int] = {}           # call id -> node id that dispatched it
-        self._watch: list[tuple[int, Cell]] = []    # fired outputs not bound yet
+        self._pending_out: dict[int, list[tuple[int, Cell]]] = {}   # id(root cell) -> outputs not bound yet
         self._watched = 0
         self._calls: dict[int, Any] = {}            # call id -> CallRecord
         self._seen_calls = 0
@@ -99,10 +100,8 @@ class Recorder:
                 call = rec.id
             self._seen_calls = len(ev.calls)
         if rule is None:
-            rule = "wait" if self._is_parked(node) else "error" if _is_error(node) else "other"
-            if rule == "wait":
-                self._parked_objs[nid] = node
-        self._record(rule, nid, call)
+            rule = "wait" if self._parked_cell(node) is not None else "error" if _is_error(node) else "other"
+        self._record(rule, nid, call, node)
 
     def on_event(self, event: Event) -> None:
         """Observer: completes resolve steps (see the module docstring); never raises."""
@@ -150,16 +149,19 @@ class Recorder:
         clo = node.fn.val if isinstance(node, CallNode) else None
         if isinstance(clo, Closure):
             self._build_ir(clo.tmpl.fn)
-        self._queue = [self._nid(node)]
-        self.init = {"q": list(self._queue)}
+        self.init = {"q": [self._nid(node)]}
+        self._mirror = deque([node])
+        self._queued = {id(node)}
 
-    def _record(self, rule: str, nid: int, call: int | None) -> None:
+    def _record(self, rule: str, nid: int, call: int | None, node: Any) -> None:
+        """One step: what changed, found from the node that fired and the nodes it queued (never by
+        walking the whole graph: a step costs about what the evaluator's step did)."""
         ev = self.ev
         entry: dict[str, Any] = {"r": rule, "n": nid, "c": call, "t": round(clock() - ev.start, 4), "k": ev.steps}
-        self._diff_queue(entry)
-        self._diff_parked(entry)
+        appended = self._diff_queue(entry)
+        self._diff_parked(entry, node, appended, deep=rule in ("wait", "other"))
         self._diff_flight(entry)
-        bound = self._newly_bound()
+        bound = self._newly_bound(node)
         if bound:
             entry["b"] = bound
         self.steps.append(entry)
@@ -175,7 +177,7 @@ class Recorder:
         cid = None if rec is None else rec.id
         nid = self._flight.get(cid, -1) if cid is not None else -1
         self._flight_final = cid if final else None
-        self._record("resolve", nid, cid)
+        self._record("resolve", nid, cid, self._keep[nid] if nid >= 0 else None)
 
     def _nid(self, node: Any) -> int:
         key = id(node)
@@ -185,13 +187,12 @@ class Recorder:
             self._ids[key] = nid
             self._keep.append(node)
             self.nodes.append(self._describe(node))
-            out = getattr(node, "out", None)
-            if isinstance(node, CallNode) and out is not None and self._watched < _MAX_WATCH:
-                self._watch.append((nid, out))
+            outs = _outputs(node)
+            for c in outs:
+                self._producers[id(c)] = nid
+            if outs and isinstance(node, (CallNode, UnpackNode)) and self._watched < _MAX_WATCH:
                 self._watched += 1
-            elif isinstance(node, UnpackNode) and self._watched < _MAX_WATCH:
-                self._watch.extend((nid, o) for o in node.outs[:1])
-                self._watched += 1
+                self._pending_out.setdefault(id(_root(outs[0])), []).append((nid, outs[0]))
         return nid
 
     def _describe(self, node: Any) -> list[Any]:
@@ -221,33 +222,83 @@ class Recorder:
         return ["emit", "the next loop iterations (emitted a chunk at a time)", None, -1]
 
     # ------------------------------------------------------------------------------- the state
-    def _diff_queue(self, entry: dict[str, Any]) -> None:
-        new = [self._nid(n) for n in self.ev.queue]
-        old = self._queue
-        if new == old:
-            self._queue = new
-            return
-        gone = set(old) - set(new)
-        kept = [x for x in old if x not in gone]
-        if new[:len(kept)] == kept:
-            if gone:
-                entry["q-"] = [x for x in old if x in gone]
-            if len(new) > len(kept):
-                entry["q+"] = new[len(kept):]
-        else:
-            entry["q"] = new
-        self._queue = new
+    def _diff_queue(self, entry: dict[str, Any]) -> list[Any]:
+        """The queue's change since the last step; returns the nodes that entered it.
 
-    def _diff_parked(self, entry: dict[str, Any]) -> None:
-        now = self._walk_parked()
-        old = self._parked
-        gone = [nid for nid in old if nid not in now]
-        added = [[nid, *now[nid]] for nid in now if nid not in old or old[nid] != now[nid]]
+        The evaluator only takes from and adds to the ends of its queue (FIFO: the front and the
+        back; LIFO: the back), so the change is found from the ends in O(change), and checked there;
+        a `random` run (which swaps inside the queue) or anything unexpected is diffed in full."""
+        q, mirror = self.ev.queue, self._mirror
+        n_old, n_new = len(mirror), len(q)
+        gone: list[Any] | None = None
+        kept = 0
+        if self.ev.strategy == "opportunistic":            # popleft / append
+            for r in range(min(n_old, 8) + 1):
+                kept = n_old - r
+                if kept <= n_new and (kept == 0 or (q[0] is mirror[r] and q[kept - 1] is mirror[-1])):
+                    gone = [mirror.popleft() for _ in range(r)]
+                    break
+        elif self.ev.strategy != "random":                  # pop / append at the back
+            for r in range(min(n_old, 8) + 1):
+                kept = n_old - r
+                if kept <= n_new and (kept == 0 or (q[kept - 1] is mirror[kept - 1] and q[0] is mirror[0])):
+                    gone = [mirror.pop() for _ in range(r)][::-1]
+                    break
+        if gone is None:                                    # a full diff
+            before = self._queued
+            now = list(q)
+            self._mirror = deque(now)
+            self._queued = {id(n) for n in now}
+            entry["q"] = [self._nid(n) for n in now]
+            return [n for n in now if id(n) not in before]
+        appended = [q[i] for i in range(kept, n_new)]
+        for n in gone:
+            self._queued.discard(id(n))
         if gone:
-            entry["p-"] = gone
+            entry["q-"] = [self._ids[id(n)] for n in gone]
+        if appended:
+            mirror.extend(appended)
+            self._queued.update(map(id, appended))
+            entry["q+"] = [self._nid(n) for n in appended]
+        return appended
+
+    def _diff_parked(self, entry: dict[str, Any], node: Any, appended: list[Any], deep: bool) -> None:
+        """Woken nodes are back in the queue; new parked ones wait on a cell next to the node that
+        fired (its inputs and outputs), on an output of a node it queued, or on a stream's tail."""
+        parked = self._parked
+        woken = [nid for nid in (self._ids[id(n)] for n in appended) if nid in parked]
+        for nid in woken:
+            del parked[nid]
+        cells: list[Cell] = []
+        if node is not None:
+            cells += _inputs(node)
+            cells += _outputs(node)
+        for n in appended:
+            cells += _outputs(n)
+        for n, _rec in self.ev.inflight.values():
+            if not isinstance(n, CallNode):           # the pending end of a stream
+                cells += _outputs(n)
+        queued = self._queued
+        added = []
+        if deep and self._ids[id(node)] not in parked and id(node) not in queued:
+            deep = self._parked_cell(node)              # the fired node parked on a cell inside an argument
+            if deep is not None:
+                cells.append(deep)
+        roots: set[int] = set()
+        for c in cells:
+            root = _root(c)
+            if id(root) in roots or not root.waiters:
+                continue
+            roots.add(id(root))
+            for w in root.waiters:
+                wid = self._nid(w)
+                if wid not in parked and id(w) not in queued:
+                    parked[wid] = [self._producers.get(id(root), -1), self._waits_on(w, root)]
+                    added.append([wid, *parked[wid]])
+        if woken:
+            entry["p-"] = woken
         if added:
             entry["p+"] = added
-        self._parked = now
 
     def _diff_flight(self, entry: dict[str, Any]) -> None:
         done = self._flight_final
@@ -262,48 +313,25 @@ class Recorder:
             entry["f-"] = sorted(old - now)
         self._flight_shown = now
 
-    def _walk_parked(self) -> dict[int, list[Any]]:
-        """Nodes waiting on a pending cell: from every live producer's outputs to the cells' waiters."""
-        ev = self.ev
-        stack: list[Any] = list(ev.queue)
-        stack += [n for n, _rec in ev.inflight.values()]
-        stack += [n for _t, n, _rec in getattr(ev, "_done", ())]
-        stack += self._parked_objs.values()
-        seen: set[int] = set()
-        found: dict[int, list[Any]] = {}
-        objs: dict[int, Any] = {}
-        while stack:
-            n = stack.pop()
-            if id(n) in seen:
-                continue
-            seen.add(id(n))
-            producer = self._ids.get(id(n), -1)
-            for cell in _outputs(n):
-                root = _root(cell)
-                for w in root.waiters or ():
-                    wid = self._nid(w)
-                    if wid not in found:
-                        found[wid] = [producer, self._waits_on(w, root)]
-                        objs[wid] = w
-                        stack.append(w)
-        for nid, n in self._parked_objs.items():          # parked on a cell no live producer reaches
-            if nid not in found:
-                root = self._parked_cell(n)
-                if root is not None:
-                    found[nid] = [-1, self._waits_on(n, root)]
-                    objs[nid] = n
-        self._parked_objs = objs
-        return found
-
-    def _is_parked(self, node: Any) -> bool:
-        return self._parked_cell(node) is not None
-
     @staticmethod
     def _parked_cell(node: Any) -> Cell | None:
-        for c in _inputs(node):
-            root = _root(c)
+        """The cell the node waits on: one of its inputs, or a cell inside one (an element of a list
+        argument that host code needs whole), searched through packs and closures."""
+        stack = list(_inputs(node))
+        seen: set[int] = set()
+        while stack and len(seen) < 20_000:
+            root = _root(stack.pop())
+            if id(root) in seen:
+                continue
+            seen.add(id(root))
             if root.waiters and any(w is node for w in root.waiters):
                 return root
+            v = root.val
+            if v.__class__ is PackVal:
+                stack.extend(v.items)
+            elif v.__class__ is Closure:
+                stack.extend(v.captured)
+                stack.extend(v.defaults)
         return None
 
     def _waits_on(self, node: Any, root: Cell) -> str:
@@ -328,16 +356,23 @@ class Recorder:
         name = self._names.get(v.id)
         return f"{v!r} ({name})" if name else repr(v)
 
-    def _newly_bound(self) -> list[list[Any]]:
+    def _newly_bound(self, node: Any) -> list[list[Any]]:
+        """Outputs bound by this step. A step binds or forwards only its own node's outputs, so only
+        the outputs waiting under those cells are looked at; forwarded ones move to their new root."""
+        if node is None:
+            return []
+        keys = set()
+        for c in _outputs(node):
+            keys.add(id(c))
+            keys.add(id(_root(c)))
         out = []
-        keep = []
-        for nid, cell in self._watch:
-            v = _root(cell).val
-            if v is PENDING:
-                keep.append((nid, cell))
-            else:
-                out.append([nid, show_value(v)])
-        self._watch = keep
+        for key in keys:
+            for nid, cell in self._pending_out.pop(key, ()):
+                root = _root(cell)
+                if root.val is PENDING:
+                    self._pending_out.setdefault(id(root), []).append((nid, cell))
+                else:
+                    out.append([nid, show_value(root.val)])
         return out
 
     # ------------------------------------------------------------------------------------- IR
