@@ -16,6 +16,7 @@ pytestmark = pytest.mark.engines
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.timeout(1300)          # two vLLM engines start inside (the global 300 s is for one test)
 def test_vllm_backend_cases_in_the_vllm_venv():
     from epic_kernel.testing import engines
 
