@@ -11,14 +11,13 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import unwrap
-from ..lang.ir import Function, Var
+from ..lang.ir import BREAK, CONTINUE, NORMAL, RETURN, Function, Var  # completion kinds: the translator's
 from .graph import DELTA, PENDING, CallNode, Cell, Closure, ErrorVal, PackVal, Poison, Reducer, Template, Wait
 from .lazy import LazySeq, materialize
 
 __all__ = ["FALSE", "NORMAL", "RETURN", "BREAK", "CONTINUE", "TRUE", "Intrinsic", "church", "done", "elements",
            "emit_calls", "guarded"]
 
-NORMAL, RETURN, BREAK, CONTINUE = 0, 1, 2, 3
 
 
 class Intrinsic:
