@@ -18,19 +18,20 @@ Targets (reported, never adjusted): burst and epic program within 15 % of static
 one-at-a-time; staggered mean latency no worse than static micro-batching. Medians of `--reps` repetitions.
 Writes benchmarks/results/batcher.json and batcher.md.
 
-    python benchmarks/bench_batcher.py --models tiny10m,smollm2 --reps 3
+    python -m benchmarks.bench_batcher --models tiny10m,smollm2 --reps 3
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import statistics
 import time
 from pathlib import Path
+
+from benchmarks.report import write_results
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -308,12 +309,7 @@ def main() -> None:
         big = name.startswith("smollm2")
         print(f"== {name}", flush=True)
         rows.append(bench_model(name, args.reps, seq_n=8 if big else None))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "batcher.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=1))
-    md = markdown(rows, meta)
-    (out / "batcher.md").write_text(md)
-    print(md)
+    write_results(args.out, "batcher", {"meta": meta, "results": rows}, markdown(rows, meta), echo=True)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ import statistics
 import time
 from pathlib import Path
 
+from benchmarks.report import write_results
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 N = 32
@@ -133,8 +135,6 @@ def bench_model(model: str, new: int, reps: int) -> dict:
 
 
 def write(results: dict, out: Path = RESULTS) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "constrained_decoding.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = ["# Constrained decoding overhead (local backend, llguidance)", "",
              f"{results['machine']}; {N} concurrent calls, median of {results['reps']} reps; "
              f"`--new {results['new']}` tokens for plain/regex rows.", "",
@@ -153,7 +153,7 @@ def write(results: dict, out: Path = RESULTS) -> None:
               "token count. Overhead (wall) is per row-token, since constrained rows may end early at EOS; "
               "on a shared machine it is noisy (a few %), so the time spent inside the constraint hooks "
               "(matcher mask, unpacking, masking the row) is also given directly."]
-    (out / "constrained_decoding.md").write_text("\n".join(lines) + "\n")
+    write_results(out, "constrained_decoding", results, "\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -50,6 +50,7 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.report import write_results
 from epic_kernel import run
 from epic_kernel.llm.base import LLMRequest, SamplingParams
 from epic_kernel.llm.sim import SimBackend
@@ -424,11 +425,7 @@ def main(argv: list[str] | None = None) -> dict:
     res = {"meta": meta, "machine": machine(), "steps_per_second": pure, "call_graphs": graphs,
            "targets_met": all(all(p["targets"].values()) for p in pure.values())
            and all(all(g["targets"].values()) for g in graphs.values())}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "core.json").write_text(json.dumps(res, indent=1, default=str) + "\n")
-    md = markdown(res)
-    (out / "core.md").write_text(md)
-    print(md)
+    write_results(out, "core", res, markdown(res), echo=True)
     print(f"wrote {out / 'core.json'} and {out / 'core.md'} in {meta['total_s']} s")
     return res
 

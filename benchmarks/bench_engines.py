@@ -39,6 +39,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.report import write_results
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 OUT = HERE / "results"
@@ -306,8 +308,7 @@ def main(argv: list[str] | None = None) -> dict:
             except Exception as e:    # one engine failing must not lose the others' numbers
                 results["engines"][name] = {"error": f"{type(e).__name__}: {e}"}
                 _say(f"   failed: {e}")
-            (out / f"{stem}.json").write_text(json.dumps(results, indent=1))   # after each engine: partial
-            (out / f"{stem}.md").write_text(markdown(results))                  # results survive
+            write_results(out, stem, results, markdown(results))    # after each engine: partial results survive
     print(markdown(results))
     return results
 

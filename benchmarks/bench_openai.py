@@ -5,7 +5,7 @@ concurrent? If it did, 256 calls take about as long as one, plus client/server C
 < 3x a single call's latency. The fake server runs in its own process (as a real server would), so
 the two do not share one GIL.
 
-    python benchmarks/bench_openai.py [--calls 256] [--latency 0.2] [--reps 3] [--out DIR]
+    python -m benchmarks.bench_openai [--calls 256] [--latency 0.2] [--reps 3] [--out DIR]
 
 Writes benchmarks/results/openai.json and openai.md (or DIR/...).
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import statistics
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import openai
 
+from benchmarks.report import write_results
 from epic_kernel.llm.base import LLMRequest
 from epic_kernel.llm.openai_backend import OpenAIBackend
 
@@ -108,8 +108,6 @@ def main() -> None:
                passed=res["generate"]["ratio_vs_single"] < 3.0,
                machine={"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
                openai_version=openai.__version__)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "openai.json").write_text(json.dumps(res, indent=2) + "\n")
     g, s, c, b = res["generate"], res["stream"], res["generate_default_cap_64"], res["bare_asyncopenai"]
     md = f"""# OpenAIBackend: {args.calls} concurrent calls, fake server with {args.latency * 1000:.0f} ms latency
 
@@ -127,8 +125,7 @@ in a separate process. Medians of {args.reps} runs. Target: wall < 3x one call's
 Result: {'PASS' if res['passed'] else 'FAIL'} ({g['ratio_vs_single']:.2f}x < 3x). The default cap of 64 runs
 {args.calls} calls in {args.calls // 64} waves by design; raise `max_concurrency` for a server that batches more.
 """
-    (out / "openai.md").write_text(md)
-    print(md)
+    write_results(out, "openai", res, md, echo=True)
 
 
 if __name__ == "__main__":

@@ -79,6 +79,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from benchmarks.report import write_results
 from epic_kernel import run
 from epic_kernel.llm.base import Backend, LLMRequest, LLMResponse, SamplingParams
 from epic_kernel.llm.replay import RecordingBackend, ReplayBackend
@@ -823,11 +824,7 @@ def main(argv: list[str] | None = None) -> dict | None:
                           | {"opportunistic": {k: v for k, v in recs[n].get("opportunistic", {}).items() if k != "value"}}
                           for n in rows if n in recs},
            "targets_met": all(all(r.get("targets", {}).values()) for r in rows.values())}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "programs.json").write_text(json.dumps(res, indent=1, default=str) + "\n")
-    md = markdown(res)
-    (out / "programs.md").write_text(md)
-    print(md)
+    write_results(out, "programs", res, markdown(res), echo=True)
     print(f"wrote {out / 'programs.json'} and {out / 'programs.md'} in {meta['total_s']} s")
     return res
 

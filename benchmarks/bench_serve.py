@@ -46,6 +46,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from benchmarks.report import write_results
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -591,11 +593,7 @@ def main() -> None:
     out = Path(args.out)
     print(f"== epic serve {args.model}: {CLIENTS} clients x {PER_CLIENT} requests, {reps} rounds", flush=True)
     res = bench(args.model, reps, out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "serve.json").write_text(json.dumps({"meta": meta, "results": res}, indent=1) + "\n")
-    md = markdown(res, meta)
-    (out / "serve.md").write_text(md)
-    print(md)
+    write_results(out, "serve", {"meta": meta, "results": res}, markdown(res, meta), echo=True)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import bench_core
+from benchmarks.report import write_results
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -134,11 +135,13 @@ def run_question(q: dict, modes: list[str], backend: Any, max_tokens: int) -> di
 
 
 def make_backend(model: str) -> Any:
-    """`sim` is the simulated model (its skeleton prompts get numbered lists): a smoke test of the
-    benchmark itself, not a measurement. Anything else is a model for `TransformersBackend`."""
+    """`sim` is the simulated model, scripted by SoT to answer its skeleton prompts with numbered
+    lists: a smoke test of the benchmark itself, not a measurement. Anything else is a model for
+    `TransformersBackend`."""
     if model == "sim":
         from epic_kernel.llm.sim import SimBackend
-        return SimBackend()
+        from epic_kernel.programs.sot import sim_script
+        return SimBackend(scripts=[sim_script])
     from epic_kernel.llm import TransformersBackend
     return TransformersBackend(model)
 
@@ -378,10 +381,7 @@ def plot(summary: dict, path: Path) -> None:
 
 def save(results: dict, out: Path) -> None:
     """Written after every question, so a stopped run keeps what it measured."""
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "sot.json.tmp"
-    tmp.write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
-    tmp.replace(out / "sot.json")
+    write_results(out, "sot", results)
 
 
 def machine() -> str:
@@ -423,8 +423,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.part in ("replay", "all"):
         replay(results, args.speed, rec_dir)
     md = markdown(results)
-    save(results, out)
-    (out / "sot.md").write_text(md, encoding="utf-8")
+    write_results(out, "sot", results, md)
     if results.get("live_summary"):
         plot(results["live_summary"], out / "sot.png")
     if results.get("live_all_summary"):

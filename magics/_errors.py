@@ -10,11 +10,9 @@ and not the magic's and the evaluator's frames. SyntaxError subclasses never rea
 from __future__ import annotations
 
 from epic_kernel.errors import EpicException, EpicSyntaxError
+from epic_kernel.runtime.failures import error_lines
 
 __all__ = ["EpicCellSyntaxError", "short", "short_syntax_error"]
-
-_RED, _RESET = "\x1b[0;31m", "\x1b[0m"
-
 
 class EpicCellSyntaxError(EpicException):
     """A `%%epic` cell's program is outside the epic language; `.error` is the EpicSyntaxError
@@ -27,21 +25,17 @@ class EpicCellSyntaxError(EpicException):
         self.construct = error.construct
 
     def _render_traceback_(self) -> list[str]:
-        return _lines("EpicSyntaxError", str(self.error))
+        return error_lines("EpicSyntaxError", str(self.error))
 
 
 def short(error: BaseException, *, note: str = "") -> BaseException:
     """Give `error` a short rendering in IPython (no traceback) and drop its frames; returns it."""
     text = str(error) + (f" {note}" if note else "")
     name = type(error).__name__
-    error._render_traceback_ = lambda: _lines(name, text)  # type: ignore[attr-defined]
+    error._render_traceback_ = lambda: error_lines(name, text)  # type: ignore[attr-defined]
     return error.with_traceback(None)
 
 
 def short_syntax_error(error: EpicSyntaxError) -> EpicCellSyntaxError:
     return EpicCellSyntaxError(error)
 
-
-def _lines(name: str, text: str) -> list[str]:
-    first, *rest = text.splitlines() or [""]
-    return [f"{_RED}{name}{_RESET}: {first}", *rest]

@@ -22,12 +22,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from epic_kernel.widgets import VIEW_KINDS as _VIEWS
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from epic_kernel.errors import EpicError, EpicInterrupted, EpicSyntaxError
-from epic_kernel.runtime.evaluator import STRATEGIES
+from epic_kernel.runtime.api import RunHandle
+from epic_kernel.runtime.options import STRATEGIES
 
 from ._config import SessionConfig
 from ._errors import short, short_syntax_error
@@ -35,7 +37,6 @@ from ._teaching import TeachingMixin, cell_number, ends_with_semicolon, wants_co
 
 __all__ = ["EpicMagics"]
 
-_VIEWS = ("auto", "widget", "html", "text", "none")
 _HEARTBEAT_S = 0.1
 _LAST = "_epic_last"
 
@@ -59,7 +60,7 @@ class _Job:
     view: Any
     explicit: dict[str, Any]               # backend/model/strategy given on the cell's line
     suppress: bool                         # body ends with ';': show no Out[n]
-    holder: dict[str, Any] = field(default_factory=dict)   # run_async puts its Evaluator here
+    handle: RunHandle = field(default_factory=RunHandle)   # run_async puts its Evaluator here
     task: asyncio.Task | None = None
     recorder: Any = None                   # `--step`: records every reduction step
     title: str = ""
@@ -148,7 +149,7 @@ class EpicMagics(TeachingMixin, Magics):
         if wants_compare(line):
             return await self._compare_async(line, cell)
         job = self._prepare(line, cell, lazy_show=True, cancellable=_comms_during_cells(), progress=True)
-        task = asyncio.ensure_future(run_async(job.source, holder=job.holder, **job.kwargs))
+        task = asyncio.ensure_future(run_async(job.source, handle=job.handle, **job.kwargs))
         job.task = task
         heartbeat = asyncio.ensure_future(_heartbeat())
         try:
@@ -157,9 +158,9 @@ class EpicMagics(TeachingMixin, Magics):
             me = asyncio.current_task()
             if me is not None and me.cancelling():
                 me.uncancel()                        # we handle it: keep cancelling() consistent
-            raise self._interrupted(job, await _settle(task, job.holder)) from None
+            raise self._interrupted(job, await _settle(task, job.handle)) from None
         except KeyboardInterrupt:
-            raise self._interrupted(job, await _settle(task, job.holder)) from None
+            raise self._interrupted(job, await _settle(task, job.handle)) from None
         except EpicSyntaxError as e:
             raise self._syntax_error(job, e) from None
         except EpicError as e:
@@ -272,14 +273,15 @@ class EpicMagics(TeachingMixin, Magics):
     def _backend_spec(self, name: str) -> Any:
         """A backend name for the registry, or the Backend a notebook variable of that name holds."""
         from epic_kernel.llm.base import Backend
-        from epic_kernel.llm.registry import BACKEND_NAMES
+        from epic_kernel.llm.registry import parse_backend
 
         value = self.shell.user_ns.get(name)
         if isinstance(value, Backend):
             return value
-        if name.partition(":")[0].lower() not in BACKEND_NAMES + ("local", "hf"):
-            raise UsageError(f"--backend {name}: not a backend name ({', '.join(BACKEND_NAMES)}) "
-                             "nor a variable holding a Backend")
+        try:
+            parse_backend(name)
+        except ValueError as e:
+            raise UsageError(f"--backend {name}: {e}, or name a variable holding a Backend") from None
         return name
 
     def _publish(self, job: _Job, result: Any) -> None:
@@ -392,13 +394,13 @@ async def _heartbeat() -> None:
         await asyncio.sleep(_HEARTBEAT_S)
 
 
-async def _settle(task: asyncio.Task, holder: dict[str, Any]) -> Any:
+async def _settle(task: asyncio.Task, handle: RunHandle) -> Any:
     """After an interrupt: make sure the run's task has cancelled its calls; return what it finished."""
     if not task.done():
         task.cancel()
         with contextlib.suppress(BaseException):
             await asyncio.wait([task], timeout=3.0)
-    ev = holder.get("ev")
+    ev = handle.ev
     if ev is None:
         return None
     from epic_kernel.runtime.api import partial_result

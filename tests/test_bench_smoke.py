@@ -8,17 +8,29 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _run(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    """The benchmark as a user runs it. It may start servers of its own: on a timeout the whole
+    process group goes, so no server outlives the test (a hang guard, not a speed check)."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    with subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, start_new_session=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+            pytest.fail(f"{' '.join(args)} did not finish within {timeout:g} s\n{out[-2000:]}\n{err[-2000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def test_bench_core_quick_writes_results(tmp_path: Path) -> None:
@@ -62,7 +74,7 @@ def test_bench_runner_rejects_unknown_names() -> None:
 
 def test_bench_serve_quick_writes_results(tmp_path: Path) -> None:
     """`epic serve` (tiny10m) in its own process, 4 client processes, in-process comparison."""
-    p = _run("-m", "benchmarks.bench_serve", "--quick", "--out", str(tmp_path))
+    p = _run("-m", "benchmarks.bench_serve", "--quick", "--out", str(tmp_path), timeout=600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     data = json.loads((tmp_path / "serve.json").read_text())
     md = (tmp_path / "serve.md").read_text()
@@ -78,6 +90,17 @@ def test_bench_serve_quick_writes_results(tmp_path: Path) -> None:
     assert len(res["serial_clients"]["per_client_wall_s"]) == 4
     assert res["stream_probe"]["token_events"] > 0
     assert "| /v1/completions |" in md and "| /v1/chat/completions |" in md
+
+
+def test_bench_translate_writes_results(tmp_path: Path) -> None:
+    """The translation benchmark side by side with a baseline tree (here the same tree)."""
+    p = _run("-m", "benchmarks.bench_translate", "--reps", "1", "--passes", "1", "--baseline", str(ROOT),
+             "--out", str(tmp_path))
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    data = json.loads((tmp_path / "translate.json").read_text())
+    assert data["meta"]["programs"] > 200                     # tutorials, examples and progen programs
+    assert set(data["median_s"]) == {"current", "baseline"} and data["ratio_current_over_baseline"] > 0
+    assert "current / baseline" in (tmp_path / "translate.md").read_text()
 
 
 def test_bench_recorder_quick_writes_results(tmp_path: Path) -> None:

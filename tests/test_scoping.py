@@ -16,7 +16,9 @@ from epic_kernel import EpicError, run
 from epic_kernel.errors import EpicSyntaxError
 from epic_kernel.lang import compile_function, compile_program, pretty
 from epic_kernel.lang.ir import Global, Var
-from epic_kernel.lang.translate import Builder, PyScope, Translator
+from epic_kernel.lang.scope import PyScope
+from epic_kernel.lang.statements import Builder
+from epic_kernel.lang.translator import Translator
 
 
 def _src(s: str) -> str:
@@ -467,3 +469,17 @@ def test_in_place_mutation_is_rejected_with_the_immutable_alternative(src: str, 
 
 def test_self_recursive_lambda_is_letrec() -> None:
     assert run("fact = lambda n: 1 if n <= 1 else n * fact(n - 1)\nfact(5)").value == 120
+
+
+def test_builder_methods_are_declared_in_its_classes():
+    """The translator is plain classes (builder -> expressions -> control -> statements): every method
+    of the Builder is defined in the body of one of its classes, none attached afterwards, so a type
+    checker and go-to-definition can follow each call."""
+    own = {cls.__name__ for cls in Builder.__mro__}
+    methods = {name: f for name, f in vars(Builder).items() if callable(f)}
+    for cls in Builder.__mro__[1:]:
+        methods.update({n: f for n, f in vars(cls).items() if callable(f) and n not in methods})
+    handlers = {n: f for n, f in methods.items() if not n.startswith("__") and hasattr(f, "__qualname__")}
+    assert {"expr", "stmt", "block_x", "loop_x", "lookup", "thunk"} <= set(handlers)
+    for name, f in handlers.items():
+        assert f.__qualname__.split(".")[0] in own, name

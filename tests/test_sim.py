@@ -139,8 +139,23 @@ def test_prefill_response_is_the_continuation_only():
     assert sim.answer(LLMRequest.build("other", prefill="1.")).text == "Gamma"
     free = sim.answer(LLMRequest.build("free", prefill="The answer")).text
     assert free.startswith(" ") and free[1].islower()          # it continues the sentence
+    plain = sim.answer(LLMRequest.build("free", prefill="1.")).text
+    assert "\n2. " not in plain                                  # the sim knows no program's conventions
+
+
+def test_scripts_write_free_text_from_the_seeded_rng():
+    from epic_kernel.programs.sot import SKELETON_PROMPT, sim_script
+
+    sim = SimBackend(scripts=[sim_script], answers=[("points", "1. Alpha\n2. Beta")])
     skeleton = sim.answer(LLMRequest.build("free", prefill="1.")).text
-    assert skeleton.startswith(" ") and "\n2. " in skeleton      # after "1." a model writes a list
+    assert skeleton.startswith(" ") and "\n2. " in skeleton      # after "1." SoT's model writes a list
+    assert skeleton == sim.answer(LLMRequest.build("free", prefill="1.")).text     # deterministic
+    full = sim.answer(LLMRequest.build(SKELETON_PROMPT.format(question="Why?"))).text
+    assert full.startswith("1. ") and "\n2. " in full
+    assert sim.answer(LLMRequest.build("list points", prefill="1.")).text == " Alpha\n2. Beta"  # rules first
+    assert "\n2. " not in sim.answer(LLMRequest.build("free", prefill="The answer")).text      # not SoT's: passed
+    with pytest.raises(TypeError, match="callable"):
+        sim.add_script("1. a")  # type: ignore[arg-type]
 
 
 # -- choices and regex ----------------------------------------------------------------------

@@ -17,7 +17,7 @@ import pytest
 
 from epic_kernel.errors import EpicException, EpicSyntaxError
 from epic_kernel.lang import Function, compile_function, compile_program, pretty
-from epic_kernel.lang.ir import Pack, Prim
+from epic_kernel.lang.ir import Def, Op, Pack, Prim
 from epic_kernel.lang.syntax import UNSUPPORTED
 
 P = "a = 1\nb = [1, 2]\n"      # two ordinary lines before the construct
@@ -417,7 +417,7 @@ def _defs(fn: Function) -> dict:
 
 def test_program_returns_value_and_exports():
     fn = compile_program("a = 1\nb = a + 1\na = 5\ndef f():\n    return a\nb\n")
-    assert fn.exports == ["a", "b", "f"]
+    assert fn.exports == ("a", "b", "f")
     pack = next(s for s in fn.body if isinstance(s, Pack) and s.out is fn.ret)
     assert len(pack.items) == 1 + len(fn.exports)
     prims = _defs(fn)
@@ -427,7 +427,7 @@ def test_program_returns_value_and_exports():
 
 def test_program_without_final_expression_returns_none_and_exports():
     fn = compile_program("x = 1\nfor i in range(3):\n    if i:\n        break\n    x += i\n")
-    assert fn.exports == ["i", "x"]
+    assert fn.exports == ("i", "x")
     pack = next(s for s in fn.body if isinstance(s, Pack) and s.out is fn.ret)
     assert _defs(fn)[pack.items[0]].value is None
     assert len(pack.items) == 3
@@ -435,6 +435,37 @@ def test_program_without_final_expression_returns_none_and_exports():
 
 def test_empty_program_exports_nothing():
     fn = compile_program("")
-    assert fn.exports == []
+    assert fn.exports == ()
     pack = next(s for s in fn.body if isinstance(s, Pack) and s.out is fn.ret)
     assert len(pack.items) == 1
+
+
+def test_function_fields_are_the_declared_contract():
+    """The IR Function is the typed contract with the runtime: its fields are declared (ir.py), and
+    nothing can be attached to it ad hoc."""
+    fn = compile_program("def f(a, b=2):\n    return a + b\nf(1)\n")
+    inner = next(s.fn for s in fn.body if isinstance(s, Def))
+    assert inner.param_names == ("a", "b") and inner.ndefaults == 1 and inner.exports == ()
+    assert fn.exports == ("f",) and fn.param_names == () and fn.filename is None
+    with pytest.raises(AttributeError):
+        fn.undeclared = 1
+
+
+def _ops(fn: Function) -> set[str]:
+    names = {s.value.name for s in fn.body if isinstance(s, Prim) and isinstance(s.value, Op)}
+    for s in fn.body:
+        if isinstance(s, Def):
+            names |= _ops(s.fn)
+    return names
+
+
+def test_every_intrinsic_the_translator_names_is_bound_by_the_runtime():
+    """The other half of the IR contract: `Op(name)` is only a name (lang never imports runtime), so
+    every name the translator emits must be an intrinsic the runtime binds."""
+    from epic_kernel.runtime.intrinsics import INTRINSICS
+    from epic_kernel.testing.progen import generate
+
+    programs = list(SUPPORTED.values()) + [generate(seed) for seed in range(200)]
+    named = set().union(*(_ops(compile_program(src)) for src in programs))
+    assert {"add", "getitem", "fold", "map", "bool", "is_normal", "loop_again", "genexp"} <= named
+    assert named <= set(INTRINSICS), named - set(INTRINSICS)

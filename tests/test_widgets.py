@@ -22,6 +22,7 @@ from epic_kernel.widgets import (
 
 from epic_kernel import run_async
 from epic_kernel.llm.sim import SimBackend
+from epic_kernel.programs.sot import sim_script
 from epic_kernel.runtime.events import CallRecord, Event, clock
 
 comm = pytest.importorskip("comm")
@@ -217,7 +218,7 @@ def test_widget_cancel_message_cancels_the_run(comms):
         view.show()
         assert view.widget.cancellable
         task = asyncio.ensure_future(run_async(fan_out(20) + 'llm("after")\n', backend=SimBackend(latency=5.0),
-                                               observers=[view.on_event], holder=box))
+                                               observers=[view.on_event]))
         box["task"] = task
         await asyncio.sleep(0.2)
         t0 = time.monotonic()
@@ -329,8 +330,8 @@ def test_calls_inside_library_programs_show_the_users_line():
     table's "line" is the line of the user's cell that called sot()."""
     model = RunModel()
     src = 'q = "How can I sleep better?"\n\nout = sot(q)\nlen(out["points"])\n'
-    asyncio.run(run_async(src, backend=SimBackend(), observers=[model.on_event], filename="<epic cell 3>",
-                          first_line=2))
+    asyncio.run(run_async(src, backend=SimBackend(scripts=[sim_script]), observers=[model.on_event],
+                          filename="<epic cell 3>", first_line=2))
     model.finish()
     calls = model.calls
     assert len(calls) >= 3 and all(c.site_line > 100 for c in calls)      # the library's own lines
@@ -362,7 +363,10 @@ def test_model_loading_is_shown_and_kept_out_of_latencies(monkeypatch):
         _time.sleep(0.6)
         return SimBackend(latency=0.05)
 
-    monkeypatch.setattr(registry, "resolve_backend", slow)
+    from epic_kernel.runtime import backends
+
+    monkeypatch.setattr(backends, "_PROVIDER", [])      # restored after the test
+    backends.install_provider(slow, registry.describe_spec)
     model = RunModel()
     seen: list = []
 

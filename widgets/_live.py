@@ -15,6 +15,8 @@ from typing import Any
 import anywidget
 import traitlets
 
+from epic_kernel.runtime.calltable import WIDGET_COLUMNS, column_specs
+
 from ._snapshot import snapshot_html, snapshot_text
 
 __all__ = ["LiveWidget"]
@@ -27,6 +29,7 @@ class LiveWidget(anywidget.AnyWidget):
     _esm = (_HERE / "live.js").read_text(encoding="utf-8")
     _css = (_HERE / "live.css").read_text(encoding="utf-8")
 
+    columns = traitlets.List(column_specs(WIDGET_COLUMNS)).tag(sync=True)   # the calls table's, from calltable.py
     header = traitlets.Dict().tag(sync=True)        # state, elapsed, steps, counts, tokens, parallelism
     rows = traitlets.List().tag(sync=True)          # calls table rows (in-flight, failed, latest finished)
     bars = traitlets.List().tag(sync=True)          # timeline: [id, lane, start, end, state, batch, fn, line, tok in, tok out, prompt, cached]

@@ -25,6 +25,9 @@ import re
 from collections import deque
 from typing import Any
 
+from epic_kernel.runtime.calltable import call_row
+from epic_kernel.text import clip
+
 __all__ = ["RunModel"]
 
 _FINISHED = ("done", "failed", "cancelled")
@@ -210,7 +213,7 @@ class RunModel:
                       span=round(max([elapsed] + [b[3] for b in bars]), 4))
         return {
             "header": header,
-            "rows": [_row(c, t0, now) for c in rows],
+            "rows": [call_row(c, t0, now) for c in rows],
             "bars": bars,
             "trace": {"steps": self.steps, "rules": dict(self.rules), "full": self.full_trace,
                       "recent": [list(s) for s in self.recent_steps]},
@@ -243,18 +246,6 @@ class RunModel:
         return out
 
 
-def _row(c: Any, t0: float, now: float) -> dict[str, Any]:
-    latency = (c.end if c.end is not None else now) - c.start
-    result = c.result_preview or (c.streamed[-120:] if c.streamed else "")
-    if c.state == "failed" and c.error is not None and not result:
-        result = f"{type(c.error).__name__}: {c.error}"
-    return {"id": c.id, "line": _line(c), "fn": c.fn, "state": c.state, "batch": c.batch_id,
-            "tokens_in": "?" if c.tokens_in is None else c.tokens_in,
-            "tokens_out": "?" if c.tokens_out is None else c.tokens_out, "start": round(c.start - t0, 4),
-            "latency": round(latency, 4), "cached": bool(c.cached), "prompt": _clip(c.args_preview, 160),
-            "result": _clip(result, 160)}
-
-
 def _bars(calls: list[Any], limit: int, t0: float, now: float) -> tuple[list[list[Any]], int, int]:
     """Timeline bars `[id, lane, start, end, state, batch, fn, line, tokens_in, tokens_out, prompt,
     cached]` (seconds since the run began; the prompt clipped for the hover text),
@@ -278,7 +269,7 @@ def _bars(calls: list[Any], limit: int, t0: float, now: float) -> tuple[list[lis
             lanes += 1
         heapq.heappush(busy, (max(end, start), lane))
         bars.append([c.id, lane, round(start, 4), round(max(end, start), 4), c.state, c.batch_id, c.fn,
-                     _line(c), c.tokens_in, c.tokens_out, _clip(c.args_preview, 48), bool(c.cached)])
+                     _line(c), c.tokens_in, c.tokens_out, clip(c.args_preview, 48), bool(c.cached)])
     bars.sort(key=lambda b: b[0])
     return bars, lanes, len(calls) - len(shown)
 
@@ -293,8 +284,3 @@ def _label(text: str) -> str:
     """"<epic_kernel.llm.sim.SimBackend object at 0x..>" -> "SimBackend"."""
     m = re.match(r"<([\w.]+) object at ", text)
     return m.group(1).rsplit(".", 1)[-1] if m else text
-
-
-def _clip(text: str, n: int) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= n else text[: n - 1] + "…"

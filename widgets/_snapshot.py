@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from epic_kernel.runtime.calltable import WIDGET_COLUMNS, cells, column_specs, plain_table
+
 __all__ = ["snapshot_html", "snapshot_text", "STATE_COLORS", "state_color"]
 
 STATE_COLORS = {"queued": "#f9ab00", "running": "#1a73e8", "done": "#188038", "failed": "#d93025",
@@ -82,20 +84,17 @@ def _counts(h: dict[str, Any]) -> str:
     return " ".join(parts[:1]) + " " + ", ".join(parts[1:])
 
 
-_COLUMNS = ("id", "line", "fn", "state", "batch", "tokens", "latency", "prompt", "result")
 _FILTERS = ("queued", "running", "done", "failed", "cancelled")
 _uid = itertools.count(1)
 
 
 def _table_html(rows: list[dict[str, Any]], h: dict[str, Any]) -> str:
-    head = "".join(f"<th>{c}</th>" for c in _COLUMNS)
+    specs = column_specs(WIDGET_COLUMNS)
+    head = "".join(f"<th>{c['name']}</th>" for c in specs)
     body = []
     for r in rows:
-        cells = [r["id"], r["line"] if r["line"] is not None else "", r["fn"],
-                 r["state"] + (" (cached)" if r["cached"] else ""), "" if r["batch"] is None else r["batch"],
-                 f'{r["tokens_in"]}/{r["tokens_out"]}', f'{r["latency"]:.3f} s', r["prompt"], r["result"]]
-        tds = "".join(f'<td title="{_e(c)}">{_e(c)}</td>' if i >= 7 else f"<td>{_e(c)}</td>"
-                      for i, c in enumerate(cells))
+        tds = "".join(f'<td title="{_e(c)}">{_e(c)}</td>' if spec["long"] else f"<td>{_e(c)}</td>"
+                      for spec, c in zip(specs, cells(r, WIDGET_COLUMNS), strict=True))
         body.append(f'<tr data-state="{_e(r["state"])}" data-id="{r["id"]}">{tds}</tr>')
     more = h["calls"] - len(rows)
     note = f"<div class=\"epic-note\">… {more} more calls not shown (all are in <code>_epic_last.calls</code>)</div>" if more > 0 else ""
@@ -235,15 +234,7 @@ def snapshot_text(snap: dict[str, Any], *, max_rows: int = 20, width: int = 110)
         lines.append(f"  {loading_text(h)}")
     rows = snap["rows"]
     if rows:
-        lines.append(f"  {'id':>4} {'line':>4} {'fn':<10} {'state':<9} {'batch':>5} {'tokens':>9} "
-                     f"{'latency':>8}  prompt -> result")
-        for r in rows[:max_rows]:
-            text = f"{r['prompt']} -> {r['result']}"
-            line = (f"  {r['id']:>4} {r['line'] if r['line'] is not None else '':>4} {r['fn'][:10]:<10} "
-                    f"{r['state'] + ('*' if r['cached'] else ''):<9} "
-                    f"{'' if r['batch'] is None else r['batch']:>5} "
-                    f"{str(r['tokens_in']) + '/' + str(r['tokens_out']):>9} {r['latency']:>7.3f}s  {text}")
-            lines.append(line if len(line) <= width else line[: width - 1] + "…")
+        lines += plain_table(rows[:max_rows], WIDGET_COLUMNS, indent="  ", width=width)
         more = h["calls"] - min(len(rows), max_rows)
         if more > 0:
             lines.append(f"  … {more} more calls")

@@ -1,10 +1,10 @@
-// epic-kernel live view (anywidget ESM). Traits: header, rows, bars, trace, sot, cancellable.
+// epic-kernel live view (anywidget ESM). Traits: columns, header, rows, bars, trace, sot, cancellable.
+// The calls table's columns and each row's cell texts come from Python (epic_kernel/runtime/calltable.py).
 // Mirrors widgets/_snapshot.py (same class names and data-* attributes), but patches the DOM in
 // place, so scroll position and opened/closed panels survive updates.
 
 const STATE_COLORS = { queued: "#f9ab00", running: "#1a73e8", done: "#188038", failed: "#d93025",
   cancelled: "#80868b" };
-const COLUMNS = ["id", "line", "fn", "state", "batch", "tokens", "latency", "prompt", "result"];
 const SVG = "http://www.w3.org/2000/svg";
 
 // a bar's colour is its state (the legend says which); its batch is a label and the hover text
@@ -62,8 +62,7 @@ function loadingText(h) {
 }
 
 function rowCells(r) {
-  return [r.id, r.line ?? "", r.fn, r.state + (r.cached ? " (cached)" : ""), r.batch ?? "",
-    `${r.tokens_in}/${r.tokens_out}`, `${Number(r.latency).toFixed(3)} s`, r.prompt, r.result];
+  return r.cells || [];
 }
 
 function guard(name, fn) {
@@ -104,7 +103,8 @@ function render({ model, el: host }) {
   const table = el("table", "epic-calls");
   const thead = el("thead");
   const headRow = el("tr");
-  for (const c of COLUMNS) headRow.append(el("th", null, c));
+  const columns = model.get("columns") || [];
+  for (const c of columns) headRow.append(el("th", null, c.name));
   thead.append(headRow);
   const tbody = el("tbody");
   table.append(thead, tbody);
@@ -194,7 +194,7 @@ function render({ model, el: host }) {
       if (!tr) {
         tr = el("tr");
         tr.dataset.id = r.id;
-        for (let i = 0; i < COLUMNS.length; i++) tr.append(el("td"));
+        for (let i = 0; i < columns.length; i++) tr.append(el("td"));
         trs.set(r.id, tr);
       }
       tr.dataset.state = r.state;
@@ -204,7 +204,7 @@ function render({ model, el: host }) {
         const text = String(cells[i]);
         if (td.textContent !== text) {
           td.textContent = text;
-          if (i >= 7) td.title = text;
+          if (columns[i] && columns[i].long) td.title = text;
         }
       }
       ordered.push(tr);

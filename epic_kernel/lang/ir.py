@@ -20,7 +20,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Call", "Def", "Function", "Global", "Op", "Pack", "Prim", "Stmt", "Unbound", "Unpack", "Var", "pretty"]
+__all__ = ["BREAK", "CONTINUE", "NORMAL", "RETURN", "Call", "Def", "Function", "Global", "Op", "Pack", "Prim",
+           "Stmt", "Unbound", "Unpack", "Var", "finalize", "pretty"]
+
+# The kinds of a completion record `(kind, value, *carried)`: how a block that can exit early (a loop
+# body with break/continue, a branch with `return`) ended. The translator builds these records
+# (control.py); the runtime's `%is_normal`, `%loop_again` and `%loop_exit` intrinsics read them.
+NORMAL, RETURN, BREAK, CONTINUE = 0, 1, 2, 3
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -84,8 +90,14 @@ class Call(Stmt):
     name: str = ""                     # the callee as written ("llm", "xs.append"), for records and errors
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Function:
+    """A closure's code: the contract between the translator (which fills the first group of fields)
+    and the runtime (which reads them, and caches its template in `compiled`).
+
+    Slotted, so nothing can be attached to a Function outside this declaration: every field the
+    runtime reads is listed here with its meaning, and a type checker can follow each use."""
+
     name: str
     params: tuple[Var, ...]
     body: list[Stmt]
@@ -95,7 +107,20 @@ class Function:
     ndefaults: int = 0
     line: int | None = None
     free: tuple[Var, ...] = ()          # variables captured from the enclosing scope, in a fixed order
-    compiled: Any = field(default=None, repr=False)   # runtime template cache
+    # the parameters as Python names them (keyword arguments, signatures, messages); defaults to the
+    # parameter variables' names
+    param_names: tuple[str, ...] = ()
+    # a program's (`compile_program`) top-level names, in the order its value pack carries them after
+    # the value: `ret` is (value, *exports); empty for any other function
+    exports: tuple[str, ...] = ()
+    # the file of an `@epic` function (library code, whose calls are not the user's own lines); None
+    # for the program being run and for functions nested in another (they inherit their parent's)
+    filename: str | None = None
+    compiled: Any = field(default=None, repr=False)   # the runtime's template, built once (graph.template_of)
+
+    def __post_init__(self) -> None:
+        if not self.param_names:
+            self.param_names = tuple(p.name for p in self.params)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -104,6 +129,41 @@ class Def(Stmt):
     fn: Function
     defaults: tuple[Var, ...] = ()
     line: int | None = None
+
+
+def finalize(fn: Function) -> None:
+    """Compute the variables a function captures: used but not bound inside it (in first-use order,
+    which is the order the runtime lays out a closure's captured cells)."""
+    defined: set[Var] = set(fn.params) | {fn.io_in}
+    used: list[Var] = []
+    for s in fn.body:
+        match s:
+            case Prim(out) | Global(out):
+                defined.add(out)
+            case Pack(out, items):
+                defined.add(out)
+                used.extend(items)
+            case Unpack(outs, src):
+                defined.update(outs)
+                used.append(src)
+            case Call(out, f, args, _, io_in, io_out):
+                defined.add(out)
+                if io_out is not None:
+                    defined.add(io_out)
+                used.append(f)
+                used.extend(args)
+                if io_in is not None:
+                    used.append(io_in)
+            case Def(out, inner, defaults):
+                defined.add(out)
+                used.extend(inner.free)
+                used.extend(defaults)
+    used.extend([fn.ret, fn.io_out])
+    seen: dict[Var, None] = {}
+    for v in used:
+        if v not in defined:
+            seen.setdefault(v)
+    fn.free = tuple(seen)
 
 
 def _fmt_value(v: Any) -> str:
@@ -135,8 +195,8 @@ def pretty(fn: Function, indent: int = 0) -> str:
                 pos = [repr(a) for a in args[: len(args) - len(kwnames)]]
                 kws = [f"{k}={a!r}" for k, a in zip(kwnames, args[len(args) - len(kwnames):], strict=True)]
                 io = f"; {io_in!r}" if io_in is not None else ""
-                outs = f"{out!r}, {io_out!r}" if io_out is not None else repr(out)
-                lines.append(f"{inner}{outs} := {f!r}({', '.join(pos + kws)}{io})")
+                lhs = f"{out!r}, {io_out!r}" if io_out is not None else repr(out)
+                lines.append(f"{inner}{lhs} := {f!r}({', '.join(pos + kws)}{io})")
             case Def(out, f, _):
                 lines.append(f"{inner}{out!r} :=")
                 lines.append(pretty(f, indent + 2))

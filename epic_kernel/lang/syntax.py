@@ -8,14 +8,14 @@ miscompiled.
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .translate import Translator
+    from .translator import Translator
 
-__all__ = ["MUTATING_METHODS", "UNSUPPORTED", "check_program", "check_supported", "control_error", "misplaced_control",
-           "mutation_error", "walk_local"]
+__all__ = ["MUTATING_METHODS", "REBINDING_METHODS", "UNSUPPORTED", "check_program", "check_supported", "control_error",
+           "misplaced_control", "mutation_error", "walk_local"]
 
 # node type -> (construct name, hint)
 UNSUPPORTED: dict[type, tuple[str, str]] = {
@@ -60,12 +60,16 @@ MUTATING_METHODS: dict[str, tuple[str, str]] = {
     "extend": ("{x} = {x} + ys", ""),
 }
 _VALUE_MUTATORS = {"pop", "popitem", "setdefault"}      # also rejected as `v = xs.pop()`
-_REBINDING = {"append", "extend"}                       # `xs.append(v)` on a plain name is `xs = xs + [v]`
+# list methods that, written as a statement on a plain name, are rebindings, not mutations: `xs.append(v)`
+# means `xs = xs + [v]` (scope.rebinding); method -> the intrinsic that builds the new list
+REBINDING_METHODS = {"append": "append", "extend": "extend"}
 
 
 def mutation_error(tr: Translator, node: ast.AST) -> Exception | None:
     """The error for an in-place mutation written as a statement (`xs.sort()`, `d.update(e)`,
     `m[0].append(5)`) or as an assignment's value (`v = xs.pop()`); None for anything else."""
+    call: ast.expr | None
+    methods: Collection[str]
     if isinstance(node, ast.Expr):
         call, methods = node.value, MUTATING_METHODS
     elif isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
@@ -75,8 +79,8 @@ def mutation_error(tr: Translator, node: ast.AST) -> Exception | None:
     if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr in methods):
         return None
     method, recv = call.func.attr, call.func.value
-    if method in _REBINDING and isinstance(recv, ast.Name):
-        return None                                      # a rebinding (translate.REBINDING_METHODS)
+    if method in REBINDING_METHODS and isinstance(recv, ast.Name):
+        return None                                      # a rebinding (scope.rebinding)
     text = ast.unparse(recv)
     code, note = MUTATING_METHODS[method]
     if isinstance(recv, ast.Name):
@@ -145,7 +149,7 @@ def misplaced_control(stmts: list[ast.stmt], in_function: bool, in_loop: bool = 
             for child in ast.iter_child_nodes(s):
                 if isinstance(child, ast.stmt):
                     out += misplaced_control([child], in_function, in_loop)
-                elif isinstance(child, ast.excepthandler | ast.match_case):
+                elif isinstance(child, ast.ExceptHandler | ast.match_case):
                     out += misplaced_control(child.body, in_function, in_loop)
     return out
 

@@ -19,14 +19,13 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from ..errors import UnsupportedFeature
+from ..text import clip
+
 __all__ = [
     "Backend", "Feeders", "LLMRequest", "LLMResponse", "SamplingParams", "StreamChunk",
     "UnsupportedFeature",
 ]
-
-
-class UnsupportedFeature(Exception):
-    """A request asked for something this backend cannot do (e.g. `regex=` on a plain server)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +93,7 @@ class LLMRequest:
 
     def preview(self, n: int = 80) -> str:
         text = self.prompt if self.raw else (self.messages[-1]["content"] if self.messages else "")
-        text = str(text).replace("\n", " ")
-        return text if len(text) <= n else text[: n - 1] + "…"
+        return clip(text, n, squash=False)
 
 
 @dataclass(slots=True)

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ..runtime.context import current_call, current_run, register_builtin
+from . import registry  # noqa: F401  (installs the provider through which a run resolves its backend)
 from .base import LLMRequest, LLMResponse, SamplingParams
 
 __all__ = ["llm"]
@@ -82,7 +83,7 @@ def _with_sample_index(run: Any, request: LLMRequest) -> LLMRequest:
     if rec is not None and rec.path:
         k = rec.path & 0x7FFFFFFF
     else:
-        counts: dict[str, int] = run.options.setdefault("sample_counts", {})
+        counts = run.sample_counts
         key = request.key("")
         k = counts.get(key, 0)
         counts[key] = k + 1

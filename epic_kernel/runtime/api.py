@@ -15,19 +15,31 @@ from typing import Any
 from ..errors import EpicError, EpicInterrupted
 from ..lang import compile_program
 from . import context as _ctx
-from .evaluator import Evaluator, Poison, Wait, make_closure
-from .events import CallRecord, clock
-from .graph import Cell, PackVal
-from .interop import EpicFunction
+from .evaluator import Evaluator
+from .events import clock
+from .failures import failure_message, failure_record
+from .graph import Cell, PackVal, Poison, Wait
+from .interop import EpicFunction, install_runner
+from .intrinsics import make_closure
+from .options import RunOptions
 from .result import RunResult
 
-__all__ = ["call_function", "call_function_async", "run", "run_async"]
+__all__ = ["RunOptions", "call_function", "call_function_async", "run", "run_async"]
+
+
+class RunHandle:
+    """What the caller of a blocking run can reach while it runs: the evaluator (to report what is
+    finished when the user interrupts) and an event set when the run has ended."""
+
+    def __init__(self) -> None:
+        self.ev: Evaluator | None = None
+        self.ended = threading.Event()
 
 
 async def run_async(source: str, *, strategy: str = "opportunistic", backend: Any = None, model: str | None = None,
                     namespace: dict | None = None, trace: bool | str = True, seed: int = 0,
                     filename: str = "<epic>", first_line: int = 1, observers: list[Callable] | None = None,
-                    cache: bool | None = None, holder: dict | None = None, recorder: Any = None) -> RunResult:
+                    cache: bool | None = None, handle: RunHandle | None = None, recorder: Any = None) -> RunResult:
     """Compile and run `source`; awaitable form of `run` (same arguments).
 
     `recorder`: a `runtime.recorder.Recorder` that records every reduction step (for the stepper;
@@ -35,36 +47,50 @@ async def run_async(source: str, *, strategy: str = "opportunistic", backend: An
 
     Raises EpicSyntaxError before anything runs; EpicError (with `.result`, the partial RunResult)
     if any call failed. Cancelling the awaiting task cancels every in-flight call."""
-    fn = compile_program(source, filename=filename, first_line=first_line)
-    ns = namespace if namespace is not None else {}
-    clo = make_closure(fn, ns)
     if recorder is not None:
         trace, observers = "full", [recorder.on_event, *(observers or ())]
-    ev = Evaluator(strategy=strategy, seed=seed, namespace=ns, trace=trace, filename=filename,
-                   observers=observers, backend=backend, options={"model": model, "cache": cache})
-    ev.first_line = first_line
+    options = RunOptions(strategy=strategy, backend=backend, model=model, trace=trace, seed=seed, filename=filename,
+                         first_line=first_line, cache=cache, observers=tuple(observers or ()))
+    fn = compile_program(source, filename=filename, first_line=first_line)
+    ns = namespace if namespace is not None else {}
+    ev = Evaluator(options, namespace=ns)
     ev.recorder = recorder
-    if holder is not None:
-        holder["ev"] = ev
-    return await _execute(ev, clo, [], {}, exports=list(getattr(fn, "exports", [])), source=source)
+    if handle is not None:
+        handle.ev, ev.ended = ev, handle.ended
+    return await _execute(ev, make_closure(fn, ns), [], {}, exports=list(fn.exports), source=source)
 
 
-def run(source: str, **kwargs: Any) -> RunResult:
-    """Compile and run `source` to completion (see `run_async` for the arguments)."""
-    holder: dict = {}
-    return _blocking(lambda: run_async(source, holder=holder, **kwargs), holder)
+def run(source: str, *, strategy: str = "opportunistic", backend: Any = None, model: str | None = None,
+        namespace: dict | None = None, trace: bool | str = True, seed: int = 0, filename: str = "<epic>",
+        first_line: int = 1, observers: list[Callable] | None = None, cache: bool | None = None,
+        recorder: Any = None) -> RunResult:
+    """Compile and run `source` to completion.
+
+    `strategy`: "opportunistic" (the default), "sequential" (plain Python's order, the baseline),
+    "opportunistic-dfs" or "random" (ordered by `seed`): options.STRATEGIES. `backend`: a Backend instance or a name
+    ("sim", "transformers", "openai", "vllm", "replay"; None: the session default), `model` for a
+    named one. `namespace`: the globals the program reads and the names it defines are written
+    back to (a notebook's). `trace`: True keeps call events, "full" every reduction step too.
+    `observers` get every event as it happens. `cache` reuses answers to identical requests.
+    `recorder` (runtime.recorder.Recorder) records every reduction step, for the stepper view.
+    Raises EpicSyntaxError before anything runs, EpicError (with the partial RunResult) if anything
+    failed, EpicInterrupted on Ctrl-C (in-flight calls are cancelled first)."""
+    handle = RunHandle()
+    return _blocking(lambda: run_async(source, strategy=strategy, backend=backend, model=model, namespace=namespace,
+                                       trace=trace, seed=seed, filename=filename, first_line=first_line,
+                                       observers=observers, cache=cache, handle=handle, recorder=recorder), handle)
 
 
 async def call_function_async(f: EpicFunction, args: tuple, kwargs: dict, *, strategy: str = "opportunistic",
                               backend: Any = None, model: str | None = None, trace: bool | str = True,
-                              observers: list[Callable] | None = None, holder: dict | None = None,
-                              parent: Evaluator | None = None, path: int = 0, **_: Any) -> RunResult:
+                              observers: list[Callable] | None = None, handle: RunHandle | None = None,
+                              parent: Evaluator | None = None, path: int = 0) -> RunResult:
     """Run an epic function called from Python. `parent`: the run whose host code called it (a
     callback); its calls are added to that run's record."""
-    ev = Evaluator(strategy=strategy, namespace=f.closure.globals, trace=trace, observers=observers,
-                   backend=backend, options={"model": model})
-    if holder is not None:
-        holder["ev"] = ev
+    options = RunOptions(strategy=strategy, backend=backend, model=model, trace=trace, observers=tuple(observers or ()))
+    ev = Evaluator(options, namespace=f.closure.globals)
+    if handle is not None:
+        handle.ev, ev.ended = ev, handle.ended
     try:
         return await _execute(ev, f.closure, list(args), kwargs, exports=None, source=f.__name__, path=path)
     finally:
@@ -73,8 +99,12 @@ async def call_function_async(f: EpicFunction, args: tuple, kwargs: dict, *, str
 
 
 def call_function(f: EpicFunction, args: tuple, kwargs: dict, **options: Any) -> RunResult:
-    holder: dict = {}
-    return _blocking(lambda: call_function_async(f, args, kwargs, holder=holder, **options), holder)
+    """The blocking form of `call_function_async` (what calling an EpicFunction from Python does)."""
+    handle = RunHandle()
+    return _blocking(lambda: call_function_async(f, args, kwargs, handle=handle, **options), handle)
+
+
+install_runner(call_function, call_function_async)
 
 
 # -------------------------------------------------------------------------------------- internals
@@ -96,9 +126,8 @@ async def _execute(ev: Evaluator, clo: Any, args: list, kwargs: dict, *, exports
         raise
     finally:
         _ctx._RUN.reset(token)
-        ended = ev.options.get("ended")
-        if ended is not None:
-            ended.set()
+        if ev.ended is not None:
+            ev.ended.set()
     ev.end = clock()
     ev.emit("steps", steps=ev.steps, rules=ev.rule_counts())
     _check_value(ev, out, exports is not None)
@@ -145,9 +174,7 @@ def _check_value(ev: Evaluator, out: Cell, program: bool) -> None:
         ev.to_host(root)
     except Poison as p:
         if p.err.origin is None:
-            now = clock()
-            rec = CallRecord(id=0, fn="value", site_line=None, start=now, end=now, state="failed",
-                             error=p.err.error, site=ev.filename, result_preview=str(p.err.error))
+            rec = failure_record(p.err.error, fn="value", line=None, filename=ev.filename)
             p.err.origin = rec
             ev.failures.append(rec)
     except Wait:
@@ -161,44 +188,8 @@ def _host_or_none(ev: Evaluator, cell: Cell) -> Any:
         return None
 
 
-_OPS = {"add": "+", "sub": "-", "mul": "*", "truediv": "/", "floordiv": "//", "mod": "%", "pow": "**",
-        "getitem": "subscript", "getattr": "attribute access", "contains": "in", "not_contains": "not in", "lt": "<", "le": "<=",
-        "gt": ">", "ge": ">=", "neg": "unary -", "assert_": "assert", "format": "f-string"}
-
-
-def failure_message(ev: Evaluator, source: str = "") -> str:
-    """One line per distinct failure: where (line and its code), what was called, what went wrong."""
-    n_calls = len(ev.calls)
-    failed_calls = sum(1 for r in ev.failures if r.id)
-    n = len(ev.failures)
-    if failed_calls == n:
-        head = f"{n} of {n_calls} call{'s' * (n_calls != 1)} failed; finished results are kept:"
-    elif failed_calls == 0:
-        head = f"{n} error{'s' * (n != 1)}" + (f" ({n_calls} call{'s' * (n_calls != 1)} finished and kept)" if n_calls else "") + ":"
-    else:
-        head = f"{n} errors ({failed_calls} of {n_calls} calls failed; finished results are kept):"
-    lines = [head]
-    code = source.splitlines()
-    groups: dict[tuple, list] = {}
-    for rec in ev.failures:
-        groups.setdefault((rec.site_line, type(rec.error).__name__, str(rec.error), bool(rec.id)), []).append(rec)
-    for (line, etype, emsg, external), recs in list(groups.items())[:20]:
-        rec = recs[0]
-        call = f" {rec.fn}({rec.args_preview[:60]}) ->" if external else ""
-        text = ""
-        if line and 0 < line - ev.first_line + 1 <= len(code):
-            text = f" `{code[line - ev.first_line].strip()}`"
-        where = f"line {line}" if line else "the result"
-        op = f" (in {_OPS[rec.fn]})" if not external and rec.fn in _OPS else ""
-        times = f" (x{len(recs)})" if len(recs) > 1 else ""
-        lines.append(f"  {where}:{text}{call} {etype}: {emsg}{op}{times}")
-    if len(groups) > 20:
-        lines.append(f"  ... and {len(groups) - 20} more (see EpicError.failures)")
-    return "\n".join(lines)
-
-
-def _interrupted(holder: dict) -> EpicInterrupted:
-    ev: Evaluator | None = holder.get("ev")
+def _interrupted(handle: RunHandle) -> EpicInterrupted:
+    ev = handle.ev
     if ev is None:
         return EpicInterrupted("interrupted before the run started")
     ev.state = "cancelled"
@@ -209,41 +200,38 @@ def _interrupted(holder: dict) -> EpicInterrupted:
                            [], res)
 
 
-async def _owning_loop(make: Callable[[], Coroutine], holder: dict) -> Any:
+async def _owning_loop(make: Callable[[], Coroutine], handle: RunHandle) -> Any:
     """Run on a loop this call created and will close: first let the run's backend release what it
     bound to the loop (an HTTP client left open would be cleaned up on a closed loop at exit)."""
     try:
         return await make()
     finally:
-        backend = getattr(holder.get("ev"), "_backend", None)
+        backend = handle.ev.loaded_backend if handle.ev is not None else None
         if backend is not None:
             await backend.loop_ending()
 
 
-def _blocking(make: Callable[[], Coroutine], holder: dict) -> Any:
+def _blocking(make: Callable[[], Coroutine], handle: RunHandle) -> Any:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         try:
-            return asyncio.run(_owning_loop(make, holder))
+            return asyncio.run(_owning_loop(make, handle))
         except KeyboardInterrupt:
-            raise _interrupted(holder) from None
+            raise _interrupted(handle) from None
     loop = _loop_thread()
     if threading.current_thread() is _LOOP_THREAD:
         # a nested call (epic -> Python -> epic, e.g. sorted(key=lambda ...)) made on the private
         # loop itself: blocking that loop on itself would deadlock, so run on a fresh one
-        return _in_fresh_thread(make, holder)
+        return _in_fresh_thread(make, handle)
     fut = asyncio.run_coroutine_threadsafe(make(), loop)
     try:
         return fut.result()
     except KeyboardInterrupt:
         fut.cancel()                 # cancels the run's task; wait until it has cancelled its calls
-        ev = holder.get("ev")
-        if ev is not None:
-            ev.options.setdefault("ended", threading.Event())
-            if ev.state == "running":
-                ev.options["ended"].wait(timeout=3)
-        raise _interrupted(holder) from None
+        if handle.ev is not None and handle.ev.state == "running":
+            handle.ended.wait(timeout=3)
+        raise _interrupted(handle) from None
 
 
 _LOOP: asyncio.AbstractEventLoop | None = None
@@ -251,12 +239,12 @@ _LOOP_THREAD: threading.Thread | None = None
 _LOOP_LOCK = threading.Lock()
 
 
-def _in_fresh_thread(make: Callable[[], Coroutine], holder: dict) -> Any:
+def _in_fresh_thread(make: Callable[[], Coroutine], handle: RunHandle) -> Any:
     box: dict[str, Any] = {}
 
     def target() -> None:
         try:
-            box["value"] = asyncio.run(_owning_loop(make, holder))
+            box["value"] = asyncio.run(_owning_loop(make, handle))
         except BaseException as e:          # re-raised in the calling thread
             box["error"] = e
 

@@ -19,10 +19,11 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from .graph import PENDING, CallNode, Cell, Closure, PackVal
+from .graph import DELTA, PENDING, CallNode, Cell, Closure, PackVal
 from .interop import EpicFunction
-from .intrinsics import IO_AWARE, STRUCTURAL, Intrinsic, _done, _elements, _emit_calls
 from .lazy import LazySeq
+from .partial_builtins import IO_AWARE, STRUCTURAL
+from .stepkit import Intrinsic, done, elements, emit_calls
 
 __all__: list[str] = []            # importing it installs the structural builtins
 
@@ -49,7 +50,7 @@ def _lazy(op: str) -> Callable[[Any, Any], bool]:
             return True
         if f is None:
             return False
-        ev.n_delta += 1
+        ev.fired = DELTA
         ev.pass_io(node)
         ev.bind(node.out, LazySeq(node.args[1], Cell(f), op, node.identity(), node.site, node.origin))
         return True
@@ -72,14 +73,14 @@ def _keyed(name: str, allowed: frozenset[str]) -> Callable[[Any, Any], bool]:
             return True
         if f is None:
             return False
-        items = _elements(ev, node, node.args[0])
+        items = elements(ev, node, node.args[0])
         if items is None:
             return True
-        ev.n_delta += 1
+        ev.fired = DELTA
         options = tuple(k for k in kw if k != "key")
         plain = replace(node.site, kwnames=())
-        keys = _emit_calls(ev, node, Cell(f), [[x] for x in items], plain)     # threads the print token
-        ev._push(CallNode(Cell(_FINISH[name]), [Cell(tuple(items)), Cell(tuple(keys)),
+        keys = emit_calls(ev, node, Cell(f), [[x] for x in items], plain)     # threads the print token
+        ev.push(CallNode(Cell(_FINISH[name]), [Cell(tuple(items)), Cell(tuple(keys)),
                                                 *(kwargs[k] for k in options)],
                           node.out, None, None, replace(node.site, kwnames=options), node.path, node.origin))
         return True
@@ -97,16 +98,16 @@ def _finish(name: str) -> Callable[[Any, Any], None]:
         try:
             if name == "sorted":
                 ranked = sorted(order, key=keys.__getitem__, reverse=bool(options.get("reverse", False)))
-                _done(ev, node, PackVal(tuple(items[i] for i in ranked), "list"))
+                done(ev, node, PackVal(tuple(items[i] for i in ranked), "list"))
                 return
             if not items and "default" in options:
-                _done(ev, node, options["default"])
+                done(ev, node, options["default"])
                 return
             best = builtin(order, key=keys.__getitem__)
         except Exception as e:                          # incomparable keys, an empty sequence
             ev.fail(node, e)
             return
-        ev.n_delta += 1
+        ev.fired = DELTA
         ev.alias(node.out, items[best])
 
     return finish

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from .evaluator import Evaluator
     from .events import CallRecord
 
-__all__ = ["BUILTINS", "current_call", "current_run", "register_builtin"]
+__all__ = ["BUILTINS", "builtin", "current_call", "current_run", "register_builtin"]
 
 _RUN: contextvars.ContextVar[Evaluator | None] = contextvars.ContextVar("epic_run", default=None)
 _CALL: contextvars.ContextVar[CallRecord | None] = contextvars.ContextVar("epic_call", default=None)
@@ -25,6 +25,11 @@ BUILTINS: dict[str, Any] = {}
 
 def register_builtin(name: str, value: Any) -> None:
     BUILTINS[name] = value
+
+
+def builtin(name: str) -> Any:
+    """A builtin of epic code (`lines`, `llm`, ...), for Python modules that write epic functions."""
+    return BUILTINS[name]
 
 
 def current_run() -> Evaluator | None:

@@ -10,8 +10,10 @@ nodes are taken and whether a dispatched call blocks differ:
     sequential          LIFO, and each dispatched call is awaited before anything else steps:
                         what plain Python does, the baseline
 
-Rules (DESIGN section 4) and where they live: beta `_beta`, delta `_host_call`/intrinsics, dispatch
-`_dispatch`, resolve `_drain`, project `_unpack`; gc is reference counting (see graph.py).
+The rules themselves (DESIGN section 4: beta, delta, dispatch, resolve, project) are one function
+each in rules.py; this module holds the state they rewrite (cells, the ready queue, calls in flight)
+and the loop that steps them, counting and tracing each rule that fires in one place (`tally`). The
+gc rule is reference counting (see graph.py).
 
 A node that cannot step parks on the one cell it waits for and is re-enqueued when that cell is
 bound, so the queue only ever holds nodes that may step: no polling, O(1) per rewrite.
@@ -20,29 +22,22 @@ bound, so the queue only ever holds nodes that may step: no polling, O(1) per re
 from __future__ import annotations
 
 import asyncio
-import builtins as _py_builtins
-import contextvars
 import gc
-import inspect
 import itertools
 import random
-import reprlib
 import sys
 from collections import deque
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ..errors import EpicInternalError, unwrap
-from ..lang.ir import Function
-from . import context as _ctx
+from ..errors import EpicInternalError
+from . import callbacks  # noqa: F401  (installs map/filter/sorted/min/max over epic functions)
+from .backends import BackendLink
 from .events import CallRecord, Event, clock
+from .failures import failure_record
 from .graph import (
-    CALL,
-    DEF,
-    PACK,
+    NOTHING,
     PENDING,
-    UNPACK,
+    RULES,
     CallNode,
     Cell,
     Closure,
@@ -52,21 +47,14 @@ from .graph import (
     Site,
     UnpackNode,
     Wait,
-    template_of,
 )
-from .interop import ASYNC, TOOL, EpicFunction, call_kind
+from .interop import EpicFunction
+from .intrinsics import make_closure
+from .lazy import LazySeq, materialize
+from .options import STRATEGIES, RunOptions
+from .rules import at_line, resolve, step, unpack
 
 __all__ = ["STRATEGIES", "CallNode", "Evaluator", "make_closure"]
-
-STRATEGIES = ("opportunistic", "opportunistic-dfs", "random", "sequential")
-RULES = ("beta", "delta", "dispatch", "resolve", "project")
-
-_TOKEN = Cell(None)               # the io token of a call that carries none (never aliased into)
-_POOL: ThreadPoolExecutor | None = None
-_repr = reprlib.Repr()
-_repr.maxstring = 60
-_repr.maxother = 60
-
 
 _GC = {"depth": 0, "saved": None}
 
@@ -86,81 +74,67 @@ def _gc_relax(delta: int) -> None:
         _GC["saved"] = None
 
 
-def _pool() -> ThreadPoolExecutor:
-    global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=64, thread_name_prefix="epic-tool")
-    return _POOL
+class Evaluator(BackendLink):
+    """One run of one program. Create, then `await ev.drive()` after `start_call` (see api.py)."""
 
-
-def make_closure(fn: Function, globals: dict | None, defaults: tuple = ()) -> Closure:
-    """A top-level closure for `fn` (a program or an `@epic` function), with host default values."""
-    from .intrinsics import INTRINSICS
-    return Closure(template_of(fn, INTRINSICS), (), tuple(Cell(d) for d in defaults), globals)
-
-
-class Evaluator:
-    """One run of one program. Create, then `await ev.call(closure, args)` (see api.py)."""
-
-    def __init__(self, *, strategy: str = "opportunistic", seed: int = 0, namespace: dict | None = None,
-                 trace: bool | str = True, filename: str = "<epic>", observers: list[Callable] | None = None,
-                 backend: Any = None, options: dict | None = None):
-        if strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-        self.strategy = strategy
-        self.sequential = strategy == "sequential"
+    def __init__(self, options: RunOptions | None = None, *, namespace: dict | None = None):
+        self.options = o = options or RunOptions()
+        self.strategy = o.strategy
+        self.sequential = o.strategy == "sequential"
         self.namespace = namespace
-        self.filename = filename
-        self.first_line = 1
+        self.filename = o.filename
+        self.first_line = o.first_line
         self.result_cell: Cell | None = None        # the program's value (set by api._execute)
         self.exports: list[str] | None = None       # its top-level names, in the value pack's order
-        self.backend_spec = backend
-        self.options = options or {}
-        self.trace_on = bool(trace)
-        self.full_trace = trace == "full"
+        self.trace_on = bool(o.trace)
+        self.full_trace = o.trace == "full"
         self.trace: list[Event] = []
-        self.observers = list(observers or ())
-        if strategy == "opportunistic":
+        self.observers = list(o.observers)
+        self.recorder: Any = None                   # a runtime.recorder.Recorder (`%%epic --step`)
+        if o.strategy == "opportunistic":
             q: Any = deque()
             self._pop = q.popleft
-            self._push_many = q.extend
+            self.push_many = q.extend
         else:
             q = []
-            self._pop = q.pop if strategy != "random" else self._pop_random
-            self._push_many = (lambda nodes: q.extend(reversed(nodes))) if strategy != "random" else q.extend
-            self._rng = random.Random(seed)
+            self._pop = q.pop if o.strategy != "random" else self._pop_random
+            self.push_many = (lambda nodes: q.extend(reversed(nodes))) if o.strategy != "random" else q.extend
+            self._rng = random.Random(o.seed)
         self.queue = q
-        self._push = q.append
-        # counters (attributes, not a dict: this is the hot path)
-        self.n_beta = self.n_delta = self.n_dispatch = self.n_resolve = self.n_project = 0
+        self.push = q.append
+        self.fired = NOTHING                        # the rule the current step fired (rules.py sets it)
+        self.counts = [0] * (len(RULES) + 1)        # how often each rule fired, by rule number
         self.calls: list[CallRecord] = []
         self.failures: list[CallRecord] = []
-        self.inflight: dict[asyncio.Task, tuple[CallNode, CallRecord]] = {}
-        self._done: list[tuple[asyncio.Task, CallNode, CallRecord]] = []
-        self._blocking = False
+        self.inflight: dict[asyncio.Task, tuple[Any, CallRecord]] = {}
+        self._done: list[tuple[asyncio.Task, Any, CallRecord]] = []
+        self.blocking = False                       # a sequential run waits for its dispatched call
         self._wakeup: asyncio.Future | None = None
-        self._busy = True
-        self._feeders: list[Any] = []
-        self._backend: Any = None
-        self._backend_task: asyncio.Task | None = None
-        self._loading_since = 0.0
+        self._init_backend(o.backend)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.start = self.end = 0.0
         self.state = "created"
         self._last_steps_event = 0.0
         self._observer_errors = 0
-        self.handed_closures = 0                    # closures converted for host code (see _host_call)
+        self.handed_closures = 0                    # closures converted for host code (see rules.delta)
         self._host_node: CallNode | None = None
-        self.recorder: Any = None                   # a runtime.recorder.Recorder (`%%epic --step`)
+        self.sample_counts: dict[str, int] = {}     # llm(): samples drawn per call identity
+        self.ended: Any = None                      # a threading.Event set when the run ends (api)
 
     # ------------------------------------------------------------------------------------ counters
     @property
     def steps(self) -> int:
-        return self.n_beta + self.n_delta + self.n_dispatch + self.n_resolve + self.n_project
+        return sum(self.counts)
 
     def rule_counts(self) -> dict[str, int]:
-        return {"beta": self.n_beta, "delta": self.n_delta, "dispatch": self.n_dispatch,
-                "resolve": self.n_resolve, "project": self.n_project}
+        return dict(zip(RULES, self.counts[1:], strict=True))
+
+    def tally(self, rule: int, what: Any) -> None:
+        """Count a rule that fired, and trace it when the run keeps a full trace. `what` is the node
+        that stepped (or a description, for resolves that happen outside the step loop)."""
+        self.counts[rule] += 1
+        if self.full_trace and len(self.trace) < 20000:
+            self.emit("step", rule=RULES[rule - 1], text=_describe(what), step=self.steps)
 
     # ------------------------------------------------------------------------------------- events
     def emit(self, kind: str, call: CallRecord | None = None, **data: Any) -> None:
@@ -180,87 +154,16 @@ class Evaluator:
         sys.stdout.write(text)
         self.emit("print", text=text)
 
-    # ------------------------------------------------------------------------------------ backends
-    async def backend(self) -> Any:
-        """The run's LLM backend, resolved on first use (a program that never calls `llm()` never
-        loads a model) in a worker thread (loading weights takes seconds and must not freeze the
-        loop, which in a notebook is the kernel's), once per run however many calls wait for it; a
-        failure to load is kept and given to every call instead of being retried per call. Joins
-        the backend's feeders so its batcher hears about quiescence."""
-        if self._backend is not None:
-            return self._backend
-        if self._backend_task is None:
-            from ..llm.registry import resolve_backend  # runtime does not import llm at module level
-            ready = resolve_backend(self.backend_spec, self.options, construct=False)
-            if ready is not None:                    # an instance, or one this process already loaded
-                self._backend = ready
-                self.join_feeders(ready)
-                return ready
-            self._backend_task = self.loop.create_task(
-                asyncio.to_thread(resolve_backend, self.backend_spec, self.options))
-            self._loading_since = clock()
-            self.emit("backend.loading", label=self._backend_label())
-            self._backend_task.add_done_callback(self._backend_loaded)
-        # the calls waiting for the model are queued, and their latency starts once it is loaded
-        rec = _ctx._CALL.get()
-        if rec is not None:
-            rec.state = "queued"
-        backend = await asyncio.shield(self._backend_task)
-        if rec is not None and rec.state == "queued":
-            rec.state = "running"
-            rec.start = clock()
-        if self._backend is None:
-            self._backend = backend
-            self.join_feeders(backend)
-        return backend
-
-    def _backend_label(self) -> str:
-        try:
-            from ..llm.registry import describe_spec
-            return describe_spec(self.backend_spec, self.options.get("model"))
-        except Exception:                        # a label must never break the run
-            return str(self.backend_spec or "the default model")
-
-    def _backend_loaded(self, task: asyncio.Task) -> None:
-        seconds = clock() - self._loading_since
-        if task.cancelled() or task.exception() is not None:
-            self.emit("backend.failed", seconds=seconds)
-        else:
-            self.emit("backend.ready", seconds=seconds, label=self._backend_label())
-
-    def join_feeders(self, backend: Any) -> None:
-        feeders = getattr(backend, "feeders", None)
-        if feeders is None:
-            return
-        f = feeders.join()
-        if not self._busy:
-            f.quiescent()
-        self._feeders.append(f)
-
-    def _set_busy(self, busy: bool) -> None:
-        if busy == self._busy:
-            return
-        self._busy = busy
-        if busy:
-            for f in self._feeders:
-                f.busy()
-        elif self._feeders and self.loop is not None:
-            # after the tasks just dispatched have run their first step (and so submitted their
-            # requests): a flush before that would start a batch with only the first arrivals
-            self.loop.call_soon(self._notify_quiescent)
-
-    def _notify_quiescent(self) -> None:
-        if not self._busy:
-            for f in self._feeders:
-                f.quiescent()
-
     # ----------------------------------------------------------------------------- cell plumbing
     def bind(self, cell: Cell, v: Any) -> None:
+        """The one write of a cell: single assignment is what makes any order of steps give the same
+        value (the property the differential tests check across strategies)."""
+        assert cell.val is PENDING and cell.fwd is None, f"a cell is bound once: {cell!r} <- {v!r}"
         cell.val = v
         ws = cell.waiters
         if ws:
             cell.waiters = None
-            self._push_many(ws) if len(ws) > 1 else self._push(ws[0])
+            self.push_many(ws) if len(ws) > 1 else self.push(ws[0])
 
     def alias(self, a: Cell, b: Cell) -> None:
         """Rewire every use of `a` (a fresh output) to `b`: the O(1) rewrite behind beta/project."""
@@ -285,6 +188,7 @@ class Evaluator:
     def park(node: Any, cell: Cell) -> None:
         while cell.fwd is not None:
             cell = cell.fwd
+        assert cell.val is PENDING, "a node parks only on a cell that is still pending"
         if cell.waiters is None:
             cell.waiters = [node]
         else:
@@ -394,13 +298,13 @@ class Evaluator:
         chunk = list(itertools.islice(em.nodes, _EMIT_CHUNK))
         if len(chunk) == _EMIT_CHUNK:
             if self.strategy == "opportunistic":
-                self._push_many(chunk)
-                self._push(em)
+                self.push_many(chunk)
+                self.push(em)
             else:                                  # LIFO: the emitter goes under this chunk
-                self._push(em)
-                self._push_many(chunk)
+                self.push(em)
+                self.push_many(chunk)
         elif chunk:
-            self._push_many(chunk)
+            self.push_many(chunk)
 
     def adopt(self, calls: list[CallRecord]) -> None:
         """Calls made by a nested run (an epic callback that host code called) belong to this run's
@@ -417,13 +321,7 @@ class Evaluator:
         return err
 
     def _failure(self, node: CallNode, exc: BaseException, rec: CallRecord | None = None) -> CallRecord:
-        if rec is None:
-            now = clock()
-            rec = CallRecord(id=0, fn=node.site.name or "call", site_line=node.site.line, start=now, end=now)
-        rec.error = exc
-        rec.state = "failed"
-        rec.site = f"{self.filename}:{node.site.line}" if node.site.line else self.filename
-        rec.result_preview = f"{type(exc).__name__}: {exc}"[:200]
+        rec = failure_record(exc, fn=node.site.name or "call", line=node.site.line, filename=self.filename, rec=rec)
         self.failures.append(rec)
         return rec
 
@@ -437,349 +335,30 @@ class Evaluator:
         self.pass_io(node)
         self.bind(node.out, err)
 
-    # --------------------------------------------------------------------------------- the rules
-    def step_call(self, node: CallNode) -> None:
-        f = node.fn
-        v = f.val
-        if v is PENDING:
-            while f.fwd is not None:
-                f = f.fwd
-            v = f.val
-            if v is PENDING:
-                self.park(node, f)
-                return
-        cls = v.__class__
-        if cls is Closure:
-            self._beta(v, node)
-        elif cls is Intrinsic:
-            v.apply(self, node)
-        elif cls is EpicFunction:
-            self._beta(v.closure, node)
-        elif cls is ErrorVal:
-            self.poison(node, v)
-        else:
-            self._host_call(v, node)
-
-    def _beta(self, clo: Closure, node: CallNode) -> None:
-        t = clo.tmpl
-        self.n_beta += 1
-        args = node.args
-        if node.site.kwnames or len(args) != t.nparams:
-            try:
-                args = self._match_args(clo, node)
-            except TypeError as e:
-                self.n_beta -= 1
-                self.fail(node, e)
-                return
-        r = t.empty_ret_param
-        if r is not None:                              # Church booleans and identities: pure rewiring
-            self.alias(node.out, args[r])
-            if node.io_out is not None:
-                self.alias(node.io_out, node.io_in)
-            return
-        # calls inside library code (an `@epic` function from another file) remember the line of
-        # the run's own code that led to them: what the view's "line" column shows
-        origin = node.origin
-        if origin is None and t.filename is not None and t.filename != self.filename:
-            origin = node.site.line
-        cells = list(args)
-        cells.append(_TOKEN if node.io_in is None else node.io_in)
-        cells += clo.captured
-        cells += [Cell(v) for v in t.prim_values]
-        if t.unbound:                                  # names read before assignment: fresh latent errors
-            for i, u in t.unbound:
-                cells[i] = Cell(ErrorVal(_unbound_error(u)))
-        cells += [Cell() for _ in range(t.nother)]
-        new = []
-        path = hash((node.path, node.site.uid))
-        for op in t.ops:
-            code = op[0]
-            if code == CALL:
-                ii = op[4]
-                io = op[5]
-                new.append(CallNode(cells[op[2]], [cells[i] for i in op[3]], cells[op[1]],
-                                    None if ii is None else cells[ii], None if io is None else cells[io], op[6],
-                                    path, origin))
-            elif code == DEF:
-                cells[op[1]].val = Closure(op[2], tuple([cells[i] for i in op[3]]),
-                                           tuple([cells[i] for i in op[4]]), clo.globals)
-            elif code == PACK:
-                cells[op[1]].val = PackVal(tuple([cells[i] for i in op[2]]), op[3])
-            elif code == UNPACK:
-                self._unpack([cells[i] for i in op[1]], cells[op[2]], op[3])
-            else:
-                cells[op[1]].val = self._global(op[2], op[3], clo.globals, op[4])
-        if new:
-            self._push_many(new)
-        self.alias(node.out, cells[t.ret])
-        if node.io_out is not None:
-            self.alias(node.io_out, cells[t.io_out])
-
-    def _match_args(self, clo: Closure, node: CallNode) -> list:
-        t = clo.tmpl
-        n = t.nparams
-        kw = node.site.kwnames
-        args = node.args
-        npos = len(args) - len(kw)
-        if npos > n:
-            raise TypeError(f"{t.name}() takes {n} positional argument{'s' * (n != 1)} but {npos} were given")
-        out: list = list(args[:npos]) + [None] * (n - npos)
-        for k, c in zip(kw, args[npos:], strict=True):
-            try:
-                i = t.param_names.index(k)
-            except ValueError:
-                raise TypeError(f"{t.name}() got an unexpected keyword argument {k!r}") from None
-            if out[i] is not None:
-                raise TypeError(f"{t.name}() got multiple values for argument {k!r}")
-            out[i] = c
-        first_default = n - len(clo.defaults)
-        for i in range(n):
-            if out[i] is None:
-                if i < first_default:
-                    raise TypeError(f"{t.name}() missing required argument {t.param_names[i]!r}")
-                out[i] = clo.defaults[i - first_default]
-        return out
-
-    def _global(self, name: str, line: int | None, ns: dict | None, soft: bool = False) -> Any:
-        """A free name: the host namespace, then epic's builtins, then Python's. A name the program
-        reads that exists nowhere is a NameError at once (as in Python, even if the value goes
-        unused); a *soft* lookup (the translator's, for a name carried out of a branch or loop that
-        may never be assigned) only fails where it is used."""
-        if ns is not None and name in ns:
-            return ns[name]
-        if name in _ctx.BUILTINS:
-            return _ctx.BUILTINS[name]
-        try:
-            return getattr(_py_builtins, name)
-        except AttributeError:
-            err = ErrorVal(NameError(f"name {name!r} is not defined"))
-            if not soft:
-                now = clock()
-                err.origin = CallRecord(id=0, fn=name, site_line=line, start=now, end=now, state="failed",
-                                        error=err.error, site=f"{self.filename}:{line}",
-                                        result_preview=f"NameError: {err.error}")
-                self.failures.append(err.origin)
-            return err
-
-    def _unpack(self, outs: list, src: Cell, line: int | None) -> None:
-        v, root = self.whnf(src)
-        if v is PENDING:
-            self.park(UnpackNode(outs, root, line), root)
-            return
-        self._project(outs, v, line)
-
-    def _project(self, outs: list, v: Any, line: int | None) -> None:
-        cls = v.__class__
-        if cls is PackVal and v.kind == "cons":
-            try:
-                v = self.to_host(Cell(v))
-            except Wait as w:
-                self.park(UnpackNode(outs, Cell(v), line), w.cell)
-                return
-            except Poison as p:
-                v = p.err
-            cls = v.__class__
-        if cls is PackVal:
-            items = v.items
-            if len(items) == len(outs):
-                self.n_project += 1
-                for o, c in zip(outs, items, strict=True):
-                    self.alias(o, c)
-                return
-            err: Any = ValueError(f"cannot unpack {len(items)} values into {len(outs)} names (line {line})")
-        elif cls is ErrorVal:
-            for o in outs:
-                self.bind(o, v)
-            return
-        elif cls is LazySeq:                        # unpacking consumes a generator whole
-            self._unpack(outs, materialize(self, v), line)
-            return
-        else:                                       # a host value: a tuple/list from Python, a string...
-            try:
-                vals = list(v)
-            except TypeError as e:
-                err = TypeError(f"cannot unpack non-iterable {type(v).__name__} object")
-                err.__cause__ = e
-            except Exception as e:                  # a host iterator that raised while iterated
-                err = unwrap(e)
-            else:
-                if len(vals) == len(outs):
-                    self.n_project += 1
-                    for o, x in zip(outs, vals, strict=True):
-                        self.bind(o, x)
-                    return
-                err = ValueError(f"cannot unpack {len(vals)} values into {len(outs)} names (line {line})")
-        rec = CallRecord(id=0, fn="unpack", site_line=line, start=clock(), end=clock(), state="failed", error=err,
-                         site=f"{self.filename}:{line}", result_preview=f"{type(err).__name__}: {err}")
-        self.failures.append(rec)
-        e = ErrorVal(err, rec)
-        for o in outs:
-            self.bind(o, e)
-
-    def _host_call(self, f: Any, node: CallNode) -> None:
-        special = STRUCTURAL.get(id(f))
-        if special is not None and guarded(special, self, node):
-            out = node.out
-            if id(f) not in IO_AWARE and (out.val is not PENDING or out.fwd is not None):
-                self.pass_io(node)                  # done (not parked): it ran no epic code, printed nothing
-            return
-        if node.io_out is not None:
-            self._materialize_args(node)
-        handed = self.handed_closures
-        conv = self.host_args(node)
-        if conv is None:
-            return
-        pos, kw = conv
-        kind = call_kind(f)
-        if kind != 0:
-            self.pass_io(node)
-            self._dispatch(f, pos, kw, node, kind)
-            return
-        if node.io_out is not None and self.handed_closures != handed:
-            # host code that calls epic code back may print: after the prints before it, before
-            # the prints after it (a nested run prints when the host calls it)
-            t, troot = self.whnf(node.io_in)
-            if t is PENDING:
-                self.park(node, troot)
-                return
-        self.pass_io(node)
-        self.n_delta += 1
-        try:
-            r = f(*pos, **kw)
-        except Exception as e:
-            self.fail(node, unwrap(e))
-            return
-        if inspect.isawaitable(r) or hasattr(r, "__anext__"):
-            self.n_delta -= 1                         # an awaitable or an async generator (a stream)
-            self._dispatch(f, pos, kw, node, ASYNC, awaitable=r)
-            return
-        self.bind(node.out, r)
-
-    def _materialize_args(self, node: CallNode) -> None:
-        """Generators passed to host code are evaluated whole before the call, their elements'
-        prints in the caller's place in program order (the host consumes them when it runs)."""
-        for a in node.args:
-            v, _root = self.whnf(a)
-            if v.__class__ is LazySeq and v.full is None:
-                materialize(self, v, node)
-
     def pass_io(self, node: CallNode) -> None:
         """The node does not print: the print token flows past it."""
         if node.io_out is not None:
             self.alias(node.io_out, node.io_in)
             node.io_out = None
 
-    # ------------------------------------------------------------------------ dispatch / resolve
-    def _dispatch(self, f: Any, pos: list, kw: dict, node: CallNode, kind: int, awaitable: Any = None) -> None:
-        self.n_dispatch += 1
-        name = getattr(f, "__epic_name__", None) or node.site.name or getattr(f, "__name__", "call")
-        rec = CallRecord(id=len(self.calls) + 1, fn=name.rsplit(".", 1)[-1] if "(" not in name else name,
-                         site_line=node.site.line, start=clock(), state="running",
-                         user_line=node.site.line if node.origin is None else node.origin)
-        rec.site = f"{self.filename}:{node.site.line}" if node.site.line else self.filename
-        rec.args_preview = _preview_args(pos, kw)
-        rec.path = node.identity()
-        self.calls.append(rec)
-        if awaitable is not None:
-            coro = awaitable
-        elif kind == TOOL:
-            coro = self._in_thread(f, pos, kw)
-        else:
-            try:
-                coro = f(*pos, **kw)
-            except Exception as e:
-                rec.end = clock()
-                self.fail(node, e, rec)
-                self.emit("call.failed", rec)
-                return
-        ctx = contextvars.copy_context()
-        ctx.run(_ctx._CALL.set, rec)
-        ctx.run(_ctx._RUN.set, self)
-        task = self.loop.create_task(_awaiting(coro), context=ctx)
-        self.inflight[task] = (node, rec)
-        task.add_done_callback(self._task_done)
-        self.emit("call.dispatch", rec)
-        if self.sequential:
-            self._blocking = True
-
-    async def _in_thread(self, f: Callable, pos: list, kw: dict) -> Any:
-        return await self.loop.run_in_executor(_pool(), lambda: f(*pos, **kw))
-
-    def _task_done(self, task: asyncio.Task) -> None:
+    # ---------------------------------------------------------------------------------- driving
+    def task_done(self, task: asyncio.Task) -> None:
         entry = self.inflight.pop(task, None)
         if entry is None:
             return
         self._done.append((task, *entry))
-        self._wake()
+        self.wake()
 
-    def _drain(self) -> None:
-        done, self._done = self._done, []
-        for task, node, rec in done:
-            rec.end = clock()
-            self.n_resolve += 1
-            if self.full_trace:
-                self.emit("step", rule="resolve", text=f"{rec.fn} #{rec.id}{_at_line(rec.site_line)}",
-                          step=self.steps)
-            if task.cancelled():
-                rec.state = "cancelled"
-                err = ErrorVal(asyncio.CancelledError(f"call {rec.id} was cancelled"), rec)
-                rec.error = err.error
-                self.bind(node.out, err)
-                self.emit("call.cancelled", rec)
-                continue
-            exc = task.exception()
-            if exc is not None:
-                self.fail(node, exc, rec)
-                self.emit("call.failed", rec)
-                continue
-            value = task.result()
-            if value is _STREAM_END:                     # a stream's last chunk has been spliced in
-                rec.state = "done"
-                rec.result_preview = _short(rec.streamed)
-                self.bind(node.out, PackVal((), "list"))
-                self.emit("call.done", rec)
-                continue
-            if hasattr(value, "__anext__"):              # a stream: a list whose tail is still pending
-                rec.end = None
-                self.n_resolve -= 1
-                self._start_pump(value, node, rec)
-                continue
-            rec.state = "done"
-            rec.result_preview = _repr.repr(value) if not isinstance(value, str) else _short(value)
-            self.bind(node.out, value)
-            self.emit("call.done", rec)
-
-    def _start_pump(self, agen: Any, node: CallNode, rec: CallRecord) -> None:
-        tail = _Tail(node.out, node.site)
-        ctx = contextvars.copy_context()
-        ctx.run(_ctx._CALL.set, rec)
-        ctx.run(_ctx._RUN.set, self)
-        task = self.loop.create_task(self._pump(agen, tail, rec), context=ctx)
-        self.inflight[task] = (tail, rec)
-        task.add_done_callback(self._task_done)
-
-    async def _pump(self, agen: Any, tail: _Tail, rec: CallRecord) -> Any:
-        """Splice each chunk in as it arrives: the list's cell becomes (chunk, next pending cell), so
-        consumers of the prefix step now (a resolve step per chunk)."""
-        async for chunk in agen:
-            cell = tail.out
-            tail.out = nxt = Cell()
-            self.n_resolve += 1
-            if self.full_trace:
-                self.emit("step", rule="resolve", text=f"{rec.fn} #{rec.id} chunk{_at_line(rec.site_line)}",
-                          step=self.steps)
-            rec.streamed += str(chunk)
-            self.bind(cell, PackVal((Cell(chunk), nxt), "cons"))
-            self.emit("call.stream", rec, chunk=chunk)
-            self._wake()
-        return _STREAM_END
-
-    def _wake(self) -> None:
+    def wake(self) -> None:
         w = self._wakeup
         if w is not None and not w.done():
             w.set_result(None)
 
-    # ---------------------------------------------------------------------------------- driving
+    def _drain(self) -> None:
+        done, self._done = self._done, []
+        for task, node, rec in done:
+            resolve(self, task, node, rec)
+
     def _pop_random(self) -> Any:
         q = self.queue
         i = self._rng.randrange(len(q))
@@ -787,51 +366,37 @@ class Evaluator:
         return q.pop()
 
     def _run_slice(self, budget: float = 0.001) -> None:
-        """Step ready nodes for about `budget` seconds (or until a sequential call blocks)."""
+        """Step ready nodes for about `budget` seconds (or until a sequential call blocks). Each
+        step's rule is counted here (and traced by `tally` when the run keeps a full trace)."""
         q = self.queue
         pop = self._pop
-        step_call = self.step_call
+        counts = self.counts
+        traced = self.full_trace
         deadline = clock() + budget
         n = 0
-        if self.full_trace:
-            return self._run_slice_traced(deadline)
         while q:
             node = pop()
             cls = node.__class__
             if cls is CallNode:
-                step_call(node)
+                step(self, node)
             elif cls is UnpackNode:
-                self._unpack(node.outs, node.src, node.line)
-            else:
-                self._emit_chunk(node)
-            if self._blocking:
-                return
-            n += 1
-            if not n & 127 and clock() > deadline:
-                return
-
-    def _run_slice_traced(self, deadline: float) -> None:
-        q = self.queue
-        while q and not self._blocking:
-            node = self._pop()
-            before = self.rule_counts()
-            if node.__class__ is CallNode:
-                self.step_call(node)
-                name = node.site.name or "call"
-                what = ("enter the program" if name == "<program>" else name) + _at_line(node.site.line)
-            elif node.__class__ is UnpackNode:
-                self._unpack(node.outs, node.src, node.line)
-                what = "unpack" + _at_line(node.line)
+                unpack(self, node.outs, node.src, node.line)
             else:
                 self._emit_chunk(node)
                 continue
-            after = self.rule_counts()
-            rule = next((r for r in RULES if after[r] != before[r]), None)
-            if rule is not None and len(self.trace) < 20000:
-                self.emit("step", rule=rule, text=what, step=self.steps)
-            if self.recorder is not None:
-                self.recorder.step(self, rule, node)
-            if clock() > deadline:
+            rule = self.fired
+            if rule:
+                self.fired = NOTHING
+                if traced:
+                    self.tally(rule, node)
+                else:
+                    counts[rule] += 1
+            if traced and self.recorder is not None:      # the stepper: every step, parks included
+                self.recorder.step(self, RULES[rule - 1] if rule else None, node)
+            if self.blocking:
+                return
+            n += 1
+            if (traced or not n & 127) and clock() > deadline:
                 return
 
     async def drive(self) -> None:
@@ -842,16 +407,16 @@ class Evaluator:
             while True:
                 if self._done:
                     self._drain()
-                if self._blocking and not self.inflight:
-                    self._blocking = False                # the sequential call (and its stream) ended
-                if self.queue and not self._blocking:
-                    self._set_busy(True)
+                if self.blocking and not self.inflight:
+                    self.blocking = False                 # the sequential call (and its stream) ended
+                if self.queue and not self.blocking:
+                    self.set_busy(True)
                     self._run_slice()
                     now = clock()
                     if now - self._last_steps_event > 0.05:
                         self._last_steps_event = now
                         self.emit("steps", steps=self.steps, rules=self.rule_counts())
-                    if self.queue and not self._blocking:
+                    if self.queue and not self.blocking:
                         await asyncio.sleep(0)            # let in-flight calls and the UI progress
                     continue
                 if not self.inflight:
@@ -859,7 +424,7 @@ class Evaluator:
                         continue
                     break
                 # quiescent: no pure redex left; every remaining step waits on a call
-                self._set_busy(False)
+                self.set_busy(False)
                 self.emit("quiescent", steps=self.steps)
                 self._wakeup = self.loop.create_future()
                 try:
@@ -875,10 +440,7 @@ class Evaluator:
             raise
         finally:
             _gc_relax(-1)
-            self._set_busy(False)
-            for f in self._feeders:
-                f.leave()
-            self._feeders.clear()
+            self.leave_feeders()
 
     async def cancel_inflight(self) -> None:
         tasks = list(self.inflight)
@@ -906,19 +468,24 @@ class Evaluator:
         out = Cell()
         cells = [Cell(a) for a in args] + [Cell(v) for v in kwargs.values()]
         node = CallNode(Cell(clo), cells, out, None, None, Site(clo.tmpl.line, clo.tmpl.name, tuple(kwargs)), path)
-        self._push(node)
+        self.push(node)
         return out
 
 
-def _unbound_error(u: Any) -> Exception:
-    return UnboundLocalError(f"cannot access local variable {u.name!r} where it is not associated with a value")
+
+def _describe(what: Any) -> str:
+    """A step for the trace: "enter the program", "llm (line 3)", "unpack (line 4)"."""
+    cls = what.__class__
+    if cls is CallNode:
+        name = what.site.name or "call"
+        return ("enter the program" if name == "<program>" else name) + at_line(what.site.line)
+    if cls is UnpackNode:
+        return "unpack" + at_line(what.line)
+    if cls is CallRecord:
+        return f"{what.fn} #{what.id}{at_line(what.site_line)}"
+    return str(what)
 
 
-async def _awaiting(aw: Any) -> Any:
-    return aw if hasattr(aw, "__anext__") else await aw
-
-
-_STREAM_END = object()
 _EMIT_CHUNK = 1024
 
 
@@ -930,34 +497,3 @@ class _Emitter:
     def __init__(self, nodes: Any):
         self.nodes = nodes
 
-
-class _Tail:
-    """The pending end of a stream (a node-like holder so a failure can poison it)."""
-
-    __slots__ = ("out", "site", "io_in", "io_out")
-
-    def __init__(self, out: Cell, site: Site):
-        self.out = out
-        self.site = site
-        self.io_in = self.io_out = None
-
-
-def _short(s: str, n: int = 80) -> str:
-    s = s.replace("\n", " ")
-    return s if len(s) <= n else s[: n - 1] + "…"
-
-
-def _preview_args(pos: list, kw: dict) -> str:
-    parts = [_short(a, 60) if isinstance(a, str) else _repr.repr(a) for a in pos]
-    parts += [f"{k}={_repr.repr(v)}" for k, v in kw.items()]
-    return _short(", ".join(parts), 120)
-
-
-def _at_line(line: int | None) -> str:
-    """" (line 3)" for the trace, nothing when a step has no source line (the program's entry)."""
-    return f" (line {line})" if line else ""
-
-
-from . import callbacks  # noqa: E402,F401  (these modules use Evaluator's helpers; this one installs map/sorted/...)
-from .intrinsics import IO_AWARE, STRUCTURAL, Intrinsic, guarded  # noqa: E402
-from .lazy import LazySeq, materialize  # noqa: E402

@@ -13,13 +13,21 @@ the gc rule (delete a value with no uses) is Python's reference counting droppin
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+from ..errors import EpicInternalError
 from ..lang.ir import Call, Def, Function, Global, Op, Pack, Prim, Unbound, Unpack, Var
 
-__all__ = ["ITERATOR_KINDS", "NOT_READY", "PENDING", "CallNode", "Cell", "Closure", "ErrorVal", "PackVal", "Poison", "Template", "UnpackNode", "Wait",
+__all__ = ["BETA", "DELTA", "DISPATCH", "NOTHING", "PROJECT", "RESOLVE", "RULES", "ITERATOR_KINDS", "NOT_READY", "PENDING", "CallNode", "Cell", "Closure", "ErrorVal", "PackVal", "Poison", "Reducer", "Template", "UnpackNode", "Wait",
            "demand", "template_of"]
+
+
+# The rules of DESIGN section 4 by number (rules.py has one function each). A step that fires one
+# sets `Evaluator.fired` to its number; NOTHING: the node parked or took an error value.
+NOTHING, BETA, DELTA, DISPATCH, RESOLVE, PROJECT = range(6)
+RULES = ("beta", "delta", "dispatch", "resolve", "project")     # RULES[rule - 1] names a rule
 
 
 class _Pending:
@@ -129,27 +137,13 @@ class Template:
         self.name = fn.name
         self.line = fn.line
         # the file of an `@epic` function (library code); None for the program being run
-        self.filename: str | None = getattr(fn, "filename", None)
+        self.filename: str | None = fn.filename
         self.nparams = len(fn.params)
-        self.param_names = tuple(getattr(fn, "param_names", ()) or (p.name for p in fn.params))
+        self.param_names = fn.param_names
         slots: dict[Var, int] = {}
         for v in (*fn.params, fn.io_in, *fn.free):
             slots.setdefault(v, len(slots))
-        prims: list[Any] = []
-        unbound: list[tuple[int, str]] = []
-        for s in fn.body:
-            if isinstance(s, Prim):
-                slots[s.out] = len(slots)
-                value = s.value
-                if isinstance(value, Unbound):
-                    unbound.append((slots[s.out], value))
-                if isinstance(value, Op):
-                    if value.name not in intrinsics:
-                        raise KeyError(f"internal: unknown intrinsic %{value.name}")
-                    value = intrinsics[value.name]
-                prims.append(value)
-        self.prim_values = tuple(prims)
-        self.unbound = tuple(unbound)            # slots that get a fresh UnboundLocalError per call
+        self._prims(fn, slots, intrinsics)
         first_other = len(slots)
         for s in fn.body:
             match s:
@@ -164,32 +158,53 @@ class Template:
                         slots[io_out] = len(slots)
         self.nother = len(slots) - first_other
         self.nslots = len(slots)
-        ops: list[tuple] = []
-        for s in fn.body:
-            match s:
-                case Prim():
-                    pass
-                case Global(out, name, line):
-                    ops.append((GLOBAL, slots[out], name, line, getattr(s, "soft", False)))
-                case Def(out, inner, defaults):
-                    inner_t = template_of(inner, intrinsics)
-                    if inner_t.filename is None:           # nested defs and loop bodies: the same file
-                        inner_t.filename = self.filename
-                    ops.append((DEF, slots[out], inner_t, tuple(slots[v] for v in inner.free),
-                                tuple(slots[v] for v in defaults)))
-                case Pack(out, items, kind):
-                    ops.append((PACK, slots[out], tuple(slots[v] for v in items), kind))
-                case Unpack(outs, src, line):
-                    ops.append((UNPACK, tuple(slots[o] for o in outs), slots[src], line))
-                case Call(out, f, args, kwnames, io_in, io_out, line, name):
-                    ops.append((CALL, slots[out], slots[f], tuple(slots[a] for a in args),
-                                None if io_in is None else slots[io_in],
-                                None if io_out is None else slots[io_out], Site(line, name, kwnames, out.id)))
-        self.ops = tuple(ops)
+        self.ops = tuple(op for s in fn.body if (op := self._op(s, slots, intrinsics)) is not None)
         self.ret = slots[fn.ret]
         self.io_out = slots[fn.io_out]
         # `lambda a, b: a` (a Church boolean): beta is a pure rewiring, no frame needed
         self.empty_ret_param = self.ret if (not fn.body and self.ret < self.nparams) else None
+
+    def _prims(self, fn: Function, slots: dict[Var, int], intrinsics: dict[str, Any]) -> None:
+        """Constants get the slots after the captured ones, and their values once, here: an `Op`
+        becomes the runtime's intrinsic; an `Unbound` a slot that gets a fresh error per call."""
+        prims: list[Any] = []
+        unbound: list[tuple[int, str]] = []
+        for s in fn.body:
+            if isinstance(s, Prim):
+                slots[s.out] = len(slots)
+                value = s.value
+                if isinstance(value, Unbound):
+                    unbound.append((slots[s.out], value))
+                if isinstance(value, Op):
+                    if value.name not in intrinsics:
+                        raise EpicInternalError(f"the translator named an unknown intrinsic %{value.name}")
+                    value = intrinsics[value.name]
+                prims.append(value)
+        self.prim_values = tuple(prims)
+        self.unbound = tuple(unbound)            # slots that get a fresh UnboundLocalError per call
+
+    def _op(self, s: Any, slots: dict[Var, int], intrinsics: dict[str, Any]) -> tuple | None:
+        """One statement as the tuple beta reads (slot numbers instead of variables); None for prims."""
+        match s:
+            case Prim():
+                return None
+            case Global(out, name, line):
+                return (GLOBAL, slots[out], name, line, s.soft)
+            case Def(out, inner, defaults):
+                inner_t = template_of(inner, intrinsics)
+                if inner_t.filename is None:           # nested defs and loop bodies: the same file
+                    inner_t.filename = self.filename
+                return (DEF, slots[out], inner_t, tuple(slots[v] for v in inner.free),
+                        tuple(slots[v] for v in defaults))
+            case Pack(out, items, kind):
+                return (PACK, slots[out], tuple(slots[v] for v in items), kind)
+            case Unpack(outs, src, line):
+                return (UNPACK, tuple(slots[o] for o in outs), slots[src], line)
+            case Call(out, f, args, kwnames, io_in, io_out, line, name):
+                return (CALL, slots[out], slots[f], tuple(slots[a] for a in args),
+                        None if io_in is None else slots[io_in],
+                        None if io_out is None else slots[io_out], Site(line, name, kwnames, out.id))
+        raise EpicInternalError(f"the translator produced an unknown statement {type(s).__name__}")
 
     def __repr__(self) -> str:
         return f"<template {self.name}: {self.nslots} slots, {len(self.ops)} ops>"
@@ -275,3 +290,30 @@ def demand(ev: Any, node: Any, cell: Cell) -> Any:
         ev.poison(node, v)
         return NOT_READY
     return v
+
+
+class Reducer(Protocol):
+    """What a step (a rule, an intrinsic) may do to the run: the evaluator as intrinsics see it.
+
+    Look at a value (`whnf`, or `demand`: value, or park/poison and NOT_READY), wait (`park`), fail
+    (`fail` records a new error at the node's line; `poison` passes an existing one on), rewrite
+    (`bind` a value, `alias` one cell to another), add work (`push`, `push_many`, `emit_lazily`),
+    say which rule fired (`fired`), and hand values to host code (`to_host`, `host_args`)."""
+
+    fired: int
+    filename: str
+
+    def whnf(self, cell: Cell) -> tuple[Any, Cell]: ...
+    def park(self, node: Any, cell: Cell) -> None: ...
+    def bind(self, cell: Cell, v: Any) -> None: ...
+    def alias(self, a: Cell, b: Cell) -> None: ...
+    def fail(self, node: CallNode, exc: BaseException, rec: Any = None) -> ErrorVal: ...
+    def poison(self, node: CallNode, err: ErrorVal) -> None: ...
+    def pass_io(self, node: CallNode) -> None: ...
+    def push(self, node: Any) -> None: ...
+    def push_many(self, nodes: list) -> None: ...
+    def emit_lazily(self, nodes: Iterable[CallNode]) -> None: ...
+    def to_host(self, cell: Cell) -> Any: ...
+    def host_args(self, node: CallNode) -> tuple[list, dict] | None: ...
+    def stream_cells(self, v: PackVal) -> list[Cell]: ...
+    def write(self, text: str) -> None: ...

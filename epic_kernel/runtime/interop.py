@@ -17,7 +17,10 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["ASYNC", "SYNC", "TOOL", "EpicFunction", "call_kind", "epic", "tool"]
+from ..lang import compile_function
+from .intrinsics import make_closure
+
+__all__ = ["ASYNC", "SYNC", "TOOL", "EpicFunction", "call_kind", "epic", "install_runner", "tool"]
 
 SYNC, ASYNC, TOOL = 0, 1, 2
 _FAST_SYNC = (types.BuiltinFunctionType, types.BuiltinMethodType, type, types.MethodWrapperType,
@@ -55,6 +58,15 @@ def tool(fn: Callable | None = None, *, name: str | None = None) -> Any:
 RUN_OPTIONS = ("backend", "strategy", "model", "trace", "observers")
 
 
+# How an epic function called from Python runs: `api` installs `call_function(_async)` on import.
+# (api builds on the evaluator, which builds EpicFunctions: importing api here would be a cycle.)
+_RUNNER: dict[str, Callable[..., Any]] = {}
+
+
+def install_runner(call: Callable[..., Any], call_async: Callable[..., Any]) -> None:
+    _RUNNER.update(call=call, call_async=call_async)
+
+
 class EpicFunction:
     """An epic closure seen from Python. Calling it runs the evaluator (synchronously; `acall` is
     the awaitable form), with run options beside the function's arguments:
@@ -83,15 +95,13 @@ class EpicFunction:
         return self.run(*args, **kwargs).value
 
     async def acall(self, *args: Any, **kwargs: Any) -> Any:
-        from .api import call_function_async
         options, kwargs = self._split(kwargs)
-        return (await call_function_async(self, args, kwargs, **options)).value
+        return (await _RUNNER["call_async"](self, args, kwargs, **options)).value
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         """Like calling it, but returns the whole RunResult (calls, steps, trace)."""
-        from .api import call_function
         options, kwargs = self._split(kwargs)
-        return call_function(self, args, kwargs, **options)
+        return _RUNNER["call"](self, args, kwargs, **options)
 
     def __repr__(self) -> str:
         return f"<epic function {self.__name__}({', '.join(self.closure.tmpl.param_names)})>"
@@ -104,9 +114,6 @@ def epic(fn: Callable | None = None, **run_options: Any) -> Any:
     made from Python."""
 
     def compile_(f: Callable) -> EpicFunction:
-        from ..lang import compile_function
-        from .evaluator import make_closure
-
         try:
             lines, first = inspect.getsourcelines(f)
         except (OSError, TypeError) as e:

@@ -14,9 +14,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from .graph import ITERATOR_KINDS, NOT_READY, CallNode, Cell, Closure, ErrorVal, PackVal, Poison, demand
+from .graph import (
+    DELTA,
+    ITERATOR_KINDS,
+    NOT_READY,
+    CallNode,
+    Cell,
+    Closure,
+    ErrorVal,
+    PackVal,
+    Poison,
+    demand,
+)
 
-__all__ = ["GenCursor", "LazySeq", "advance", "genexp", "materialize", "truthy"]
+__all__ = ["MATERIALIZE_WITH", "GenCursor", "LazySeq", "advance", "genexp", "materialize", "truthy"]
+
+# The structural intrinsic that evaluates a generator of each kind whole (`%map`, `%filter`,
+# `%mapfilter`): intrinsics.py, which builds on this module, fills it in.
+MATERIALIZE_WITH: dict[str, Any] = {}
 
 
 class LazySeq:
@@ -63,7 +78,7 @@ class GenCursor:
 def genexp(ev: Any, node: Any) -> None:
     """`%genexp(xs, fn, op)`: a generator value; nothing is evaluated until it is consumed."""
     xs, fn, op = node.args
-    ev.n_delta += 1
+    ev.fired = DELTA
     ev.pass_io(node)
     ev.bind(node.out, LazySeq(xs, fn, op.val, node.identity(), node.site, node.origin))
 
@@ -74,13 +89,12 @@ def materialize(ev: Any, gen: LazySeq, consumer: Any = None) -> Cell:
     The first consumer's print token runs through the elements' calls, so what they print comes
     out where Python prints it: when the consumer consumes, after the prints before it."""
     if gen.full is None:
-        from .intrinsics import INTRINSICS
         gen.full = Cell()
         io_in = io_out = None
         if consumer is not None and getattr(consumer, "io_out", None) is not None:
             io_in, io_out = consumer.io_in, Cell()
             consumer.io_in = io_out
-        ev._push(CallNode(Cell(INTRINSICS[gen.op]), [gen.xs, gen.fn], gen.full, io_in, io_out, gen.site, gen.path,
+        ev.push(CallNode(Cell(MATERIALIZE_WITH[gen.op]), [gen.xs, gen.fn], gen.full, io_in, io_out, gen.site, gen.path,
                           gen.origin))
     return gen.full
 
@@ -95,7 +109,7 @@ def advance(ev: Any, node: Any, cur: GenCursor) -> Any:
                 return None
             out = Cell()
             io_next = None if cur.io is None else Cell()
-            ev._push(CallNode(gen.fn, [cur.items[cur.i]], out, cur.io, io_next, gen.site, hash((gen.path, cur.i)),
+            ev.push(CallNode(gen.fn, [cur.items[cur.i]], out, cur.io, io_next, gen.site, hash((gen.path, cur.i)),
                               gen.origin))
             cur.pending, cur.io = out, io_next
         if gen.op == "map":

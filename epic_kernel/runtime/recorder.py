@@ -377,7 +377,7 @@ class Recorder:
 
     # ------------------------------------------------------------------------------------- IR
     def _build_ir(self, fn: Function) -> None:
-        exports = list(getattr(fn, "exports", []) or [])
+        exports = list(fn.exports)
         ret = next((s for s in fn.body if isinstance(s, Pack) and s.out is fn.ret), None)
         if ret is not None and exports:
             for name, v in zip(exports, ret.items[1:], strict=False):

