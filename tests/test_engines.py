@@ -95,7 +95,7 @@ def test_stream_stop_and_seed(engine):
     assert s1.text == s2.text
 
 
-LONG = "Rate this step of the game of 24 as sure, likely or impossible. " * 40
+LONG_PROMPT = "Rate this step of the game of 24 as sure, likely or impossible. " * 40
 
 
 def test_seeded_sampled_fanout_of_long_prompts(engine):
@@ -104,7 +104,7 @@ def test_seeded_sampled_fanout_of_long_prompts(engine):
     b = backend(engine)
 
     async def main():
-        reqs = [LLMRequest.build(LONG + f"Step {i}: 4 + 4 = 8", params=SamplingParams(
+        reqs = [LLMRequest.build(LONG_PROMPT + f"Step {i}: 4 + 4 = 8", params=SamplingParams(
             max_tokens=8, temperature=0.8, seed=i)) for i in range(24)]
         out = await asyncio.gather(*(b.generate(r) for r in reqs))
         await b.aclose()
