@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import itertools
 import secrets
 import threading
@@ -47,6 +46,13 @@ from typing import Any
 
 from .base import Feeders, LLMRequest, LLMResponse, StreamChunk
 from .errors import BackendError
+from .kvcache import cache_kwarg as _cache_kwarg
+from .kvcache import cache_of as _cache_of
+from .kvcache import merge as _merge
+from .kvcache import mergeable as _mergeable
+from .kvcache import new_cache as _new_cache
+from .kvcache import plain_layers as _plain_layers
+from .kvcache import select_rows as _select_rows
 from .prefill import layout, row_kv, shared_prefixes
 from .prefix_cache import PrefixCache
 
@@ -546,7 +552,7 @@ class Batcher:
             self._stats[key] += n
 
 
-# ---------------------------------------------------------------------- cache helpers (pure tensors)
+# ---------------------------------------------------------------------- small helpers
 
 def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
     ids: set[int] = set()
@@ -567,76 +573,3 @@ def _holdback(text: str, stops: Sequence[str]) -> int:
                 best = k
                 break
     return best
-
-
-@functools.cache
-def _cache_kwarg_of(forward_cls: type) -> str:
-    params = inspect.signature(forward_cls.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
-def _cache_kwarg(model: Any) -> str:
-    return _cache_kwarg_of(type(model))
-
-
-def _cache_of(out: Any) -> Any:
-    cache = getattr(out, "cache", None)
-    return cache if cache is not None else out.past_key_values
-
-
-def _new_cache(model: Any) -> Any:
-    from transformers import DynamicCache
-
-    try:
-        return DynamicCache(config=model.config)
-    except TypeError:           # older transformers
-        return DynamicCache()
-
-
-def _plain_layers(cache: Any) -> bool:
-    """Every layer is a full-length DynamicLayer (no sliding window): its KV can be cut and pasted."""
-    try:
-        from transformers.cache_utils import DynamicLayer
-    except ImportError:
-        return False
-    layers = getattr(cache, "layers", None)
-    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
-
-
-def _mergeable(cache: Any) -> bool:
-    try:
-        from transformers.cache_utils import DynamicLayer
-    except ImportError:
-        return False
-    layers = getattr(cache, "layers", None)
-    return bool(layers) and all(type(layer) is DynamicLayer and layer.is_initialized for layer in layers)
-
-
-def _select_rows(cache: Any, mask: Any, idx: Any) -> tuple[Any, Any]:
-    cache.batch_select_indices(idx)
-    mask = mask[idx]
-    first = int(mask.any(0).int().argmax())        # leading columns that are padding in every row
-    if first > 0 and _mergeable(cache):
-        for layer in cache.layers:
-            layer.keys = layer.keys[..., first:, :]
-            layer.values = layer.values[..., first:, :]
-        mask = mask[:, first:]
-    return cache, mask
-
-
-def _merge(cache_a: Any, mask_a: Any, cache_b: Any, mask_b: Any) -> tuple[Any, Any]:
-    """Stack two left-padded caches along the batch axis, left-padding the shorter one with zeros."""
-    import torch
-    import torch.nn.functional as F
-
-    width = max(mask_a.shape[1], mask_b.shape[1])
-
-    def pad(x: Any, n: int) -> Any:         # x: [B, heads, T, dim] -> zeros on the left of T
-        return F.pad(x, (0, 0, n, 0)) if n else x
-
-    na, nb = width - mask_a.shape[1], width - mask_b.shape[1]
-    for la, lb in zip(cache_a.layers, cache_b.layers, strict=True):
-        la.keys = torch.cat([pad(la.keys, na), pad(lb.keys, nb)], dim=0)
-        la.values = torch.cat([pad(la.values, na), pad(lb.values, nb)], dim=0)
-    mask = torch.cat([F.pad(mask_a, (na, 0)), F.pad(mask_b, (nb, 0))], dim=0)
-    return cache_a, mask
