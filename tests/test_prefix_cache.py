@@ -199,3 +199,25 @@ def test_smollm2_greedy_tokens_with_prefix_sharing():
         assert st["prefill_tokens_computed"] < st["prefill_tokens_requested"] / 2
     finally:
         b.close()
+
+
+def test_reused_tokens_reach_the_run_and_its_live_view(tiny_model_dir):
+    from epic_kernel.widgets import RunModel, snapshot_text
+
+    from epic_kernel import run_async
+    from epic_kernel.llm.transformers_backend import TransformersBackend
+
+    backend = TransformersBackend(tiny_model_dir, shared=False)
+    model = RunModel(title="t")
+    src = "a = llm(p + '1 2 3 4', raw=True, max_tokens=3)\nb = llm(p + '5 6 7 8', raw=True, max_tokens=3)\n[a, b]\n"
+    try:
+        res = asyncio.run(run_async(src, backend=backend, namespace={"p": FEW_SHOT + "Input: "},
+                                    observers=[model.on_event]))
+    finally:
+        backend.close()
+    model.finish(res)
+    reused = [c.tokens_reused for c in res.calls]
+    assert all(n > 0 for n in reused)                    # the shared few-shot block was computed once
+    snap = model.snapshot()
+    assert snap["header"]["tokens_reused"] == sum(reused)
+    assert f"({sum(reused)} in reused)" in snapshot_text(snap)
