@@ -43,7 +43,7 @@ def agreement(ref: list[list[int]], got: list[list[int]]) -> dict:
     same = sum(a == b for a, b in zip(ref, got, strict=True))
     prefix = []
     for a, b in zip(ref, got, strict=True):
-        k = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        k = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
         prefix.append(k / max(1, len(a)))
     return {"identical": f"{same}/{len(ref)}", "mean_common_prefix": round(statistics.mean(prefix), 3)}
 
