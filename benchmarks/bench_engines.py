@@ -348,6 +348,12 @@ def _wall(w: dict | None) -> str:
     return f"{w['wall_s']:.1f} s" if "wall_s" in w else "failed: " + w["error"].splitlines()[0][:80]
 
 
+def _log_tail(logs: Path, n: int = 12) -> list[str]:
+    """The last lines of the newest engine log (the temporary folder goes away with the run)."""
+    files = sorted(logs.glob("*.log"), key=lambda f: f.stat().st_mtime)
+    return files[-1].read_text(errors="replace").splitlines()[-n:] if files else []
+
+
 def machine() -> str:
     from benchmarks.bench_core import machine as m
 
@@ -396,8 +402,9 @@ def main(argv: list[str] | None = None) -> dict:
             try:
                 results["engines"][name] = run_engine(name, args, Path(tmp))
             except Exception as e:    # one engine failing must not lose the others' numbers
-                results["engines"][name] = {"error": f"{type(e).__name__}: {e}"}
+                results["engines"][name] = {"error": f"{type(e).__name__}: {e}", "log_tail": _log_tail(Path(tmp))}
                 _say(f"   failed: {e}")
+                _say("\n".join(results["engines"][name]["log_tail"]))
             (out / f"{stem}.json").write_text(json.dumps(results, indent=1))   # after each engine: partial
             (out / f"{stem}.md").write_text(markdown(results))                  # results survive
     print(markdown(results))
