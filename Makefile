@@ -117,9 +117,9 @@ bench-engines: $(STAMP) engines
 bench-batcher: $(STAMP) engines
 	$(BIN)/python -m benchmarks.profile_step
 	$(BIN)/python -m benchmarks.bench_precision
-	$(BIN)/python -m benchmarks.bench_engines --engines batcher,batcher-noprefix,vllm-server \
-		--workloads fanout,tot
-	$(BIN)/python -m benchmarks.bench_engines --engines batcher --workloads sot,sot-seq --tag -sot
+	$(BIN)/python -m benchmarks.bench_engines --engines batcher,batcher-noprefix --workloads tot-level,tot --tag=-tot
+	$(BIN)/python -m benchmarks.bench_engines --engines vllm-server,batcher --workloads fanout --tag=-vllm
+	$(BIN)/python -m benchmarks.bench_engines --engines batcher --workloads sot,sot-seq --tag=-sot
 
 # The engine benchmark on a CUDA GPU in bf16: the batcher (with and without its prefix cache),
 # backend="vllm" and a vLLM server, one table (benchmarks/results/engines-cuda.md). Needs a GPU machine
