@@ -24,6 +24,10 @@ Scheduling policy (the loop in `_run`):
 * Left padding + attention mask + explicit position ids per row make a prompt's greedy tokens the
   same alone or in any batch (notes/models.md section 5); each sampled row draws from its own
   `torch.Generator`, so a seeded sample does not depend on its batch companions.
+* Prompt prefixes are prefilled once (`prefix_cache.PrefixCache`, `prefill`): a prefill first
+  computes the prefixes that several newcomers share, then every row resumes from its longest cached
+  prefix (an earlier call's, or one just computed) and only its own suffix is computed; every
+  prompt's KV goes back into the cache. `stats()` counts prefill tokens requested vs computed.
 * Rows leave when they hit EOS, a stop string (checked on decoded text, not included in the
   output), `max_tokens`, or cancellation; the cache drops their rows and any all-padding columns.
 
