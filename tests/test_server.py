@@ -366,5 +366,8 @@ def test_serves_the_tiny_transformers_model(tiny_model_dir):
             stats = httpx2.get(s.url + "/v1/stats").json()["stats"]
             assert stats["requests"] == 4 and stats["finished"] == 4
             assert stats["batch_sizes"] and max(map(int, stats["batch_sizes"])) >= 1
+            # the same prompts ran once before: their KV comes from the prefix cache, one token each is computed
+            assert stats["prefill_tokens_computed"] == 4 < stats["prefill_tokens_requested"]
+            assert stats["prefill_saved"] > 0.5
     finally:
         be.close()

@@ -180,7 +180,7 @@ class RunModel:
         elapsed = self.elapsed(now)
         calls = self.calls
         counts = dict.fromkeys(("queued", "running", "done", "failed", "cancelled"), 0)
-        cached = tokens_in = tokens_out = 0
+        cached = tokens_in = tokens_out = reused = 0
         busy = 0.0
         batches = set()
         for c in calls:
@@ -188,6 +188,7 @@ class RunModel:
             cached += c.cached
             tokens_in += c.tokens_in or 0        # None: usage unknown (the row shows "?")
             tokens_out += c.tokens_out or 0
+            reused += c.tokens_reused
             if c.state != "queued":          # waiting (for the model to load, a slot) is not work
                 busy += (c.end if c.end is not None else now) - c.start
             if c.batch_id is not None:
@@ -200,6 +201,7 @@ class RunModel:
         header = {
             "title": self.title, "state": self.state, "elapsed": round(elapsed, 3), "steps": self.steps,
             "calls": len(calls), **counts, "cached": cached, "tokens_in": tokens_in, "tokens_out": tokens_out,
+            "tokens_reused": reused,
             "parallelism": round(busy / working, 2) if working > 0.001 else 0.0, "batches": len(batches),
             "loading": self.loading, "load_s": None if self.load_s is None else round(self.load_s, 2),
             "loading_s": round(loading_s, 1),

@@ -49,6 +49,12 @@ def snapshot_html(snap: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def _tokens(h: dict[str, Any]) -> str:
+    """Token counts; the prompt tokens the local batcher's prefix cache did not recompute, when any."""
+    reused = h.get("tokens_reused") or 0
+    return f"tokens {h['tokens_in']} in / {h['tokens_out']} out" + (f" ({reused} in reused)" if reused else "")
+
+
 def _header_html(h: dict[str, Any]) -> str:
     items = [f'<span class="epic-status" data-state="{_e(h["state"])}">{_e(h["state"])}</span>']
     if h.get("title"):
@@ -57,7 +63,7 @@ def _header_html(h: dict[str, Any]) -> str:
         f'<span class="epic-elapsed">{h["elapsed"]:.2f} s</span>',
         f'<span class="epic-steps">{h["steps"]} steps</span>',
         f'<span class="epic-counts">{_counts(h)}</span>',
-        f'<span class="epic-tokens">tokens {h["tokens_in"]} in / {h["tokens_out"]} out</span>',
+        f'<span class="epic-tokens">{_tokens(h)}</span>',
         f'<span class="epic-parallelism">parallelism {h["parallelism"]:.1f}x</span>',
     ]
     if h.get("strategy") or h.get("backend"):
@@ -229,7 +235,7 @@ def snapshot_text(snap: dict[str, Any], *, max_rows: int = 20, width: int = 110)
     h = snap["header"]
     title = f" {h['title']}" if h.get("title") else ""
     lines = [f"epic{title} [{h['state']}] {h['elapsed']:.2f} s · {h['steps']} steps · {_counts(h)} · "
-             f"tokens {h['tokens_in']} in / {h['tokens_out']} out · parallelism {h['parallelism']:.1f}x"]
+             f"{_tokens(h)} · parallelism {h['parallelism']:.1f}x"]
     if loading_text(h):
         lines.append(f"  {loading_text(h)}")
     rows = snap["rows"]

@@ -151,7 +151,8 @@ function render({ model, el: host }) {
     elapsed.textContent = `${Number(h.elapsed || 0).toFixed(2)} s`;
     steps.textContent = `${h.steps || 0} steps`;
     callCounts.textContent = counts(h);
-    tokens.textContent = `tokens ${h.tokens_in || 0} in / ${h.tokens_out || 0} out`;
+    tokens.textContent = `tokens ${h.tokens_in || 0} in / ${h.tokens_out || 0} out` +
+      (h.tokens_reused ? ` (${h.tokens_reused} in reused)` : "");
     par.textContent = `parallelism ${Number(h.parallelism || 0).toFixed(1)}x`;
     config.textContent = h.strategy || h.backend ? `${h.strategy || ""} · ${h.backend || ""}` : "";
     loading.textContent = loadingText(h);

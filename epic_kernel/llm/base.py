@@ -104,6 +104,7 @@ class LLMResponse:
     finish_reason: str = "stop"          # "stop" | "length"
     batch_id: int | None = None          # which decode batch produced it (local batcher only)
     cached: bool = False
+    tokens_cached: int = 0               # prompt tokens whose KV was reused, not recomputed (prefix cache)
 
 
 @dataclass(slots=True)

@@ -24,6 +24,10 @@ Scheduling policy (the loop in `_run`):
 * Left padding + attention mask + explicit position ids per row make a prompt's greedy tokens the
   same alone or in any batch (notes/models.md section 5); each sampled row draws from its own
   `torch.Generator`, so a seeded sample does not depend on its batch companions.
+* Prompt prefixes are prefilled once (`prefix_cache.PrefixCache`, `prefill`): a prefill first
+  computes the prefixes that several newcomers share, then every row resumes from its longest cached
+  prefix (an earlier call's, or one just computed) and only its own suffix is computed; every
+  prompt's KV goes back into the cache. `stats()` counts prefill tokens requested vs computed.
 * Rows leave when they hit EOS, a stop string (checked on decoded text, not included in the
   output), `max_tokens`, or cancellation; the cache drops their rows and any all-padding columns.
 
@@ -36,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import itertools
 import secrets
 import threading
@@ -47,6 +50,15 @@ from typing import Any
 
 from .base import Feeders, LLMRequest, LLMResponse, StreamChunk
 from .errors import BackendError
+from .kvcache import cache_kwarg as _cache_kwarg
+from .kvcache import cache_of as _cache_of
+from .kvcache import merge as _merge
+from .kvcache import mergeable as _mergeable
+from .kvcache import new_cache as _new_cache
+from .kvcache import plain_layers as _plain_layers
+from .kvcache import select_rows as _select_rows
+from .prefill import layout, row_kv, shared_prefixes
+from .prefix_cache import PrefixCache
 
 __all__ = ["Batcher", "BatcherFull", "LogitsHook", "Ticket"]
 
@@ -58,6 +70,7 @@ The seam for constrained decoding (regex=, choices=): return the logits with dis
 
 
 _HOLD_S = 0.05      # the longest a request waits for a still-dispatching run to go quiescent
+_MIN_SHARED = 8     # a prefix shared by newcomers gets its own prefill round only if it saves this many tokens
 
 
 class BatcherFull(BackendError):
@@ -97,6 +110,7 @@ class Ticket:
         self.read_off = 0
         self.next_token = 0                # sampled, not yet fed to the model
         self.pos = 0                       # position id of next_token
+        self.reused = 0                    # prompt tokens whose KV came from the prefix cache
         self.generator: Any = None
         self.cancel_hook: Callable[[Ticket], None] | None = None
 
@@ -133,7 +147,8 @@ class Batcher:
     """Shared decode worker for one loaded model (see the module docstring for the policy)."""
 
     def __init__(self, model: Any, tokenizer: Any, *, name: str = "model", max_batch_size: int = 32,
-                 flush_ms: float = 5.0, join_ms: float = 30.0, max_queue: int = 1024):
+                 flush_ms: float = 5.0, join_ms: float = 30.0, max_queue: int = 1024,
+                 prefix_cache_mb: float = 256.0):
         if max_batch_size < 1 or max_queue < 1:
             raise ValueError("max_batch_size and max_queue must be >= 1")
         self.model = model
@@ -147,6 +162,9 @@ class Batcher:
         self.eos_ids = _eos_ids(model, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.feeders = Feeders(self.flush)   # shared by every backend object on this batcher
+        # prompt prefixes' KV, reused across rows and calls; only for plain (non-sliding) KV layers
+        self.prefix = (PrefixCache(int(prefix_cache_mb * 2**20))
+                       if prefix_cache_mb > 0 and _plain_layers(_new_cache(model)) else None)
         self._tok_lock = threading.Lock()    # fast tokenizers raise "Already borrowed" if used concurrently
         self._cond = threading.Condition()
         self._pending: deque[Ticket] = deque()
@@ -159,7 +177,8 @@ class Batcher:
         self._mask: Any = None
         self._batch_id: int | None = None
         self._stats: dict[str, Any] = {"batches": 0, "steps": 0, "prefills": 0, "merges": 0, "reprefills": 0,
-                                       "requests": 0, "finished": 0, "cancelled": 0, "tokens_out": 0}
+                                       "requests": 0, "finished": 0, "cancelled": 0, "tokens_out": 0,
+                                       "prefill_tokens_requested": 0, "prefill_tokens_computed": 0}
         self._sizes: Counter[int] = Counter()
         self._thread = threading.Thread(target=self._run, name=f"epic-batcher[{name}]", daemon=True)
         self._thread.start()
@@ -228,6 +247,11 @@ class Batcher:
             sizes = dict(sorted(self._sizes.items()))
             out = dict(self._stats, pending=len(self._pending), running=len(self._rows), batch_sizes=sizes)
         steps = sum(sizes.values())
+        asked = out["prefill_tokens_requested"]
+        out["prefill_saved"] = round(1 - out["prefill_tokens_computed"] / asked, 3) if asked else 0.0
+        if self.prefix is not None:       # read without the worker's lock: two ints, a racy read is harmless
+            out["prefix_cache"] = {"bytes": self.prefix.bytes, "budget": self.prefix.budget,
+                                   "evicted_tokens": self.prefix.evicted_tokens}
         out["mean_batch_size"] = round(sum(k * v for k, v in sizes.items()) / steps, 2) if steps else 0.0
         return out
 
@@ -356,20 +380,18 @@ class Batcher:
     def _prefill(self, rows: list[Ticket], seqs: list[list[int]]) -> None:
         import torch
 
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, s in enumerate(seqs):
-            ids[i, width - len(s):] = torch.tensor(s)
-            mask[i, width - len(s):] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self._forward(ids, mask, pos, _new_cache(self.model))
+        self._bump("prefill_tokens_requested", sum(len(s) for s in seqs))
+        if self.prefix is not None:      # prefixes several newcomers share: computed once, shortest first
+            for level in shared_prefixes(seqs, _MIN_SHARED):
+                todo = [list(p) for p in level if len(p) - self.prefix.matched(p) >= _MIN_SHARED]
+                if todo:
+                    self._prefill_forward(todo)
+        out, cache, mask, reused = self._prefill_forward(seqs)
         self._bump("prefills")
-        for t, s in zip(rows, seqs, strict=True):
+        for t, s, n in zip(rows, seqs, reused, strict=True):
             t.pos = len(s)
+            t.reused = n
         alive = self._consume(rows, out.logits[:, -1])
-        cache = _cache_of(out)
         if not any(alive):
             return
         if not all(alive):
@@ -382,6 +404,24 @@ class Batcher:
         else:
             self._cache, self._mask = cache, mask
         self._rows = self._rows + rows
+
+    def _prefill_forward(self, seqs: list[list[int]]) -> tuple[Any, Any, Any, list[int]]:
+        """One forward over `seqs`, resuming each from its longest cached prefix and storing every
+        prompt's KV for later rows; returns (output, cache, mask, cached tokens per row)."""
+        prefix = self.prefix
+        hits = [prefix.match(s, limit=len(s) - 1) for s in seqs] if prefix is not None else [(0, None)] * len(seqs)
+        lay = layout(seqs, hits, self.pad_id, self.device)
+        cache = _new_cache(self.model)
+        if lay.past is not None:
+            for layer, (k, v) in zip(cache.layers, lay.past, strict=True):
+                layer.update(k, v)
+        out = self._forward(lay.ids, lay.mask, lay.pos, cache)
+        self._bump("prefill_tokens_computed", lay.computed)
+        cache = _cache_of(out)
+        if prefix is not None:
+            for i, s in enumerate(seqs):
+                prefix.insert(s, functools.partial(row_kv, cache, i, lay.cols[i]))
+        return out, cache, lay.mask, [n for n, _ in hits]
 
     def _forward(self, ids: Any, mask: Any, pos: Any, cache: Any) -> Any:
         """One forward pass that fills `cache`, under the keyword this transformers version takes
@@ -500,7 +540,7 @@ class Batcher:
         elif not stopped and self._add_text(t, self._detok(t, final=True)):
             reason = "stop"
         resp = LLMResponse(t.text, tokens_in=len(t.prompt_ids), tokens_out=len(t.token_ids),
-                           finish_reason=reason, batch_id=t.batch_id)
+                           finish_reason=reason, batch_id=t.batch_id, tokens_cached=t.reused)
         self._post(t, ("done", (t.text[t.emitted:], resp)))
         self._bump("finished")
         return False
@@ -516,7 +556,7 @@ class Batcher:
             self._stats[key] += n
 
 
-# ---------------------------------------------------------------------- cache helpers (pure tensors)
+# ---------------------------------------------------------------------- small helpers
 
 def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
     ids: set[int] = set()
@@ -537,66 +577,3 @@ def _holdback(text: str, stops: Sequence[str]) -> int:
                 best = k
                 break
     return best
-
-
-@functools.cache
-def _cache_kwarg_of(forward_cls: type) -> str:
-    params = inspect.signature(forward_cls.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
-def _cache_kwarg(model: Any) -> str:
-    return _cache_kwarg_of(type(model))
-
-
-def _cache_of(out: Any) -> Any:
-    cache = getattr(out, "cache", None)
-    return cache if cache is not None else out.past_key_values
-
-
-def _new_cache(model: Any) -> Any:
-    from transformers import DynamicCache
-
-    try:
-        return DynamicCache(config=model.config)
-    except TypeError:           # older transformers
-        return DynamicCache()
-
-
-def _mergeable(cache: Any) -> bool:
-    try:
-        from transformers.cache_utils import DynamicLayer
-    except ImportError:
-        return False
-    layers = getattr(cache, "layers", None)
-    return bool(layers) and all(type(layer) is DynamicLayer and layer.is_initialized for layer in layers)
-
-
-def _select_rows(cache: Any, mask: Any, idx: Any) -> tuple[Any, Any]:
-    cache.batch_select_indices(idx)
-    mask = mask[idx]
-    first = int(mask.any(0).int().argmax())        # leading columns that are padding in every row
-    if first > 0 and _mergeable(cache):
-        for layer in cache.layers:
-            layer.keys = layer.keys[..., first:, :]
-            layer.values = layer.values[..., first:, :]
-        mask = mask[:, first:]
-    return cache, mask
-
-
-def _merge(cache_a: Any, mask_a: Any, cache_b: Any, mask_b: Any) -> tuple[Any, Any]:
-    """Stack two left-padded caches along the batch axis, left-padding the shorter one with zeros."""
-    import torch
-    import torch.nn.functional as F
-
-    width = max(mask_a.shape[1], mask_b.shape[1])
-
-    def pad(x: Any, n: int) -> Any:         # x: [B, heads, T, dim] -> zeros on the left of T
-        return F.pad(x, (0, 0, n, 0)) if n else x
-
-    na, nb = width - mask_a.shape[1], width - mask_b.shape[1]
-    for la, lb in zip(cache_a.layers, cache_b.layers, strict=True):
-        la.keys = torch.cat([pad(la.keys, na), pad(lb.keys, nb)], dim=0)
-        la.values = torch.cat([pad(la.values, na), pad(lb.values, nb)], dim=0)
-    mask = torch.cat([F.pad(mask_a, (na, 0)), F.pad(mask_b, (nb, 0))], dim=0)
-    return cache_a, mask

@@ -64,6 +64,7 @@ def _usage(rec: Any, resp: LLMResponse) -> None:
         rec.tokens_out = resp.tokens_out
         rec.batch_id = resp.batch_id
         rec.cached = resp.cached
+        rec.tokens_reused = resp.tokens_cached
 
 
 def _stops(stop: str | list[str] | tuple | None) -> tuple[str, ...]:

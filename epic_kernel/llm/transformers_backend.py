@@ -21,11 +21,12 @@ from . import constrained
 from .base import Backend, LLMRequest, LLMResponse, StreamChunk
 from .batcher import Batcher, LogitsHook
 from .models import model_key, quiet_progress, resolve_model
+from .quantize import quantize as _quantize
 
 __all__ = ["TransformersBackend", "pick_device", "pick_dtype", "shared_batcher"]
 
-_registry: dict[tuple[str, str, str], Batcher] = {}
-_refs: dict[tuple[str, str, str], int] = {}
+_registry: dict[tuple[str, ...], Batcher] = {}
+_refs: dict[tuple[str, ...], int] = {}
 _registry_lock = threading.Lock()
 
 
@@ -60,26 +61,28 @@ def pick_dtype(dtype: Any, device: str) -> Any:
     return torch.float32
 
 
-def load_batcher(model: str | None, *, device: str, dtype: Any, **settings: Any) -> Batcher:
-    """Load tokenizer + weights and start a (private) batcher for them."""
+def load_batcher(model: str | None, *, device: str, dtype: Any, quantize: str | None = None,
+                 **settings: Any) -> Batcher:
+    """Load tokenizer + weights (int8-quantized if asked) and start a (private) batcher for them."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     with quiet_progress():
         path = resolve_model(model)
         tokenizer = AutoTokenizer.from_pretrained(path)
-        weights = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+        weights = _quantize(AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval(), quantize)
     return Batcher(weights, tokenizer, name=model_key(model), **settings)
 
 
-def shared_batcher(model: str | None, *, device: str = "auto", dtype: Any = None, **settings: Any) -> Batcher:
-    """The process-wide batcher for (model, device, dtype), created on first use; counts a reference."""
+def shared_batcher(model: str | None, *, device: str = "auto", dtype: Any = None, quantize: str | None = None,
+                   **settings: Any) -> Batcher:
+    """The process-wide batcher for (model, device, dtype, quantize), created on first use; counts a reference."""
     dev = pick_device(device)
     dt = pick_dtype(dtype, dev)
-    key = (model_key(model), dev, str(dt))
+    key = (model_key(model), dev, str(dt), str(quantize))
     with _registry_lock:
         b = _registry.get(key)
         if b is None or b.closed:
-            b = load_batcher(model, device=dev, dtype=dt, **settings)
+            b = load_batcher(model, device=dev, dtype=dt, quantize=quantize, **settings)
             _registry[key], _refs[key] = b, 0
         _refs[key] += 1
         return b
@@ -103,6 +106,9 @@ class TransformersBackend(Backend):
 
     `model`: "smollm2" (default), "tiny"/"tiny10m", a local HF directory or a hub id (offline cache).
     `ignore_eos` keeps decoding past EOS (benchmarks that need full-length rows; not for constrained calls).
+    `prefix_cache_mb`: the byte budget of the batcher's prompt-prefix KV cache (0 turns it off).
+    `quantize="int8"`: int8 dynamic-quantized Linear layers on CPU (faster, changes some greedy tokens:
+    benchmarks/results/precision.md); `dtype="bfloat16"` is the other opt-in precision.
     `regex=`/`choices=` become a per-request logits mask (see the `constrained` module for the
     semantics: full match, `stop=` ignored, `ConstraintIncomplete` when `max_tokens` runs out first).
     """
@@ -112,16 +118,18 @@ class TransformersBackend(Backend):
 
     def __init__(self, model: str | None = None, *, device: str = "auto", dtype: Any = None,
                  max_batch_size: int = 32, flush_ms: float = 5.0, join_ms: float = 30.0,
-                 max_queue: int = 1024, shared: bool = True, ignore_eos: bool = False):
+                 max_queue: int = 1024, shared: bool = True, ignore_eos: bool = False,
+                 prefix_cache_mb: float = 256.0, quantize: str | None = None):
         super().__init__()
-        settings = dict(max_batch_size=max_batch_size, flush_ms=flush_ms, join_ms=join_ms, max_queue=max_queue)
-        self._settings = dict(device=device, dtype=dtype, **settings)
+        settings = dict(max_batch_size=max_batch_size, flush_ms=flush_ms, join_ms=join_ms, max_queue=max_queue,
+                        prefix_cache_mb=prefix_cache_mb)
+        self._settings = dict(device=device, dtype=dtype, quantize=quantize, **settings)
         self._shared = shared
         if shared:
             self.batcher = shared_batcher(model, **self._settings)
         else:
             dev = pick_device(device)
-            self.batcher = load_batcher(model, device=dev, dtype=pick_dtype(dtype, dev), **settings)
+            self.batcher = load_batcher(model, device=dev, dtype=pick_dtype(dtype, dev), quantize=quantize, **settings)
         self.feeders = self.batcher.feeders     # one quiescence count for every run on this batcher
         self.default_model = self.batcher.name
         self.ignore_eos = ignore_eos
@@ -131,7 +139,8 @@ class TransformersBackend(Backend):
     def identity(self) -> dict[str, Any]:
         """The weights, and what changes their numbers or stopping (device, dtype, ignore_eos)."""
         return {**super().identity(), "device": str(self._settings["device"]),
-                "dtype": str(self._settings["dtype"]), "ignore_eos": self.ignore_eos}
+                "dtype": str(self._settings["dtype"]), "ignore_eos": self.ignore_eos,
+                **({"quantize": self._settings["quantize"]} if self._settings["quantize"] else {})}
 
     def check(self, request: LLMRequest) -> None:
         """Also rejects an invalid regex or empty choices up front (`InvalidConstraint`)."""

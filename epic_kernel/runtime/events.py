@@ -34,6 +34,7 @@ class CallRecord:
     tokens_in: int | None = 0                # None: the server reported no usage (unknown, not 0)
     tokens_out: int | None = 0
     cached: bool = False
+    tokens_reused: int = 0                   # prompt tokens whose KV the local batcher reused (prefix cache)
     args_preview: str = ""                   # short text of the arguments (prompt for llm)
     result_preview: str = ""                 # short text of the result or the error
     error: BaseException | None = None
