@@ -45,10 +45,9 @@ import secrets
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-from .base import Feeders, LLMRequest, LLMResponse, StreamChunk
+from .base import Feeders, LLMRequest, LLMResponse
 from .errors import BackendError
 from .kvcache import cache_kwarg as _cache_kwarg
 from .kvcache import cache_of as _cache_of
@@ -59,88 +58,12 @@ from .kvcache import plain_layers as _plain_layers
 from .kvcache import select_rows as _select_rows
 from .prefill import layout, row_kv, shared_prefixes
 from .prefix_cache import PrefixCache
+from .tickets import BatcherFull, LogitsHook, Ticket, eos_ids, holdback
 
 __all__ = ["Batcher", "BatcherFull", "LogitsHook", "Ticket"]
 
-LogitsHook = Callable[[Sequence[int], Any], Any]
-"""Per-request logits mask: `hook(generated_ids, logits[V] float32) -> logits`, called every step.
-
-The seam for constrained decoding (regex=, choices=): return the logits with disallowed tokens set to
--inf. It runs on the decode thread, so it must not touch the event loop."""
-
-
 _HOLD_S = 0.05      # the longest a request waits for a still-dispatching run to go quiescent
 _MIN_SHARED = 8     # a prefix shared by newcomers gets its own prefill round only if it saves this many tokens
-
-
-class BatcherFull(BackendError):
-    """More requests are waiting than `max_queue` allows: the caller is outrunning the model."""
-
-
-class Ticket:
-    """One request's handle. The caller's loop reads `events`; every other field is the worker's.
-
-    events carries ("text", delta) only when streaming, then exactly one ("done", (rest, response))
-    or ("error", exc). `cancelled` may be set from any thread; the worker honours it at the next
-    step boundary (a pending ticket is dropped from the queue at once).
-    """
-
-    def __init__(self, request: LLMRequest, prompt_ids: list[int], loop: asyncio.AbstractEventLoop, *,
-                 stream: bool, ignore_eos: bool, hook: LogitsHook | None):
-        self.request = request
-        self.params = request.params
-        self.prompt_ids = prompt_ids
-        self.loop = loop
-        self.events: asyncio.Queue = asyncio.Queue()
-        self.stream = stream
-        self.ignore_eos = ignore_eos
-        self.hook = hook
-        self.cancelled = False
-        self.finished = False              # the consumer saw "done" or "error"
-        self.submitted = time.monotonic()
-        self.deadline = self.submitted      # set by the batcher: when it must start at the latest
-        self.batch_id: int | None = None
-        self.token_ids: list[int] = []     # every generated token, a final EOS included
-        # worker-only decode state
-        self.track_text = stream or bool(self.params.stop)
-        self.text = ""
-        self.emitted = 0                   # len(text) already streamed
-        self.text_ids: list[int] = []      # generated tokens without EOS
-        self.prefix_off = 0                # incremental detokenisation window (TGI/vLLM style)
-        self.read_off = 0
-        self.next_token = 0                # sampled, not yet fed to the model
-        self.pos = 0                       # position id of next_token
-        self.reused = 0                    # prompt tokens whose KV came from the prefix cache
-        self.generator: Any = None
-        self.cancel_hook: Callable[[Ticket], None] | None = None
-
-    def cancel(self) -> None:
-        """Give up on this request (no-op once finished)."""
-        if not self.finished and self.cancel_hook is not None:
-            self.cancel_hook(self)
-
-    async def result(self) -> LLMResponse:
-        while True:
-            kind, val = await self.events.get()
-            if kind == "done":
-                self.finished = True
-                return val[1]
-            if kind == "error":
-                self.finished = True
-                raise val
-
-    async def chunks(self) -> AsyncIterator[StreamChunk]:
-        while True:
-            kind, val = await self.events.get()
-            if kind == "text":
-                yield StreamChunk(val)
-            elif kind == "done":
-                self.finished = True
-                yield StreamChunk(val[0], val[1])
-                return
-            else:
-                self.finished = True
-                raise val
 
 
 class Batcher:
@@ -159,7 +82,7 @@ class Batcher:
         self.join_s = join_ms / 1000.0
         self.max_queue = max_queue
         self.device = next(model.parameters()).device
-        self.eos_ids = _eos_ids(model, tokenizer)
+        self.eos_ids = eos_ids(model, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.feeders = Feeders(self.flush)   # shared by every backend object on this batcher
         # prompt prefixes' KV, reused across rows and calls; only for plain (non-sliding) KV layers
@@ -527,7 +450,7 @@ class Batcher:
                 t.text = t.text[:min(hits)]
                 return True
         if t.stream:
-            safe = len(t.text) - _holdback(t.text, stops)
+            safe = len(t.text) - holdback(t.text, stops)
             if safe > t.emitted:
                 self._post(t, ("text", t.text[t.emitted:safe]))
                 t.emitted = safe
@@ -554,26 +477,3 @@ class Batcher:
     def _bump(self, key: str, n: int = 1) -> None:
         with self._cond:
             self._stats[key] += n
-
-
-# ---------------------------------------------------------------------- small helpers
-
-def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
-    ids: set[int] = set()
-    gen = getattr(model, "generation_config", None)
-    eos = getattr(gen, "eos_token_id", None)
-    ids.update(eos if isinstance(eos, list | tuple) else [eos] if eos is not None else [])
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    return frozenset(ids)
-
-
-def _holdback(text: str, stops: Sequence[str]) -> int:
-    """How many trailing chars could still grow into a stop string (so they are not streamed yet)."""
-    best = 0
-    for s in stops:
-        for k in range(min(len(s) - 1, len(text)), best, -1):
-            if text.endswith(s[:k]):
-                best = k
-                break
-    return best
