@@ -28,16 +28,19 @@ def decode(model, tok, rows: int, steps: int, prompt_len: int = 48) -> tuple[lis
     import torch
     from transformers import DynamicCache
 
+    from epic_kernel.llm.kvcache import cache_kwarg
+
+    kw = cache_kwarg(getattr(model, "_orig_mod", model))     # `cache` in this transformers, not the old name
     text = "Explain in two sentences why the sky is blue, then name three colours of sunset."
     ids = tok([text] * rows, return_tensors="pt").input_ids[:, :prompt_len]
     cache = DynamicCache()
     times, out = [], [[] for _ in range(rows)]
     with torch.inference_mode():
-        logits = model(input_ids=ids, past_key_values=cache, use_cache=True).logits
+        logits = model(input_ids=ids, **{kw: cache}, use_cache=True).logits
         nxt = logits[:, -1].argmax(-1, keepdim=True)
         for _ in range(steps):
             t0 = time.perf_counter()
-            logits = model(input_ids=nxt, past_key_values=cache, use_cache=True).logits
+            logits = model(input_ids=nxt, **{kw: cache}, use_cache=True).logits
             nxt = logits[:, -1].argmax(-1, keepdim=True)
             times.append(time.perf_counter() - t0)
             for r in range(rows):
