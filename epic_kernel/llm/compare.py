@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import EpicError, EpicException
-from ..runtime.api import run_async
+from ..runtime.api import in_fresh_thread, run_async
 from ..runtime.options import STRATEGIES
 from ..runtime.result import RunResult
 from .base import Backend, LLMRequest, LLMResponse, SamplingParams, StreamChunk
@@ -212,20 +211,7 @@ def compare(source: str, **kwargs: Any) -> Comparison:
         asyncio.get_running_loop()
     except RuntimeError:
         return asyncio.run(compare_async(source, **kwargs))
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = asyncio.run(compare_async(source, **kwargs))
-        except BaseException as e:           # handed to the caller's thread
-            box["error"] = e
-
-    t = threading.Thread(target=target, name="epic-compare", daemon=True)
-    t.start()
-    t.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+    return in_fresh_thread(lambda: compare_async(source, **kwargs), name="epic-compare")
 
 
 _LOCAL = ("transformers", "vllm")

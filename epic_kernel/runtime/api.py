@@ -239,21 +239,28 @@ _LOOP_THREAD: threading.Thread | None = None
 _LOOP_LOCK = threading.Lock()
 
 
-def _in_fresh_thread(make: Callable[[], Coroutine], handle: RunHandle) -> Any:
+def in_fresh_thread(make: Callable[[], Coroutine], name: str = "epic-nested") -> Any:
+    """Run the coroutine `make()` on a new event loop in a new thread and wait for it; its exception
+    is raised here. For blocking callers whose own thread already runs a loop they must not block
+    on (a nested run on the private loop, `compare()` in a notebook)."""
     box: dict[str, Any] = {}
 
     def target() -> None:
         try:
-            box["value"] = asyncio.run(_owning_loop(make, handle))
+            box["value"] = asyncio.run(make())
         except BaseException as e:          # re-raised in the calling thread
             box["error"] = e
 
-    t = threading.Thread(target=target, name="epic-nested", daemon=True)
+    t = threading.Thread(target=target, name=name, daemon=True)
     t.start()
     t.join()
     if "error" in box:
         raise box["error"]
     return box["value"]
+
+
+def _in_fresh_thread(make: Callable[[], Coroutine], handle: RunHandle) -> Any:
+    return in_fresh_thread(lambda: _owning_loop(make, handle))
 
 
 def _loop_thread() -> asyncio.AbstractEventLoop:
