@@ -5,12 +5,7 @@ export, with no widget model to lose."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 
 import pytest
 
@@ -20,8 +15,8 @@ nbconvert = pytest.importorskip("nbconvert")
 
 from nbclient import NotebookClient  # noqa: E402
 from nbformat.v4 import new_code_cell, new_notebook  # noqa: E402
+from test_notebooks import epic_kernel_env  # noqa: E402  (the kernelspec under a temporary prefix)
 
-from epic_kernel.install import install  # noqa: E402
 from epic_kernel.runtime.recorder import state_at  # noqa: E402
 
 pytestmark = pytest.mark.kernel
@@ -40,26 +35,6 @@ topics = ["tides", "rainbows", "eclipses"]
 facts = [llm(f"One fact about {t}.") for t in topics]
 summary = llm("Summarise: " + " ".join(facts))
 len(facts)'''
-
-
-@contextlib.contextmanager
-def kernel_env() -> Iterator[str]:
-    tmp = tempfile.mkdtemp(prefix="epic-teach-test-")
-    env = {"JUPYTER_PATH": os.path.join(tmp, "share", "jupyter"), "JUPYTER_RUNTIME_DIR": os.path.join(tmp, "rt"),
-           "IPYTHONDIR": os.path.join(tmp, "ipython"), "EPIC_CACHE_DIR": os.path.join(tmp, "cache"),
-           "HF_HUB_OFFLINE": "1", "EPIC_VIEW": ""}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        install(prefix=tmp)
-        yield tmp
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def notebook(kernel_name: str) -> nbformat.NotebookNode:
@@ -83,7 +58,7 @@ def recording_in(html: str) -> dict:
 
 @pytest.mark.parametrize("kernel_name", ["epic", "python3"])
 def test_stepper_and_compare_in_a_kernel_saved_and_exported(kernel_name, tmp_path):
-    with kernel_env():
+    with epic_kernel_env():
         nb = notebook(kernel_name)
         NotebookClient(nb, kernel_name=kernel_name, timeout=120,
                        resources={"metadata": {"path": str(tmp_path)}}).execute()
@@ -126,7 +101,7 @@ def test_stepper_and_compare_in_a_kernel_saved_and_exported(kernel_name, tmp_pat
 
 
 def test_epic_step_without_a_recording_says_what_to_do(tmp_path):
-    with kernel_env():
+    with epic_kernel_env():
         nb = new_notebook()
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "python3", "language": "python"}
         nb.cells = [new_code_cell("%load_ext epic_kernel"), new_code_cell("%epic step"),
