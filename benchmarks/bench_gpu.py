@@ -150,7 +150,7 @@ def env_section(args: argparse.Namespace, device: str) -> dict:
     out = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
            "cuda": torch.version.cuda, "device": device, "device_name": device_name(device),
            "cpu": cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-           "optional_packages_absent": absent, "loaded_optional": sorted(m for m in OPTIONAL if m in sys.modules)}
+           "optional_packages_absent": absent}
     cfg = gm.load_config("smollm2-135m", shrink=True)
     from transformers import AutoModelForCausalLM
 
@@ -535,6 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     cb_log = logging.getLogger("ContinuousBatchingLogger")   # continuous batching's own logger, on stderr
     cb_log.propagate = False
     cb_log.handlers = [_LogToBench(bench)]
+    logging.getLogger().addHandler(_LogToBench(bench))     # any other library's (else Python prints them)
     sz = sizes(args)
     bench.res["meta"] = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": device,
                          "dtype": "bfloat16", "quick": args.quick, "budget_s": args.budget, "sizes": sz,
@@ -565,6 +566,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in runs.values():
         r.free()
     watchdog.cancel()
+    # the image has none of these: a code path that imported one would fail there
+    bench.res["meta"]["optional_imported"] = sorted(m for m in OPTIONAL if m in sys.modules)
     bench.write()
     failed = [k for k, v in bench.res["sections"].items() if v["status"].startswith("failed")]
     print(f"[{bench.elapsed():6.1f} s] done; results in {Path(args.out) / bench.name}.md"

@@ -155,7 +155,8 @@ class ContinuousEngine:
         # solves for the largest batch of tokens that fits, and its static tensors (a mask of tokens x
         # pages) grow with it; 8192 tokens per forward is its own default, 256 tokens a block too.
         block = 256
-        cfg = ContinuousBatchingConfig(block_size=block, num_blocks=max_rows * -(-max_len // block) + 16,
+        size_kw = "page_size" if "page_size" in _fields(ContinuousBatchingConfig) else "block_size"
+        cfg = ContinuousBatchingConfig(**{size_kw: block}, num_blocks=max_rows * -(-max_len // block) + 16,
                                        max_batch_tokens=max_batch_tokens, allow_block_sharing=block_sharing,
                                        max_memory_percent=0.5)
         gen = GenerationConfig(do_sample=False, max_new_tokens=max_len, pad_token_id=model.config.pad_token_id,
@@ -166,7 +167,7 @@ class ContinuousEngine:
         self.manager.start()
         self.setup_s = time.perf_counter() - t0
         self.config = {k: _plain(getattr(self.manager.continuous_batching_config, k, None))
-                       for k in ("block_size", "num_blocks", "max_batch_tokens", "max_requests_per_batch",
+                       for k in ("block_size", "page_size", "num_blocks", "max_batch_tokens", "max_requests_per_batch",
                                  "use_cuda_graph", "use_async_batching", "allow_block_sharing")}
         self.attention = model.config._attn_implementation
 
@@ -189,6 +190,13 @@ class ContinuousEngine:
     def close(self) -> None:
         self.manager.stop(block=True, timeout=60)
         self.manager.destroy()
+
+
+def _fields(cls: type) -> set[str]:
+    """A config class's field names (transformers renamed `block_size` to `page_size` after 5.17)."""
+    import inspect
+
+    return set(inspect.signature(cls).parameters)
 
 
 def _plain(v: Any) -> Any:
