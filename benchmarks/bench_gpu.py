@@ -132,8 +132,8 @@ def sizes(args: argparse.Namespace) -> dict:
         return {"rows": args.rows or [1, 3], "new": args.new or 4, "prefix_rows": [3], "prefix_new": 3,
                 "invariance_rows": [3], "invariance_new": 2, "sot_questions": 1, "sot_tokens": 3,
                 "compiled_rows": [1, 3], "cb_batch_tokens": 512}
-    return {"rows": args.rows or [1, 16, 64, 256], "new": args.new or 128, "prefix_rows": [64, 256], "prefix_new": 32,
-            "invariance_rows": [16, 64], "invariance_new": 8, "sot_questions": 5, "sot_tokens": 64,
+    return {"rows": args.rows or [1, 16, 64, 256], "new": args.new or 64, "prefix_rows": [64, 256], "prefix_new": 32,
+            "invariance_rows": [16, 64], "invariance_new": 8, "sot_questions": 5, "sot_tokens": 32,
             "compiled_rows": [1, 64, 16, 256], "cb_batch_tokens": 8192}
 
 
@@ -201,10 +201,12 @@ class ModelRun:
         rows = max(max(self.sz["rows"]), max(self.sz["prefix_rows"]))
         return eng.BatcherEngine(self.model, self.tok, prefix=prefix, max_rows=rows, name=self.name)
 
-    def sweep(self, engine: Any, prompts: list[eng.Prompt], rows: list[int], new: int, per_row_s: float) -> dict:
+    def sweep(self, engine: Any, prompts: list[eng.Prompt], rows: list[int], new: int, per_row_s: float,
+              warm: bool = True) -> dict:
         """`timed` at each batch size while the budget lasts (a size that would not fit is skipped)."""
         out: dict[str, Any] = {}
-        engine.run(prompts[:max(rows)], 2)            # warm-up: first calls, lazy setup, allocator
+        if warm:
+            engine.run(prompts[:max(rows)], 2)        # warm-up: first calls, lazy setup, allocator
         for n in rows:
             if self.bench.left() < per_row_s * max(1, n / 64) * (0.2 if self.bench.args.quick else 1.0):
                 out[str(n)] = {"skipped": f"budget ({self.bench.left():.0f} s left)"}
@@ -254,20 +256,20 @@ class ModelRun:
         return res
 
     def prefix_section(self) -> dict:
+        """The batcher with and without its prefix cache, each run on a fresh batcher (empty cache):
+        the calls arrive together, the shared prefix is computed once or once per row."""
         res = {}
+        rows = max(max(self.sz["rows"]), max(self.sz["prefix_rows"]))
         for label, prefix in (("prefix cache on", True), ("prefix cache off", False)):
             print(f"    batcher, {label}", flush=True)
-            b = self.batcher(prefix=prefix)
-            try:
-                before = b.stats()
-                res[label] = {"rows": self.sweep(b, self.prefix_prompts, self.sz["prefix_rows"],
-                                                 self.sz["prefix_new"], 4)}
-                after = b.stats()
-                asked = after["prefill_tokens_requested"] - before["prefill_tokens_requested"]
-                done = after["prefill_tokens_computed"] - before["prefill_tokens_computed"]
-                res[label]["prefill_tokens"] = {"requested": asked, "computed": done}
-            finally:
-                b.close()
+            b = eng.FreshBatcher(self.model, self.tok, prefix=prefix, max_rows=rows, name=self.name)
+            res[label] = {"rows": {}, "prefill_tokens": {}}
+            for n in self.sz["prefix_rows"]:
+                got = self.sweep(b, self.prefix_prompts, [n], self.sz["prefix_new"], 4, warm=False)
+                res[label]["rows"].update(got)
+                st = b.last_stats            # the full run's counters (timed runs one token, then all)
+                res[label]["prefill_tokens"][str(n)] = {"requested": st.get("prefill_tokens_requested"),
+                                                        "computed": st.get("prefill_tokens_computed")}
         return res
 
     def invariance_section(self) -> dict:
@@ -477,17 +479,18 @@ def _prefix_table(res: dict, model: str) -> list[str]:
     cb = _get(res, f"{model}/continuous", "prefix")
     rows = [(k, v.get("rows"), v.get("prefill_tokens")) for k, v in pre.items()]
     if cb:
-        rows.append(("transformers continuous batching (block sharing)", cb, None))
+        rows.append(("transformers continuous batching (block sharing; its cache lasts across runs)", cb, None))
     if not rows:
         return []
-    out = ["| engine | rows | tok/s | first token ms | step ms | prefill tokens computed / requested |",
+    out = ["| engine | rows | tok/s | first token ms | step ms | prefill tokens computed / requested (full run) |",
            "|---|---|---|---|---|---|"]
     for label, r, pf in rows:
         for n, c in (r or {}).items():
             if "skipped" in c:
                 out.append(f"| {label} | {n} | {c['skipped']} | | | |")
                 continue
-            frac = f"{pf['computed']} / {pf['requested']}" if pf else "-"
+            one = (pf or {}).get(n)
+            frac = f"{one['computed']} / {one['requested']}" if one else "-"
             out.append(f"| {label} | {n} | {c['tok_per_s']:.0f} | {c['first_token_s'] * 1000:.0f} | "
                        f"{c['step_ms']:.2f} | {frac} |")
     return out
@@ -499,15 +502,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--device", default="auto", help="auto (CUDA if there is one), cuda or cpu")
     ap.add_argument("--quick", action="store_true", help="shrunk models and tiny sizes: the CPU dry run")
     ap.add_argument("--budget", type=float, default=None,
-                    help="seconds for the whole run; sections that would not fit are skipped (default 270, quick 120)")
+                    help="seconds for the whole run; sections that would not fit are skipped (default 260, quick 120)")
     ap.add_argument("--out", type=Path, default=OUT, help="folder for gpu-<device>.{json,md}")
     ap.add_argument("--models", default=",".join(gm.MODELS))
-    ap.add_argument("--new", type=int, default=None, help="tokens per call (default 128, quick 4)")
+    ap.add_argument("--new", type=int, default=None, help="tokens per call (default 64, quick 4)")
     ap.add_argument("--rows", type=lambda s: [int(x) for x in s.split(",")], default=None,
                     help="concurrent calls (default 1,16,64,256; quick 1,3)")
     args = ap.parse_args(argv)
     if args.budget is None:
-        args.budget = 120.0 if args.quick else 270.0
+        args.budget = 120.0 if args.quick else 260.0
     unknown = [m for m in args.models.split(",") if m not in gm.MODELS]
     if unknown:
         ap.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(gm.MODELS)}")
@@ -540,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.res["meta"] = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": device,
                          "dtype": "bfloat16", "quick": args.quick, "budget_s": args.budget, "sizes": sz,
                          "command": "python -m benchmarks.bench_gpu " + " ".join(sys.argv[1:] if argv is None else argv)}
-    watchdog = threading.Timer(args.budget + 60, _overrun, args=(bench,))
+    watchdog = threading.Timer(args.budget + 30, _overrun, args=(bench,))
     watchdog.daemon = True
     watchdog.start()
 
@@ -576,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _overrun(bench: Bench) -> None:
-    """The budget and a minute of grace are gone (a compile that will not end, a hang): keep what
+    """The budget and 30 s of grace are gone (a compile that will not end, a hang): keep what
     was measured and stop, so the lent machine's time is not spent waiting."""
     note = f"stopped by the watchdog at {bench.elapsed():.0f} s, in section {bench._current}"
     print(note, flush=True)

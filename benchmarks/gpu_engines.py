@@ -28,7 +28,7 @@ from typing import Any
 
 from epic_kernel.llm.base import Backend, LLMRequest, LLMResponse, SamplingParams
 
-__all__ = ["BatcherEngine", "ContinuousEngine", "GenerateEngine", "Prompt", "ScriptedSkeleton",
+__all__ = ["BatcherEngine", "ContinuousEngine", "FreshBatcher", "GenerateEngine", "Prompt", "ScriptedSkeleton",
            "batcher_invariance", "sync", "timed"]
 
 
@@ -108,6 +108,26 @@ class BatcherEngine:
 
     def close(self) -> None:
         self.batcher.close()
+
+
+class FreshBatcher:
+    """A new batcher (prefix cache empty) for every run, on the same model: each run measures N calls
+    that share a prefix arriving together, not a repeat of prompts an earlier run left in the cache.
+    `last_stats` holds the batcher's counters (prefill tokens requested and computed) of the last run."""
+
+    def __init__(self, model: Any, tokenizer: Any, *, prefix: bool, max_rows: int, name: str = "bench"):
+        self.args = dict(prefix=prefix, max_rows=max_rows, name=name)
+        self.model, self.tokenizer = model, tokenizer
+        self.last_stats: dict = {}
+
+    def run(self, prompts: list[Prompt], new: int) -> list[list[int]]:
+        b = BatcherEngine(self.model, self.tokenizer, **self.args)
+        try:
+            out = b.run(prompts, new)
+            self.last_stats = b.stats()
+            return out
+        finally:
+            b.close()
 
 
 def batcher_invariance(engine: BatcherEngine, probe: Prompt, others: list[Prompt], sizes: list[int],

@@ -75,9 +75,12 @@ def check_sections(data: dict, models: list[str]) -> None:
                 assert r["rows"] == int(n) and r["new"] == sizes["new"], engine
                 assert r["wall_s"] > 0 and r["tok_per_s"] > 0 and r["first_token_s"] > 0, (engine, r)
         pre = secs[f"{m}/prefix"]["data"]
-        on, off = pre["prefix cache on"]["prefill_tokens"], pre["prefix cache off"]["prefill_tokens"]
-        assert off["computed"] == off["requested"] > 0
-        assert on["requested"] == off["requested"] and on["computed"] < on["requested"]   # the shared prefix
+        for n in sizes["prefix_rows"]:
+            on = pre["prefix cache on"]["prefill_tokens"][str(n)]
+            off = pre["prefix cache off"]["prefill_tokens"][str(n)]
+            assert off["computed"] == off["requested"] > 0
+            # a fresh cache each run: the shared few-shot prefix is computed once instead of once per row
+            assert on["requested"] == off["requested"] and on["computed"] < on["requested"] * 0.8
         inv = secs[f"{m}/invariance"]["data"]
         assert set(inv["rows"]) == {str(n) for n in sizes["invariance_rows"]} and inv["steps"] == sizes["invariance_new"]
     sot = secs[f"{models[0]}/sot"]["data"]
