@@ -13,6 +13,8 @@
                                recorded question is replayed (latencies / 10 in `make bench`)
     constrained  bench_constrained_decoding.py  regex=/choices= masks vs unconstrained, 32 calls
     recorder bench_recorder.py what `%%epic --step`'s recording costs per step, and its size
+    scale    bench_scale.py    10,000-call fan-out and a 2,000-call ToT against a 50 ms fake server: evaluator
+                               CPU and memory per call vs a bare asyncio.gather over AsyncOpenAI
 
 `--quick` is a smoke run of every module (small sizes, one model, one repetition) that writes under
 benchmarks/results/quick/, so it never overwrites the full numbers. A module that fails does not
@@ -44,6 +46,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "constrained": ("benchmarks.bench_constrained_decoding", [],
                     ["--models", "tiny10m", "--reps", "1", "--out", str(QUICK_OUT)]),
     "recorder": ("benchmarks.bench_recorder", [], ["--quick", "--out", str(QUICK_OUT)]),
+    "scale": ("benchmarks.bench_scale", [], ["--quick", "--out", str(QUICK_OUT)]),
 }
 
 
