@@ -38,7 +38,9 @@ workload: 1 - computed / requested is what its prefix cache saved.
 
 Greedy agreement: each engine's 16 fan-out answers and 8 greedy ToT evaluations against the
 in-process batcher's (same prompts, same token budget). Results: benchmarks/results/engines.{json,md}.
-`make bench-gpu` runs the batcher, vllm and vllm-server on CUDA in bf16 (see the Makefile).
+On a CUDA machine with vLLM installed, `--device cuda --dtype bfloat16 --engines batcher,batcher-noprefix,vllm,
+vllm-server` compares the batcher with vLLM; `make bench-gpu` (benchmarks/bench_gpu.py, docs/gpu.md) is the run
+for a GPU machine without vLLM, against transformers' own continuous batching.
 """
 
 from __future__ import annotations
