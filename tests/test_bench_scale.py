@@ -32,6 +32,6 @@ def test_quick_run_writes_every_measure(tmp_path: Path) -> None:
 
 
 def test_inflight_is_time_weighted() -> None:
-    # two calls overlapping for half of a 2-second span: mean 1.0 in flight, peak 2
-    assert bench_scale.inflight([(0.0, 1.5), (0.5, 2.0)]) == {"mean": 1.0, "peak": 2}
+    # two 1.5 s calls over a 2 s span, overlapping for 1 s: 3 call-seconds / 2 s = 1.5 in flight, peak 2
+    assert bench_scale.inflight([(0.0, 1.5), (0.5, 2.0)]) == {"mean": 1.5, "peak": 2}
     assert bench_scale.inflight([]) == {"mean": 0.0, "peak": 0}
