@@ -16,8 +16,9 @@ in a fresh process of its own (so CPU time and peak memory belong to one run):
              the same search written with asyncio (the fake server echoes the prompt, cut to
              max_tokens words: a proposal is 10 words, so 10 candidates)
 
-For every size: wall time, process CPU time, peak RSS, calls in flight (mean and peak over the
-run). Evaluator CPU per call = (epic CPU - bare CPU) / calls: the client library's own work cancels
+For every size: wall time, process CPU time, peak RSS, and calls in flight at the server (mean and
+peak of the number in flight at each arrival, from the server's counters; the JSON also has the
+client's view, where an epic call counts from its dispatch, waiting for a slot included). Evaluator CPU per call = (epic CPU - bare CPU) / calls: the client library's own work cancels
 out, what is left is what epic adds. Memory per call is the peak RSS above the process's RSS after
 its warm-up, over calls; both should be flat across sizes (linear totals). `--profile` adds the
 top of a cProfile of the largest epic run, to find what grows. Results: OUT/scale.{json,md}.
@@ -226,7 +227,7 @@ def worker(args: argparse.Namespace) -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"calls": calls, "wall_s": _STATE["t1"] - _STATE["t0"], "cpu_s": _STATE["cpu1"] - _STATE["cpu0"],
                       "rss_before_mb": round(_STATE["rss0"], 1), "peak_rss_mb": round(peak, 1),
-                      "inflight": inflight(spans), **extra}))
+                      "client_inflight": inflight(spans), **extra}))
 
 
 def tot_shape(nodes: int) -> tuple[int, int, int]:
