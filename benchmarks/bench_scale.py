@@ -3,7 +3,11 @@
     python -m benchmarks.bench_scale [--sizes 1000,2500,5000,10000] [--tot-nodes 2000] [--latency 0.05]
                                      [--slots 256] [--quick] [--profile] [--out DIR]
 
-A fake OpenAI-compatible server (`epic_kernel.testing.fake_openai`) runs in its own process with a
+First the evaluator alone: the fan-out against an in-process model that only sleeps the latency
+(`local-epic`) and the same calls in a bare `asyncio.gather` (`local-bare`): the CPU difference is the
+evaluator's own work per call, with no HTTP client in either.
+
+Then a fake OpenAI-compatible server (`epic_kernel.testing.fake_openai`) runs in its own process with a
 fixed latency (50 ms) and 256 slots (it answers 429 past 256 requests in flight). Against it, each
 in a fresh process of its own (so CPU time and peak memory belong to one run):
 
@@ -209,6 +213,50 @@ def _epic(base_url: str, src: str, ns: dict, calls_hint: int, slots: int, profil
     return spans, len(res.calls), {"budget_kwargs": sorted(extra), **top}
 
 
+class _Local:
+    """An in-process model that answers after `latency` seconds and does nothing else: with it, the
+    difference between epic and a bare gather is the evaluator's own work, no HTTP client in it."""
+
+    def __new__(cls, latency: float) -> Any:
+        from epic_kernel.llm.base import Backend, LLMResponse
+
+        class Local(Backend):
+            name = "local-sleep"
+
+            async def generate(self, request: Any) -> Any:
+                await asyncio.sleep(latency)
+                return LLMResponse("alpha beta gamma delta epsilon zeta eta theta iota kappa",
+                                   tokens_in=8, tokens_out=10)
+
+        return Local()
+
+
+async def _local_bare(n: int, latency: float) -> list[tuple[float, float]]:
+    from epic_kernel.llm.base import LLMRequest, SamplingParams
+
+    backend, spans = _Local(latency), []
+
+    async def one(i: int) -> str:
+        t0 = time.perf_counter()
+        r = await backend.generate(LLMRequest.build(f"Question {i}: say something.", params=SamplingParams(max_tokens=8)))
+        spans.append((t0, time.perf_counter()))
+        return r.text
+
+    return await _measure(lambda: asyncio.gather(*(one(i) for i in range(n))), spans)
+
+
+def _local_epic(n: int, latency: float) -> tuple[list, int, dict]:
+    from epic_kernel import run
+
+    backend = _Local(latency)
+    run(FANOUT_SRC, backend=backend, namespace={"n": 16})
+    extra = budget_kwargs(n)
+    _STATE.update(rss0=rss_mb(), cpu0=time.process_time(), t0=time.perf_counter())
+    res = run(FANOUT_SRC, backend=backend, namespace={"n": n}, **extra)
+    _STATE.update(cpu1=time.process_time(), t1=time.perf_counter())
+    return [(c.start, c.end) for c in res.calls if c.end is not None], len(res.calls), {"budget_kwargs": sorted(extra)}
+
+
 def worker(args: argparse.Namespace) -> None:
     """One measured run in this process; prints one JSON line."""
     n, extra = args.n, {}
@@ -217,6 +265,11 @@ def worker(args: argparse.Namespace) -> None:
         calls = len(spans)
     elif args.worker == "epic":
         spans, calls, extra = _epic(args.base_url, FANOUT_SRC, {"n": n}, n, args.slots, args.profile)
+    elif args.worker == "local-bare":
+        spans = asyncio.run(_local_bare(n, args.latency))
+        calls = len(spans)
+    elif args.worker == "local-epic":
+        spans, calls, extra = _local_epic(n, args.latency)
     elif args.worker == "tot-bare":
         spans = asyncio.run(_bare_tot(args.base_url, *tot_shape(n), args.slots))
         calls = len(spans)
@@ -245,24 +298,29 @@ def server_stats(base_url: str) -> dict:
         return json.loads(r.read())
 
 
-def measure(mode: str, n: int, base_url: str, slots: int, profile: bool = False) -> dict:
-    before = server_stats(base_url)
+def measure(mode: str, n: int, base_url: str, slots: int, profile: bool = False, latency: float = 0.05) -> dict:
+    local = mode.startswith("local")
+    before = None if local else server_stats(base_url)
     cmd = [sys.executable, "-m", "benchmarks.bench_scale", "--worker", mode, "--n", str(n), "--base-url", base_url,
-           "--slots", str(slots), *(["--profile"] if profile else [])]
+           "--slots", str(slots), "--latency", str(latency), *(["--profile"] if profile else [])]
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     if p.returncode != 0:
         raise RuntimeError(f"{mode} n={n} failed: {p.stderr[-2000:]}")
     r = json.loads(p.stdout.strip().splitlines()[-1])
+    r["cpu_ms_per_call"] = round(1000 * r["cpu_s"] / r["calls"], 3)
+    r["mem_kb_per_call"] = round(1024 * (r["peak_rss_mb"] - r["rss_before_mb"]) / r["calls"], 2)
+    r["calls_per_s"] = round(r["calls"] / r["wall_s"], 1)
+    if local:
+        print(f"  {mode:10s} n={n:>6}: {r['wall_s']:6.2f} s wall, {r['cpu_s']:6.3f} s CPU ({r['cpu_ms_per_call']:.4f} "
+              f"ms/call), peak RSS {r['peak_rss_mb']:.0f} MB (+{r['mem_kb_per_call']:.2f} kB/call)", flush=True)
+        return r
     after = server_stats(base_url)
     arrivals = after["arrivals"][len(before["arrivals"]):]     # the warm-up's few requests included
     r["server"] = {"requests": after["requests"] - before["requests"],
                    "inflight_at_arrival_mean": round(sum(arrivals) / len(arrivals), 1) if arrivals else 0.0,
                    "inflight_at_arrival_peak": max(arrivals, default=0),
                    "not_completed": (after["requests"] - before["requests"]) - (after["completed"] - before["completed"])}
-    r["cpu_ms_per_call"] = round(1000 * r["cpu_s"] / r["calls"], 3)
-    r["mem_kb_per_call"] = round(1024 * (r["peak_rss_mb"] - r["rss_before_mb"]) / r["calls"], 2)
-    r["calls_per_s"] = round(r["calls"] / r["wall_s"], 1)
     print(f"  {mode:8s} n={n:>6}: {r['calls']:>6} calls, {r['wall_s']:6.2f} s wall, {r['cpu_s']:6.2f} s CPU "
           f"({r['cpu_ms_per_call']:.3f} ms/call), peak RSS {r['peak_rss_mb']:.0f} MB "
           f"(+{r['mem_kb_per_call']:.1f} kB/call), on the server: {r['server']['inflight_at_arrival_mean']} in flight "
@@ -294,8 +352,11 @@ def main(argv: list[str] | None = None) -> dict | None:
                                     "latency_s": args.latency, "slots": args.slots, "quick": args.quick,
                                     "python": platform.python_version(), "cpu": _cpu(), "cpus": os.cpu_count(),
                                     "load_before": os.getloadavg()},
-                           "fanout": {}, "tot": {}}
+                           "local": {}, "fanout": {}, "tot": {}}
     try:
+        for n in sizes:      # the evaluator alone: an in-process model that only sleeps, no HTTP
+            res["local"][str(n)] = {m: measure(m, n, url, args.slots, latency=args.latency)
+                                    for m in ("local-bare", "local-epic")}
         for n in sizes:
             res["fanout"][str(n)] = {m: measure(m, n, url, args.slots, args.profile and n == max(sizes) and m == "epic")
                                      for m in ("bare", "epic")}
@@ -319,6 +380,11 @@ def _finish(res: dict) -> dict:
                       "throughput_vs_bare": round(e["calls_per_s"] / b["calls_per_s"], 2),
                       "epic_mem_kb_per_call": e["mem_kb_per_call"], "bare_mem_kb_per_call": b["mem_kb_per_call"]}
     out["summary"] = summary
+    out["summary_local"] = {n: {"evaluator_cpu_ms_per_call": round(1000 * (r["local-epic"]["cpu_s"] - r["local-bare"]["cpu_s"])
+                                                                   / r["local-epic"]["calls"], 4),
+                                "epic_mem_kb_per_call": r["local-epic"]["mem_kb_per_call"],
+                                "bare_mem_kb_per_call": r["local-bare"]["mem_kb_per_call"]}
+                            for n, r in out.get("local", {}).items()}
     if out["tot"]:
         b, e = out["tot"]["tot-bare"], out["tot"]["tot"]
         out["summary_tot"] = {"calls": e["calls"], "evaluator_cpu_ms_per_call": round(1000 * (e["cpu_s"] - b["cpu_s"])
@@ -343,10 +409,19 @@ def markdown(res: dict) -> str:
              "|---|---|---|---|---|---|---|"]
     for n, r in res["fanout"].items():
         b, e, s = r["bare"], r["epic"], res["summary"][n]
+        n = f"{n} (profiled: slower, not comparable)" if e.get("profile_top") else n
         lines.append(f"| {n} | {b['wall_s']:.2f}, {b['cpu_s']:.2f}, {b['calls_per_s']:.0f} | {e['wall_s']:.2f}, "
                      f"{e['cpu_s']:.2f}, {e['calls_per_s']:.0f} | {s['throughput_vs_bare']} | "
                      f"{s['evaluator_cpu_ms_per_call']} | {b['mem_kb_per_call']}, {e['mem_kb_per_call']} | "
                      f"{_fl(b)}, {_fl(e)} |")
+    if res.get("summary_local"):
+        lines += ["", "The evaluator alone (an in-process model that sleeps the same latency; no HTTP, no client library):", "",
+                  "| calls | bare gather CPU s | epic CPU s | evaluator CPU ms/call | memory kB/call (bare, epic) |",
+                  "|---|---|---|---|---|"]
+        for n, s in res["summary_local"].items():
+            b, e = res["local"][n]["local-bare"], res["local"][n]["local-epic"]
+            lines.append(f"| {n} | {b['cpu_s']:.3f} | {e['cpu_s']:.3f} | {s['evaluator_cpu_ms_per_call']} | "
+                         f"{s['bare_mem_kb_per_call']}, {s['epic_mem_kb_per_call']} |")
     if res.get("summary_tot"):
         b, e, s = res["tot"]["tot-bare"], res["tot"]["tot"], res["summary_tot"]
         lines += ["", f"ToT-shaped search, {s['calls']} calls: asyncio {b['wall_s']:.2f} s wall / {b['cpu_s']:.2f} s "

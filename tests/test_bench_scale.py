@@ -24,6 +24,10 @@ def test_quick_run_writes_every_measure(tmp_path: Path) -> None:
         r = data["fanout"]["60"][mode]
         assert r["calls"] == 60 and r["cpu_s"] > 0 and r["wall_s"] > 0 and r["peak_rss_mb"] > 0
         assert r["server"]["requests"] >= 60 and r["server"]["inflight_at_arrival_peak"] >= 1
+    for mode in ("local-bare", "local-epic"):
+        assert data["local"]["60"][mode]["calls"] == 60
+    assert set(data["summary_local"]["60"]) == {"evaluator_cpu_ms_per_call", "epic_mem_kb_per_call",
+                                                "bare_mem_kb_per_call"}
     breadth, levels, k = bench_scale.tot_shape(100)
     assert data["tot"]["tot"]["calls"] == data["tot"]["tot-bare"]["calls"] == levels * breadth * (1 + k)
     assert set(data["summary"]["60"]) == {"evaluator_cpu_ms_per_call", "throughput_vs_bare",
