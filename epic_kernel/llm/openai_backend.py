@@ -131,7 +131,14 @@ def _ssl_context() -> Any:
     ~0.4 s of CPU, paid again by every `run()` (each has its own loop). `SSL_CERT_FILE` and
     `SSL_CERT_DIR` are read when the first client is made."""
     httpx = importlib.import_module(openai.DefaultAsyncHttpxClient.__mro__[1].__module__.split(".")[0])
-    return httpx.create_ssl_context()
+    make = getattr(httpx, "create_ssl_context", None)     # public since httpx 0.28; else each client its own
+    return make() if make is not None else None
+
+
+def _http_client() -> Any:
+    """A default HTTP client on the shared TLS context (None: the openai client builds its own)."""
+    ctx = _ssl_context()
+    return openai.DefaultAsyncHttpxClient(verify=ctx) if ctx is not None else None
 
 
 class OpenAIBackend(Backend):
@@ -191,7 +198,7 @@ class OpenAIBackend(Backend):
                 clients = [self._client_factory() if self._client_factory else
                            openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key,
                                               max_retries=0, timeout=self.timeout,
-                                              http_client=openai.DefaultAsyncHttpxClient(verify=_ssl_context()))
+                                              http_client=_http_client())
                            for _ in range(shards)]
                 st = self._states[loop] = _LoopState(clients, AdaptiveLimiter(self.max_concurrency))
             return st
