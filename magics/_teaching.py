@@ -45,8 +45,6 @@ class TeachingMixin:
         handle = getattr(job.view, "handle", None)
         if handle is not None:                  # the live view showed the run: the stepper takes its place
             handle.update(stepper)
-        elif type(job.view).__name__ == "TextView":
-            print(repr(stepper))
         else:
             display(stepper)
 
@@ -89,6 +87,12 @@ class TeachingMixin:
                 progress.stopped("interrupted: the comparison stopped")
             raise short(EpicInterrupted("interrupted: the comparison stopped", [], None)) from None
         return self._compare_done(args, cmp, title, cell, progress)
+
+    def _compare_kind(self, args: Any) -> str:
+        kind = (args.view or self.settings.view or "auto").lower()
+        if kind == "auto" and type(self.shell).__name__ != "ZMQInteractiveShell":
+            return "text"
+        return kind
 
     def _compare_args(self, line: str) -> tuple[Any, dict[str, Any], str]:
         args = parse_argstring(self.epic_cell, line)
