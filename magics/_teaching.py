@@ -179,7 +179,7 @@ class _ProgressLine:
 def _escape(text: Any) -> str:
     import html
 
-    return html._escape(str(text), quote=True)
+    return html.escape(str(text), quote=True)
 
 
 def wants_compare(line: str) -> bool:

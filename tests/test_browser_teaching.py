@@ -38,7 +38,7 @@ from test_browser import (
 expect = sync_api.expect
 pytestmark = [pytest.mark.browser]
 
-SETUP = "from epic_kernel.llm.sim import SimBackend\nslow = SimBackend(latency=0.2)"
+SETUP = "from epic_kernel.llm.sim import SimBackend\nslow = SimBackend(latency=0.4)"
 STEP = """%%epic --backend sim --step
 colour = llm("Name a colour.")
 if len(colour) > 3:
@@ -132,16 +132,16 @@ def test_stepper_and_compare_in_jupyterlab_then_saved_and_exported(tmp_path):
             stepper = cells.nth(1).locator(STEPPER)
             expect(stepper).to_have_count(1, timeout=60_000)
             expect(cells.nth(1).locator(".epic-stepper-static")).to_be_hidden()
+            # progress while the comparison runs (which run, calls done/total), then the view in its place
+            expect(cells.nth(3).locator(".epic-compare-progress")).to_contain_text("calls done", timeout=60_000)
             seen = _step_through(page, stepper)
             # the second run, with the answer cache warm: the same trace, no call marked cached
             again = cells.nth(2).locator(STEPPER)
             expect(again).to_have_count(1, timeout=60_000)
             assert again.evaluate(RULES) == stepper.evaluate(RULES)
             assert again.locator("li[data-cached]").count() == 0
-            expect(again.locator(".epic-stepper-state")).to_have_text("done")
-            # progress while the comparison runs, then the view in its place
+            expect(again.locator(".epic-stepper-state").last).to_have_text("done")
             compare = cells.nth(3).locator(".epic-compare")
-            expect(cells.nth(3).locator(".epic-compare-progress")).to_contain_text("calls done", timeout=60_000)
             expect(compare).to_have_attribute("data-state", "done", timeout=180_000)
             expect(cells.nth(3).locator(".epic-compare-progress")).to_have_count(0)
             expect(compare.locator(".epic-compare-charts-body > .epic-compare-run")).to_have_count(4)

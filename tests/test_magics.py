@@ -355,3 +355,17 @@ def test_compare_in_a_terminal_shell_and_a_disagreement_fails_the_cell(ip):
     assert "the strategies do not agree" in lines[0] and any("value differs" in ln for ln in lines)
     with pytest.raises(UsageError, match="drop --step"):
         ip.run_cell_magic("epic", "--backend sim --compare --step", "1\n")
+
+
+def test_compare_progress_line_names_the_run_and_its_calls(ip):
+    from epic_kernel.magics._teaching import _ProgressLine
+
+    from epic_kernel.llm.compare import CompareProgress
+
+    line = _ProgressLine("In [3]")
+    with capture_output() as out:
+        line.update(CompareProgress("warm-up", 0, 4, 0, None))
+    html = out.outputs[0].data["text/html"]
+    assert "warm-up run" in html and "0 calls done" in html and 'class="epic-compare-progress"' in html
+    assert line.handle is not None
+    assert CompareProgress("random", 3, 4, 5, 9).text() == "running random (3 of 4): 5/9 calls done"
