@@ -214,8 +214,10 @@ def chain_text(snap: dict[str, Any]) -> str:
         return ""
     shown = [f"{fn}{f' (line {line})' if line else ''} {lat:.3f} s" for fn, line, _args, lat in links[:12]]
     more = f" → … {len(links) - 12} more" if len(links) > 12 else ""
-    return (f"{len(links)} call{'s' * (len(links) != 1)} that waited on each other in every run, each at its "
-            f"fastest: " + " → ".join(shown) + more + ". No run was faster.")
+    if len(links) == 1:
+        return f"one call, at its fastest: {shown[0]} (no call waited on another in every run). No run was faster."
+    return (f"{len(links)} calls that waited on each other in every run, each at its fastest: "
+            + " → ".join(shown) + more + ". No run was faster.")
 
 
 def _walls_svg(snap: dict[str, Any]) -> str:
