@@ -231,3 +231,44 @@ def test_stepper_and_compare_in_jupyterlab_then_saved_and_exported(tmp_path):
                    ).to_have_count(4)
         finally:
             browser.close()
+
+
+SMOL_STEP = """%%epic --step
+colour = llm("Name a colour.", max_tokens=4)
+llm("Write a line about " + colour, max_tokens=4)"""
+SMOL_COMPARE = """%%epic --compare
+plan = llm("Name a topic.", max_tokens=4)
+parts = [llm(f"Part {i} of {plan}", max_tokens=4) for i in range(3)]
+len(parts)"""
+
+
+@pytest.mark.timeout(900)             # SmolLM2 converts and loads in the kernel (about a minute on 2 cores)
+def test_teaching_views_on_the_default_model(tmp_path):
+    """On SmolLM2 (the default backend): a --step cell run twice records the same trace (the cache
+    is warm the second time), the comparison shows progress, then no strategy faster than the
+    bound."""
+    with jupyterlab() as (base, nbdir), sync_api.sync_playwright() as pw:
+        _notebook(nbdir / "smol.ipynb", ["1", SMOL_STEP, SMOL_STEP, SMOL_COMPARE])
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROME_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1100})
+            errors = _console_errors(page)
+            _open(page, base, "smol.ipynb")
+            page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+            cells = page.locator(".jp-Notebook .jp-CodeCell")
+            first, again = cells.nth(1).locator(STEPPER), cells.nth(2).locator(STEPPER)
+            expect(first).to_have_count(1, timeout=400_000)
+            expect(again).to_have_count(1, timeout=120_000)
+            assert again.evaluate(RULES) == first.evaluate(RULES)
+            assert again.locator("li[data-cached]").count() == 0
+            expect(cells.nth(3).locator(".epic-compare-progress")).to_contain_text("calls done", timeout=120_000)
+            compare = cells.nth(3).locator(".epic-compare")
+            expect(compare).to_have_attribute("data-state", "done", timeout=400_000)
+            expect(compare.locator(".epic-config")).to_contain_text("SmolLM2")
+            walls = [float(t.split()[0]) for t in compare.locator("tbody tr td:nth-child(2)").all_inner_texts()]
+            assert len(walls) == 5 and min(walls[:4]) >= walls[4], walls      # no strategy beats the bound
+            expect(cells.nth(3).locator(".jp-OutputArea-executeResult")).to_contain_text("3")
+            _shot(page, compare, "compare-smollm2.png", tmp_path, docs=False)
+            assert not _ours(errors), errors
+        finally:
+            browser.close()

@@ -83,6 +83,7 @@ def test_no_run_beats_the_bound_on_a_tiny_model(tiny_model_dir):
 
 
 @pytest.mark.smollm2
+@pytest.mark.timeout(900)             # loads SmolLM2, then 2 programs x (a warm-up and 4 strategies)
 def test_no_run_beats_the_bound_on_the_default_model():
     for i, src in enumerate((CHAIN_FANOUT, FOLD)):
         assert_bound_holds(compare(src, backend="transformers", model="smollm2", rotation=i))

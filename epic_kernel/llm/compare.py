@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import EpicError, EpicException
+from ..errors import EpicError, EpicException, EpicInterrupted
 from ..runtime.api import in_fresh_thread, run_async
 from ..runtime.chain import CriticalChain, critical_chain
 from ..runtime.options import STRATEGIES
@@ -302,7 +302,8 @@ async def _one(source: str, strategy: str, backend: Backend, common: dict[str, A
         res = await run_async(source, strategy=strategy, backend=backend, observers=observers, **common)
     except EpicError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        return StrategyRun(strategy, e.result, error=f"failed: {first}")
+        kind = "interrupted" if isinstance(e, EpicInterrupted) else "failed"
+        return StrategyRun(strategy, e.result, error=first if first.startswith(kind) else f"{kind}: {first}")
     return StrategyRun(strategy, res)
 
 
