@@ -369,3 +369,29 @@ def test_compare_progress_line_names_the_run_and_its_calls(ip):
     assert "warm-up run" in html and "0 calls done" in html and 'class="epic-compare-progress"' in html
     assert line.handle is not None
     assert CompareProgress("random", 3, 4, 5, 9).text() == "running random (3 of 4): 5/9 calls done"
+
+
+def test_an_interrupted_and_a_failed_step_run_are_labelled_so(ip):
+    """The stepper of an interrupted run says "interrupted" (not only "too long to record"), and a
+    failed run's says "failed"; both count every call the run made."""
+    from epic_kernel.widgets import stepper_text
+
+    magics = ip.magics_manager.registry["EpicMagics"]
+    src = 'n = 0\nwhile True:\n    n += len(llm(f"slow {n}"))\n'
+
+    async def main():
+        task = asyncio.ensure_future(magics.epic_async("--backend slow --step", src))
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with pytest.raises(EpicInterrupted):
+            await task
+
+    with capture_output():
+        asyncio.run(main())
+    rec = ip.run_line_magic("epic", "step").recording
+    assert rec["state"] == "cancelled" and "[interrupted]" in stepper_text(rec)
+    assert rec["calls_total"] == len(ip.user_ns["_epic_last"].calls)
+    res, _ = cell(ip, '%%epic --backend sim --step\nx = llm("a")\nundefined_name + x\n')
+    assert not res.success
+    rec = ip.run_line_magic("epic", "step").recording
+    assert "[failed]" in stepper_text(rec)
