@@ -106,9 +106,14 @@ def test_a_program_with_no_calls_gets_no_speedup_and_no_bound():
 
 
 def test_progress_names_the_run_and_counts_its_calls():
-    seen = []
-    compare(FANOUT, backend=SimBackend(latency=0.01), on_progress=lambda p: seen.append((p.strategy, p.index,
-                                                                                          p.done, p.total)))
+    seen, texts = [], []
+
+    def hear(p):
+        seen.append((p.strategy, p.index, p.done, p.total))
+        texts.append(p.text())
+
+    cmp = compare(FANOUT, backend=SimBackend(latency=0.01), on_progress=hear)
+    assert f"finished: {cmp.order[0]} " in texts[-1] and cmp.order[-1] in texts[-1]
     assert seen[0] == ("warm-up", 0, 0, None)
     for s in COMPARE_STRATEGIES:
         assert (s, COMPARE_STRATEGIES.index(s) + 1 - 0, 4, 4) in seen or any(x[0] == s and x[2:] == (4, 4)

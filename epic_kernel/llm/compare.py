@@ -140,12 +140,14 @@ class CompareProgress:
     of: int
     done: int                                # calls finished in this run
     total: int | None                        # calls the warm-up made (None while it runs)
+    finished: list[tuple[str, float]] = field(default_factory=list)   # (strategy, wall seconds) so far
 
     def text(self) -> str:
         what = ("warm-up run (records the answers; not timed)" if self.index == 0
                 else f"{self.strategy} ({self.index} of {self.of})")
         calls = f"{self.done}/{self.total}" if self.total is not None else f"{self.done}"
-        return f"running {what}: {calls} calls done"
+        done = "; finished: " + ", ".join(f"{s} {t:.2f} s" for s, t in self.finished) if self.finished else ""
+        return f"running {what}: {calls} calls done{done}"
 
 
 @dataclass
@@ -240,6 +242,8 @@ async def compare_async(source: str, *, backend: Any = None, model: str | None =
         for i, strategy in enumerate(order, 1):
             pinned = PinnedBackend(inner, ReplayBackend(path, speed=0.0))
             done[strategy] = await _one(source, strategy, pinned, common, tell.start(strategy, i))
+            if done[strategy].result is not None:
+                tell.finished.append((strategy, done[strategy].result.elapsed))
         out.runs = [done[s] for s in strategies]
     if bound:
         timed = [r.result for r in out.runs if r.result is not None]
@@ -254,12 +258,13 @@ class _Progress:
 
     def __init__(self, sink: Callable[[CompareProgress], None] | None, of: int):
         self.sink, self.of, self.total = sink, of, None
+        self.finished: list[tuple[str, float]] = []
         self.now = CompareProgress("warm-up", 0, of, 0, None)
 
     def start(self, strategy: str, index: int) -> list[Callable]:
         if self.sink is None:
             return []
-        self.now = CompareProgress(strategy, index, self.of, 0, self.total)
+        self.now = CompareProgress(strategy, index, self.of, 0, self.total, list(self.finished))
         self._send()
         return [self.on_event]
 
