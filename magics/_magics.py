@@ -96,6 +96,9 @@ class EpicMagics(TeachingMixin, Magics):
     @argument("--strategy", metavar="S", choices=STRATEGIES,
               help=f"evaluation strategy: {', '.join(STRATEGIES)} (default opportunistic)")
     @argument("--no-cache", action="store_true", help="do not use the on-disk answer cache for this cell")
+    @argument("--cache", action="store_true",
+              help="with --step: take answers from the cache (off by default there, so the stepper shows "
+                   "the reduction as the run really goes; --compare never uses it)")
     @argument("--view", choices=_VIEWS,
               help="auto (widget in Jupyter, text in a terminal), widget, html, text or none")
     @argument("--out", metavar="VAR", help="also store the RunResult in VAR (it is always in _epic_last)")
@@ -243,8 +246,8 @@ class EpicMagics(TeachingMixin, Magics):
         count = cell_number(self.shell)
         title = f"In [{count}]" if count else f"run {self.runs}"
         filename = f"<epic cell {count}>" if count else "<epic cell>"
-        # the stepper is the view of a --step cell, unless --view asks for the live view as well
-        view_kind = resolve_view_kind(args.view or ("none" if args.step else cfg.view), self.shell)
+        # a --step cell shows the live view while it records; the stepper then takes its place
+        view_kind = resolve_view_kind(args.view or cfg.view, self.shell)
         model = RunModel(title=title, strategy=strategy, backend=_backend_label(backend, model_name))
         job_box: dict[str, Any] = {}
         view = make_view(view_kind, model, on_cancel=lambda: _cancel(job_box.get("job")),
@@ -256,7 +259,7 @@ class EpicMagics(TeachingMixin, Magics):
             view.show()
         kwargs = {"strategy": strategy, "backend": backend, "model": model_name, "namespace": self.shell.user_ns,
                   "trace": "full" if args.trace == "full" else True, "filename": filename, "first_line": 2,
-                  "observers": [view.on_event], "cache": cfg.cache and not args.no_cache}
+                  "observers": [view.on_event], "cache": _use_cache(args, cfg.cache)}
         recorder = None
         if args.step:
             from epic_kernel.runtime.recorder import Recorder
@@ -417,6 +420,14 @@ def _wait_for_end(model: Any, timeout: float = 3.0) -> None:
     deadline = time.monotonic() + timeout
     while model.t0 is not None and model.t_end is None and time.monotonic() < deadline:
         time.sleep(0.01)
+
+
+def _use_cache(args: Any, session: bool) -> bool:
+    """The answer cache: the session's setting (--no-cache: off), except under --step, where a cached
+    answer would change the order of the steps the lesson explains: there only --cache turns it on."""
+    if args.no_cache:
+        return False
+    return bool(args.cache) if args.step else bool(session or args.cache)
 
 
 def _backend_label(backend: Any, model: str | None) -> str:

@@ -41,7 +41,12 @@ class TeachingMixin:
         value = "" if res is None or res.value is None else show_value(res.value)
         self.last_recording = job.recorder.recording(title=job.title, source=job.source, first_line=2,
                                                      value=value, state=getattr(res, "state", ""))
-        display(Stepper(self.last_recording))
+        stepper = Stepper(self.last_recording)
+        handle = getattr(job.view, "handle", None)
+        if handle is not None:                  # the live view showed the run: the stepper takes its place
+            handle.update(stepper)
+        else:
+            display(stepper)
 
     # -------------------------------------------------------------------------------- %epic step
     def _step(self) -> Any:
@@ -67,6 +72,9 @@ class TeachingMixin:
         from epic_kernel.llm.compare import compare_async
 
         args, kwargs, title = self._compare_args(line)
+        progress = _ProgressLine(title) if self._compare_kind(args) in ("widget", "html", "auto") else None
+        if progress is not None:
+            kwargs["on_progress"] = progress.update
         try:
             cmp = await compare_async(cell, **kwargs)
         except EpicSyntaxError as e:
@@ -75,12 +83,21 @@ class TeachingMixin:
             me = asyncio.current_task()
             if me is not None and me.cancelling():
                 me.uncancel()
+            if progress is not None:
+                progress.stopped("interrupted: the comparison stopped")
             raise short(EpicInterrupted("interrupted: the comparison stopped", [], None)) from None
-        return self._compare_done(args, cmp, title, cell)
+        return self._compare_done(args, cmp, title, cell, progress)
+
+    def _compare_kind(self, args: Any) -> str:
+        kind = (args.view or self.settings.view or "auto").lower()
+        if kind == "auto" and type(self.shell).__name__ != "ZMQInteractiveShell":
+            return "text"
+        return kind
 
     def _compare_args(self, line: str) -> tuple[Any, dict[str, Any], str]:
         args = parse_argstring(self.epic_cell, line)
-        for flag, given in (("--strategy", args.strategy), ("--step", args.step), ("--trace", args.trace)):
+        for flag, given in (("--strategy", args.strategy), ("--step", args.step), ("--trace", args.trace),
+                            ("--cache", args.cache)):
             if given:
                 raise UsageError(f"%%epic --compare runs the cell under every strategy: drop {flag}")
         if args.out is not None and not args.out.isidentifier():
@@ -93,19 +110,23 @@ class TeachingMixin:
                   "filename": f"<epic cell {count}>" if count else "<epic cell>", "first_line": 2}
         return args, kwargs, f"In [{count}]" if count else f"run {self.runs}"
 
-    def _compare_done(self, args: Any, cmp: Any, title: str, cell: str) -> Any:
-        """Show the comparison; names and `_epic_last` from the runs; a disagreement fails the cell."""
+    def _compare_done(self, args: Any, cmp: Any, title: str, cell: str, progress: Any = None) -> Any:
+        """Show the comparison (in place of the progress line); names and `_epic_last` from the
+        runs; a disagreement fails the cell."""
         from epic_kernel.widgets import CompareView
         from IPython.display import display
 
         from epic_kernel.llm.compare import CompareMismatch
 
         view = CompareView(cmp, title=title)
-        kind = (args.view or self.settings.view or "auto").lower()
-        if kind == "text" or (kind == "auto" and type(self.shell).__name__ != "ZMQInteractiveShell"):
+        kind = self._compare_kind(args)
+        if kind == "text":
             print(repr(view))
         elif kind != "none":
-            display(view)
+            if progress is not None and progress.handle is not None:
+                progress.handle.update(view)
+            else:
+                display(view)
         ref, opp = cmp.run("sequential"), cmp.run("opportunistic")
         ns = self.shell.user_ns
         if ref is not None and ref.result is not None:
@@ -119,6 +140,46 @@ class TeachingMixin:
             raise short(CompareMismatch("the strategies do not agree:\n  " + "\n  ".join(cmp.problems())))
         return None if ends_with_semicolon(cell) else cmp.value
 
+
+
+class _ProgressLine:
+    """`--compare`'s progress while it runs: which run is going and its calls done/total, in one
+    display that the finished view then replaces (updates at most ~8 a second)."""
+
+    def __init__(self, title: str):
+        self.title = title
+        self.handle: Any = None
+        self.last = 0.0
+
+    def update(self, p: Any) -> None:
+        import time
+
+        from IPython.display import HTML, display
+
+        now = time.monotonic()
+        if self.handle is not None and now - self.last < 0.12 and p.done not in (0, p.total):
+            return
+        self.last = now
+        bar = (f'<progress value="{p.done}" max="{p.total}"></progress>' if p.total else "")
+        html = (f'<div class="epic-compare-progress" data-run="{p.index}" data-strategy="{_escape(p.strategy)}">'
+                f"<b>strategy comparison</b> {_escape(self.title)} · {_escape(p.text())}{bar}</div>")
+        bundle = HTML(html)
+        if self.handle is None:
+            self.handle = display(bundle, display_id=True)
+        else:
+            self.handle.update(bundle)
+
+    def stopped(self, text: str) -> None:
+        from IPython.display import HTML
+
+        if self.handle is not None:
+            self.handle.update(HTML(f'<div class="epic-compare-progress" data-run="stopped">{_escape(text)}</div>'))
+
+
+def _escape(text: Any) -> str:
+    import html
+
+    return html.escape(str(text), quote=True)
 
 
 def wants_compare(line: str) -> bool:

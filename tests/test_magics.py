@@ -306,7 +306,7 @@ def test_step_in_a_terminal_shell_records_and_shows_the_steps(ip):
     res, out = cell(ip, '%%epic --backend sim --step\na = llm("x")\nb = llm("y")\nlen(a + b) > 0\n')
     assert res.success and res.result is True
     shown = [o.data for o in out.outputs]
-    assert len(shown) == 1 and shown[0]["text/plain"].startswith("reduction stepper: opportunistic")
+    assert len(shown) == 1 and shown[0]["text/plain"].startswith("reduction stepper [done]: opportunistic")
     assert 'class="epic-stepper"' in shown[0]["text/html"]
     stepper = ip.run_line_magic("epic", "step")
     rec = stepper.recording
@@ -314,10 +314,29 @@ def test_step_in_a_terminal_shell_records_and_shows_the_steps(ip):
     assert [s["r"] for s in rec["steps"]].count("resolve") == 2
 
 
+def test_step_never_takes_answers_from_the_cache_unless_asked(ip):
+    """A second run of a --step cell reduces as the first did (the cache would resolve every call
+    at once and reorder the steps); --cache asks for it, and the stepper marks those calls."""
+    src = '%%epic --backend sim --step\na = llm("cache me")\nb = llm("and me")\nlen(a + b) > 0\n'
+    traces = []
+    for _ in range(2):
+        res, _out = cell(ip, src)
+        assert res.success
+        rec = ip.run_line_magic("epic", "step").recording
+        traces.append([s["r"] for s in rec["steps"]])
+        assert not any(c[8] for c in rec["calls"])
+    assert traces[0] == traces[1]
+    for _ in range(2):                    # the first fills the cache, the second takes from it
+        res, out = cell(ip, src.replace("--step", "--step --cache"))
+    rec = ip.run_line_magic("epic", "step").recording
+    assert rec["calls"] and all(c[8] for c in rec["calls"])
+    assert "from the answer cache" in out.outputs[-1].data["text/plain"]
+
+
 def test_compare_in_a_terminal_shell_and_a_disagreement_fails_the_cell(ip):
     res, out = cell(ip, "%%epic --backend sim --compare --view text --out cmp_out\nxs = [llm(str(i)) for i in range(3)]\nlen(xs)\n")
     assert res.success and res.result == 3, out.stdout
-    assert "strategy comparison" in out.stdout and "critical path" in out.stdout
+    assert "strategy comparison" in out.stdout and "critical chain" in out.stdout
     assert ip.user_ns["cmp_out"].ok and len(ip.user_ns["xs"]) == 3
     assert ip.user_ns["_epic_last"].strategy == "opportunistic"
 
@@ -336,3 +355,43 @@ def test_compare_in_a_terminal_shell_and_a_disagreement_fails_the_cell(ip):
     assert "the strategies do not agree" in lines[0] and any("value differs" in ln for ln in lines)
     with pytest.raises(UsageError, match="drop --step"):
         ip.run_cell_magic("epic", "--backend sim --compare --step", "1\n")
+
+
+def test_compare_progress_line_names_the_run_and_its_calls(ip):
+    from epic_kernel.magics._teaching import _ProgressLine
+
+    from epic_kernel.llm.compare import CompareProgress
+
+    line = _ProgressLine("In [3]")
+    with capture_output() as out:
+        line.update(CompareProgress("warm-up", 0, 4, 0, None))
+    html = out.outputs[0].data["text/html"]
+    assert "warm-up run" in html and "0 calls done" in html and 'class="epic-compare-progress"' in html
+    assert line.handle is not None
+    assert CompareProgress("random", 3, 4, 5, 9).text() == "running random (3 of 4): 5/9 calls done"
+
+
+def test_an_interrupted_and_a_failed_step_run_are_labelled_so(ip):
+    """The stepper of an interrupted run says "interrupted" (not only "too long to record"), and a
+    failed run's says "failed"; both count every call the run made."""
+    from epic_kernel.widgets import stepper_text
+
+    magics = ip.magics_manager.registry["EpicMagics"]
+    src = 'n = 0\nwhile True:\n    n += len(llm(f"slow {n}"))\n'
+
+    async def main():
+        task = asyncio.ensure_future(magics.epic_async("--backend slow --step", src))
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with pytest.raises(EpicInterrupted):
+            await task
+
+    with capture_output():
+        asyncio.run(main())
+    rec = ip.run_line_magic("epic", "step").recording
+    assert rec["state"] == "cancelled" and "[interrupted]" in stepper_text(rec)
+    assert rec["calls_total"] == len(ip.user_ns["_epic_last"].calls)
+    res, _ = cell(ip, '%%epic --backend sim --step\nx = llm("a")\nundefined_name + x\n')
+    assert not res.success
+    rec = ip.run_line_magic("epic", "step").recording
+    assert "[failed]" in stepper_text(rec)

@@ -113,8 +113,68 @@ def test_long_runs_are_capped_and_say_so():
     assert not full["truncated"] and r["total"] == full["total"] == len(full["steps"])
     assert [s["r"] for s in r["steps"]] == [s["r"] for s in full["steps"][:50]]
     html = stepper_html(r)
-    assert "too long to record in full" in html and f"first 50 of its {r['total']} steps" in html
-    assert "too long to record in full" in stepper_text(r)
+    assert "too long to record in full" in html and f"first 50 of its {r['total']} positions" in html
+    assert "too long to record in full" in stepper_text(r) and "[truncated]" in stepper_text(r)
+
+
+def test_a_runaway_loop_reports_its_true_call_count_not_the_recorded_one():
+    src = "n = 0\nfor i in range(60):\n    n += len(llm(f'Say {i}.', max_tokens=2))\nn\n"
+    res, r = recorded(src, max_steps=40)
+    assert r["truncated"] and len(r["calls"]) < 60
+    assert r["calls_total"] == len(res.calls) == 60
+    assert "60 calls" in stepper_text(r) and "60 calls" in stepper_html(r)
+
+
+def test_one_step_count_everywhere():
+    """The stepper's steps are the evaluator's (what --compare and the live view show); waits are
+    counted apart."""
+    res, r = recorded(BRANCH)
+    assert r["rule_steps"] == res.steps
+    waits = sum(s["r"] not in ("beta", "delta", "dispatch", "resolve", "project") for s in r["steps"])
+    assert f"{res.steps} steps (and {waits} waits" in stepper_text(r)
+
+
+POEM = '''colour = llm("Name a colour.")
+words = ", ".join(["a", colour])
+llm("Write a poem about " + colour)
+'''
+
+
+def test_the_term_folds_constants_and_host_names_into_their_uses():
+    res, r = recorded(POEM)
+    rows = [text for _d, text, *_ in r["ir"]]
+    assert any(":= %add('Write a poem about ', v" in t for t in rows), rows
+    assert any(":= llm('Name a colour.')" in t for t in rows), rows
+    assert not any(t.split(" := ")[-1] in ("%add", "global llm") for t in rows)     # no rows of their own
+    values = [v for s in r["steps"] for _n, v in s.get("b", ())]
+    assert not any(" at 0x" in v for v in values), values
+    assert "', '.join  (a method)" in values
+    assert not any(v.startswith("(?") or "?, " in v for v in values)          # no bare "(?, ?, ?)"
+
+
+def test_loop_plumbing_is_marked_and_the_users_calls_are_not():
+    src = '''found = ""
+for w in ["a", "b", "c"]:
+    x = llm("Is " + w + " good?")
+    if len(x) > 2:
+        found = x
+        break
+found
+'''
+    _res, r = recorded(src)
+    plumbing = {text for _d, text, _l, p in r["ir"] if p}
+    assert any("%next(" in t for t in plumbing) and any("%loop_again(" in t for t in plumbing)
+    assert not any("llm(" in t or "%add(" in t for t in plumbing)
+    marked = [s for s in r["steps"] if s["n"] >= 0 and r["ir"][r["nodes"][s["n"]][3]][3]]
+    assert 0 < len(marked) < len(r["steps"])
+
+
+def test_a_failed_and_an_interrupted_run_are_labelled():
+    _res, r = recorded(BRANCH)
+    assert "[done]" in stepper_text(r)
+    assert "[failed]" in stepper_text({**r, "state": "failed"})
+    html = stepper_html({**r, "state": "cancelled"})
+    assert 'data-state="interrupted"' in html and "was interrupted" in html
 
 
 def test_streams_resolve_chunk_by_chunk_and_end_out_of_flight():

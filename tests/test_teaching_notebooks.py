@@ -69,7 +69,7 @@ def test_stepper_and_compare_in_a_kernel_saved_and_exported(kernel_name, tmp_pat
     assert len(shown) == 1 and WIDGET_VIEW not in shown[0].data          # --step: the stepper only
     html = shown[0].data["text/html"]
     assert 'class="epic-stepper"' in html and "epicStepper(" in html
-    assert shown[0].data["text/plain"].startswith("reduction stepper: opportunistic")
+    assert shown[0].data["text/plain"].startswith("reduction stepper [done]: opportunistic")
     rec = recording_in(html)
     assert [c[1] for c in rec["calls"]] == ["llm", "llm"] and rec["source"].startswith('a = llm("Name a colour.")')
     assert rec["first_line"] == 2 and rec["title"] == "In [2]"
@@ -83,7 +83,7 @@ def test_stepper_and_compare_in_a_kernel_saved_and_exported(kernel_name, tmp_pat
     view = outputs(compare_cell, "display_data")
     assert len(view) == 1 and WIDGET_VIEW not in view[0].data
     chtml = view[0].data["text/html"]
-    for s in ("sequential", "opportunistic", "opportunistic-dfs", "random", "critical path"):
+    for s in ("sequential", "opportunistic", "opportunistic-dfs", "random", "critical chain"):
         assert f'data-strategy="{s}"' in chtml
     assert outputs(compare_cell, "execute_result")[0].data["text/plain"] == "3"
     assert outputs(check, "stream")[0].text == (

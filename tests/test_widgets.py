@@ -394,7 +394,7 @@ def test_backend_labels_name_backend_and_model():
 
     assert describe_spec("transformers") == "transformers · SmolLM2-135M-Instruct"
     assert describe_spec("transformers", "tiny10m") == "transformers · tiny-10m"
-    assert describe_spec(SimBackend()) == "sim · sim-1"
+    assert describe_spec(SimBackend()) == "sim (simulated model)"
     from epic_kernel.llm.openai_backend import OpenAIBackend
 
     assert describe_spec(OpenAIBackend(base_url="http://127.0.0.1:9/v1", api_key="k", model="m")) == \

@@ -1,19 +1,26 @@
 """The `%%epic --compare` view: every strategy's run on one time axis.
 
 Built from the live view's own pieces: each run is folded into a `RunModel` (as the live view folded
-its events) and drawn with the snapshot's timeline, with one `span` for all runs so their bars are
-on the same scale. Above them: a table (wall time, speedup over sequential, parallelism, steps,
-calls, decode batches, agreement), a bar per strategy against the critical-path bound, and on a
-local model the decode batch sizes over time. A strategy whose value or calls differ from the
-sequential run's, or that failed, is marked failed in red; nothing is averaged away.
+its events) and drawn with the snapshot's timeline, on an axis that fits that run (a 200-call fan-out
+is not a sliver on the sequential run's axis); the same timelines on one shared axis are one click
+away, and a bar per strategy against the critical-chain bound compares them at a glance. Above them:
+a table (wall time, speedup over sequential, parallelism, steps, calls, decode batches, agreement)
+and the chain the bound comes from. A strategy whose value or calls differ from the sequential
+run's, or that failed or was interrupted, is marked so in red; nothing is averaged away.
 
 The output is static HTML (plus text): it needs no kernel, so saved notebooks and exports show it.
+The table is plain HTML; the charts travel as JSON-quoted markup that a two-line script inserts,
+so where scripts do not run (an untrusted notebook, whose sanitizer would flatten the SVG into a
+run of label text) the output is a clean table and a note saying why the charts are missing.
 """
 
 from __future__ import annotations
 
 import html
+import itertools
+import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +32,9 @@ __all__ = ["CompareView", "compare_html", "compare_snapshot", "compare_text"]
 _CSS = "<style>" + (Path(__file__).parent / "compare.css").read_text(encoding="utf-8") + "</style>"
 _WIDTH = 900
 _COLORS = {"sequential": "#80868b", "opportunistic": "#1a73e8", "opportunistic-dfs": "#7b1fa2",
-           "random": "#c26401", "critical path": "#188038"}
+           "random": "#c26401", "critical chain": "#188038"}
+_SHARED_BARS = 3000                    # beyond this many bars in all, the shared-axis copy is left out
+_uid = itertools.count(1)
 
 
 class CompareView:
@@ -47,27 +56,43 @@ def compare_snapshot(cmp: Any, *, title: str = "") -> dict[str, Any]:
     ends = [r.result.elapsed for r in cmp.runs if r.result is not None]
     if cmp.critical_path is not None:
         ends.append(cmp.critical_path)
-    span = math.ceil(max(ends + [1e-6]) * 1e4) / 1e4       # rounded up: every bar fits
+    span = _round_up(max(ends + [1e-6]))
     rows = []
     for r in cmp.runs:
         res = r.result
-        row: dict[str, Any] = {"strategy": r.strategy, "ok": r.ok, "problem": r.error or r.mismatch}
+        row: dict[str, Any] = {"strategy": r.strategy, "ok": r.ok, "problem": r.error or r.mismatch,
+                               "state": run_state(r)}
         if res is not None:
             model = RunModel(title=r.strategy, strategy=r.strategy, backend=cmp.backend)
             for ev in res.trace:
                 model.on_event(ev)
-            model.finish(res, state="failed" if r.error else None)
+            model.finish(res, state=row["state"] if row["state"] != "done" else None)
             snap = model.snapshot(max_rows=0, max_bars=1000)
-            snap["header"]["span"] = span
+            snap["header"]["span"] = _round_up(max(res.elapsed, 1e-6))       # its own axis
             sp = cmp.speedup(r)
             row.update(elapsed=round(res.elapsed, 4), speedup=None if sp is None else round(sp, 2),
                        parallelism=round(res.parallelism, 2), steps=res.steps, calls=len(res.calls),
+                       cached=sum(bool(c.cached) for c in res.calls),
                        header=snap["header"], bars=snap["bars"], batches=_batches(res))
         rows.append(row)
     bound = cmp.bound
+    chain = getattr(cmp, "chain", None)
+    links = [[lk.fn, lk.line, lk.args, round(lk.latency, 4)] for lk in chain.links] if chain is not None else []
     return {"title": title, "backend": cmp.backend, "span": span, "ok": cmp.ok, "problems": cmp.problems(),
             "critical_path": None if cmp.critical_path is None else round(cmp.critical_path, 4),
-            "bound": None if bound is None else round(bound, 2), "rows": rows}
+            "bound": None if bound is None else round(bound, 2), "chain": links,
+            "order": list(getattr(cmp, "order", [])), "rows": rows}
+
+
+def run_state(run: Any) -> str:
+    """done | failed | interrupted | disagrees: what the run's row and timeline are labelled."""
+    if run.error:
+        return "interrupted" if run.error.startswith("interrupted") else "failed"
+    return "disagrees" if run.mismatch else "done"
+
+
+def _round_up(t: float) -> float:
+    return math.ceil(t * 1e4) / 1e4                     # every bar fits
 
 
 def _batches(res: Any) -> list[list[Any]]:
@@ -92,33 +117,68 @@ def compare_html(snap: dict[str, Any]) -> str:
         parts.append(f'<div class="epic-error epic-compare-problems">The strategies do not agree, or a run '
                      f"failed:<ul>{items}</ul></div>")
     parts.append(_table(snap))
-    parts.append(_walls_svg(snap))
-    for row in snap["rows"]:
-        if "bars" not in row:
-            continue
-        label = (f'{_e(row["strategy"])}: {row["elapsed"]:.2f} s'
-                 + (f', {row["speedup"]:.2f}x' if row.get("speedup") is not None else ""))
-        parts.append(f'<div class="epic-compare-run" data-strategy="{_e(row["strategy"])}" '
-                     f'data-ok="{str(row["ok"]).lower()}"><div class="epic-compare-label">{label}</div>')
-        if row["bars"]:
-            parts.append(_timeline_svg(row["bars"], row["header"]))
-        if row["batches"]:
-            parts.append(_batches_svg(row["batches"], snap["span"], _max_batch(snap)))
-        parts.append("</div>")
+    parts.append(_charts(snap))
     parts.append("</div>")
     return "\n".join(parts)
+
+
+def _charts(snap: dict[str, Any]) -> str:
+    """The SVG charts, inserted by a script (see the module docstring); a note where none runs."""
+    charts = [_walls_svg(snap)]
+    for row in snap["rows"]:
+        if "bars" in row:
+            charts.append(_run_html(row, row["header"]["span"], snap))
+    shared = [row for row in snap["rows"] if row.get("bars")]
+    if shared and sum(len(r["bars"]) for r in shared) <= _SHARED_BARS:
+        charts.append('<details class="epic-compare-shared"><summary>The same timelines on one shared time axis '
+                      "(the longest run's)</summary>"
+                      + "".join(_run_html(row, snap["span"], snap) for row in shared) + "</details>")
+    uid = f"{os.getpid()}-{next(_uid)}"
+    data = json.dumps("".join(charts)).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    boot = ("(function(){var s=document.currentScript;var box=s&&s.parentNode;"
+            f"if(!box||!box.dataset){{box=document.querySelector('[data-epic-charts=\"{uid}\"]');}}"
+            "if(!box||box.dataset.ready)return;box.dataset.ready='1';"
+            "var d=box.querySelector('script.epic-compare-data');"
+            "box.querySelector('.epic-compare-charts-body').innerHTML=JSON.parse(d.textContent);"
+            "box.classList.add('epic-compare-charts-live');})();")
+    note = ('<div class="epic-note epic-compare-nocharts">(Scripts do not run here, so the timelines are '
+            "missing: trust the notebook or open its HTML export to see them.)</div>")
+    return (f'<div class="epic-compare-charts" data-epic-charts="{uid}">{note}'
+            f'<div class="epic-compare-charts-body"></div>'
+            f'<script type="application/json" class="epic-compare-data">{data}</script>'
+            f"<script>{boot}</script></div>")
+
+
+def _run_html(row: dict[str, Any], span: float, snap: dict[str, Any]) -> str:
+    label = (f'{_e(row["strategy"])}: {row["elapsed"]:.2f} s'
+             + (f', {row["speedup"]:.2f}x' if row.get("speedup") is not None else "")
+             + ("" if row["state"] == "done" else f" ({_e(row['state'])})"))
+    header = {**row["header"], "span": span}
+    parts = [f'<div class="epic-compare-run" data-strategy="{_e(row["strategy"])}" '
+             f'data-ok="{str(row["ok"]).lower()}" data-state="{_e(row["state"])}">'
+             f'<div class="epic-compare-label">{label}</div>']
+    if row["bars"]:
+        parts.append(_timeline_svg(row["bars"], header))
+    if row["batches"]:
+        parts.append(_batches_svg(row["batches"], span, _max_batch(snap)))
+    parts.append("</div>")
+    return "".join(parts)
 
 
 def _head(snap: dict[str, Any]) -> str:
     state = "done" if snap["ok"] else "failed"
     cp = ""
     if snap["critical_path"] is not None:
-        cp = (f'<span class="epic-compare-cp">critical path ≈ {snap["critical_path"]:.2f} s'
-              + (f' (speedup bound {snap["bound"]:.2f}x)' if snap["bound"] is not None else "") + "</span>")
+        cp = (f'<span class="epic-compare-cp">bound: critical chain {snap["critical_path"]:.2f} s'
+              + (f' (speedup at most {snap["bound"]:.2f}x)' if snap["bound"] is not None else "") + "</span>")
     title = f'<span class="epic-title">{_e(snap["title"])}</span>' if snap["title"] else ""
-    return (f'<div class="epic-header"><span class="epic-status" data-state="{state}">'
-            f'{"agree" if snap["ok"] else "failed"}</span>{title}<b>strategy comparison</b>'
-            f'<span class="epic-config">{_e(snap["backend"])} · same answers for every strategy</span>{cp}</div>')
+    order = (f'<span class="epic-note">warm-up run first (not timed), then {" → ".join(map(_e, snap["order"]))}'
+             "</span>" if snap.get("order") else "")
+    items = [f'<span class="epic-status" data-state="{state}">{"agree" if snap["ok"] else "failed"}</span>',
+             title, "<b>strategy comparison</b>",
+             f'<span class="epic-config">{_e(snap["backend"])} · same answers for every strategy · no answer cache'
+             "</span>", cp, order]
+    return f'<div class="epic-header">{" · ".join(i for i in items if i)}</div>'
 
 
 def _table(snap: dict[str, Any]) -> str:
@@ -127,28 +187,44 @@ def _table(snap: dict[str, Any]) -> str:
     body = []
     for r in snap["rows"]:
         if "elapsed" in r:
+            result = "agrees" if r["ok"] else r["problem"]
             cells = [r["strategy"], f'{r["elapsed"]:.3f} s',
                      "" if r["speedup"] is None else f'{r["speedup"]:.2f}x', f'{r["parallelism"]:.1f}x',
-                     r["steps"], r["calls"], len(r["batches"]) or "", "agrees" if r["ok"] else r["problem"]]
+                     r["steps"], r["calls"], len(r["batches"]) or "", result]
         else:
             cells = [r["strategy"], "", "", "", "", "", "", r["problem"]]
         tds = "".join(f"<td>{_e(c)}</td>" for c in cells)
-        body.append(f'<tr data-strategy="{_e(r["strategy"])}" data-state="{"done" if r["ok"] else "failed"}">'
-                    f"{tds}</tr>")
+        body.append(f'<tr data-strategy="{_e(r["strategy"])}" data-state="{_e(r["state"])}">{tds}</tr>')
     if snap["critical_path"] is not None:
-        bound = "" if snap["bound"] is None else f'{snap["bound"]:.2f}x'
-        body.append(f'<tr data-strategy="critical path"><td>critical path</td><td>{snap["critical_path"]:.3f} s</td>'
-                    f'<td>{bound} (bound)</td><td colspan="5">replayed: each call takes its solo latency '
-                    f"from the sequential run, all at once (the longest chain of dependent calls)</td></tr>")
+        bound = "" if snap["bound"] is None else f'at most {snap["bound"]:.2f}x'
+        body.append(f'<tr data-strategy="critical chain"><td>critical chain (bound)</td>'
+                    f'<td>{snap["critical_path"]:.3f} s</td><td>{bound}</td><td colspan="5">'
+                    f"{_e(chain_text(snap))}</td></tr>")
+    elif all(r.get("calls") == 0 for r in snap["rows"] if "calls" in r):
+        body.append('<tr data-strategy="critical chain"><td>critical chain</td><td colspan="7">no calls: '
+                    "nothing to overlap, so no speedup and no bound</td></tr>")
     return (f'<table class="epic-calls epic-compare-table"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table>')
 
 
+def chain_text(snap: dict[str, Any]) -> str:
+    """The bound explained: its calls, each at the smallest latency it had in any run."""
+    links = snap.get("chain") or []
+    if not links:
+        return ""
+    shown = [f"{fn}{f' (line {line})' if line else ''} {lat:.3f} s" for fn, line, _args, lat in links[:12]]
+    more = f" → … {len(links) - 12} more" if len(links) > 12 else ""
+    if len(links) == 1:
+        return f"one call, at its fastest: {shown[0]} (no call waited on another in every run). No run was faster."
+    return (f"{len(links)} calls that waited on each other in every run, each at its fastest: "
+            + " → ".join(shown) + more + ". No run was faster.")
+
+
 def _walls_svg(snap: dict[str, Any]) -> str:
-    """One bar per strategy (and the critical path) on the shared axis: the comparison at a glance."""
+    """One bar per strategy (and the bound) on the shared axis: the comparison at a glance."""
     rows = [(r["strategy"], r["elapsed"], r["ok"]) for r in snap["rows"] if "elapsed" in r]
     if snap["critical_path"] is not None:
-        rows.append(("critical path", snap["critical_path"], True))
+        rows.append(("critical chain", snap["critical_path"], True))
     lane, label_w = 16, 130
     scale = (_WIDTH - label_w - 60) / (snap["span"] or 1e-9)
     items = []
@@ -187,6 +263,8 @@ def _batches_svg(batches: list[list[Any]], span: float, top: int) -> str:
 # ------------------------------------------------------------------------------------------- text
 def compare_text(snap: dict[str, Any]) -> str:
     lines = [f"strategy comparison · {snap['backend']} · " + ("agree" if snap["ok"] else "FAILED")]
+    if snap.get("order"):
+        lines.append(f"  warm-up run first (not timed), then {' → '.join(snap['order'])}")
     for r in snap["rows"]:
         if "elapsed" in r:
             sp = "" if r["speedup"] is None else f"{r['speedup']:.2f}x"
@@ -196,7 +274,8 @@ def compare_text(snap: dict[str, Any]) -> str:
             lines.append(f"  {r['strategy']:<18} {r['problem']}")
     if snap["critical_path"] is not None:
         bound = "" if snap["bound"] is None else f"{snap['bound']:.2f}x"
-        lines.append(f"  {'critical path':<18} {snap['critical_path']:>8.3f} s {bound:>7}  (the bound)")
+        lines.append(f"  {'critical chain':<18} {snap['critical_path']:>8.3f} s {bound:>7}  (the bound)")
+        lines.append(f"    {chain_text(snap)}")
     return "\n".join(lines)
 
 

@@ -70,7 +70,7 @@ def _header_html(h: dict[str, Any]) -> str:
         items.append(f'<span class="epic-config">{_e(h.get("strategy", ""))} · {_e(h.get("backend", ""))}</span>')
     if loading_text(h):
         items.append(f'<span class="epic-loading">{_e(loading_text(h))}</span>')
-    return f'<div class="epic-header">{"".join(items)}</div>'
+    return f'<div class="epic-header">{" ".join(items)}</div>'
 
 
 def loading_text(h: dict[str, Any]) -> str:
@@ -146,11 +146,13 @@ def bar_tip(bar: list[Any]) -> str:
     return "\n".join(parts)
 
 
-def _legend_html(h: dict[str, Any]) -> str:
+def _legend_html(h: dict[str, Any], bars: list[list[Any]]) -> str:
     items = [f'<span><i style="background:{color}"></i>{state} {h.get(state, 0)}</span>'
              for state, color in STATE_COLORS.items() if h.get(state) or state in ("running", "done")]
-    if h.get("batches"):
-        items.append('<span class="epic-legend-batch">label b3 = decode batch 3; hover a bar for its details</span>')
+    first = next((b[5] for b in bars if b[5] is not None), None)     # a batch that is drawn
+    if h.get("batches") and first is not None:
+        items.append(f'<span class="epic-legend-batch">label b{first} = decode batch {first}; hover a bar for '
+                     "its details</span>")
     return f'<div class="epic-legend">{"".join(items)}</div>'
 
 
@@ -189,8 +191,8 @@ def _timeline_svg(bars: list[list[Any]], h: dict[str, Any]) -> str:
             f'<text x="{width}" y="{height - 3:.0f}" font-size="10" text-anchor="end">{span:.2f} s</text>')
     omitted = h.get("bars_omitted", 0)
     note = f"<div class=\"epic-note\">first {omitted} calls not drawn</div>" if omitted else ""
-    return (f'<details open class="epic-timeline-panel"><summary>Timeline ({lanes} lanes)</summary>'
-            f'{_legend_html(h)}<div class="epic-timeline-scroll">'
+    return (f'<details open class="epic-timeline-panel"><summary>Timeline ({lanes} lane{"s" * (lanes != 1)})'
+            f'</summary>{_legend_html(h, bars)}<div class="epic-timeline-scroll">'
             f'<svg class="epic-timeline" width="100%" viewBox="0 0 {width} {height:.0f}" '
             f'style="max-width:{width}px" preserveAspectRatio="xMinYMin meet">'
             f'{"".join(rects)}{axis}</svg></div>{note}</details>')

@@ -20,7 +20,7 @@ from typing import Any
 
 from epic_kernel.runtime.recorder import iter_states
 
-__all__ = ["Stepper", "stepper_html", "stepper_text"]
+__all__ = ["Stepper", "counts_text", "run_state", "stepper_html", "stepper_text"]
 
 _HERE = Path(__file__).parent
 _STATIC_ROWS = 400                    # steps listed in the script-free fallback table
@@ -65,19 +65,47 @@ def stepper_html(rec: dict[str, Any]) -> str:
             f"<script>{boot}</script></div>")
 
 
+def run_state(rec: dict[str, Any]) -> str:
+    """done | interrupted | failed | truncated: what the stepper labels the run."""
+    state = rec.get("state", "")
+    if state == "cancelled":
+        return "interrupted"
+    if state == "failed":
+        return "failed"
+    return "truncated" if rec["truncated"] else "done"
+
+
+def counts_text(rec: dict[str, Any]) -> str:
+    """The run's counts, the same everywhere: reduction steps (what `--compare` and the live view
+    count), the waits the stepper also shows, and every call the run made (not only recorded ones)."""
+    rule_steps = rec.get("rule_steps", rec["total"])
+    waits = sum(s["r"] not in _RULES for s in rec["steps"])
+    calls = rec.get("calls_total", len(rec["calls"]))
+    cached = sum(bool(c[8]) for c in rec["calls"] if len(c) > 8)
+    return (f"{rule_steps} steps" + (f" (and {waits} waits: {len(rec['steps'])} positions)" if waits else "")
+            + f" · {calls} calls" + (f" ({cached} from the answer cache)" if cached else ""))
+
+
+_RULES = ("beta", "delta", "dispatch", "resolve", "project")
+
+
 def _static_html(rec: dict[str, Any]) -> str:
     """What shows where scripts do not run: the run, the IR and a table of the recorded steps."""
     nodes, calls = rec["nodes"], {c[0]: c for c in rec["calls"]}
-    head = (f'<div class="epic-stepper-head"><b>Reduction stepper</b> <span>{_e(rec.get("title", ""))} '
-            f'{_e(rec["strategy"])} · {rec["total"]} steps · {len(rec["calls"])} calls · '
-            f'{rec.get("elapsed", 0):.2f} s</span></div>')
+    state = run_state(rec)
+    head = (f'<div class="epic-stepper-head"><b>Reduction stepper</b> <span class="epic-stepper-state" '
+            f'data-state="{state}">{state}</span> <span>{_e(rec.get("title", ""))} '
+            f'{_e(rec["strategy"])} · {counts_text(rec)} · {rec.get("elapsed", 0):.2f} s</span></div>')
     warn = (f'<div class="epic-stepper-warn">This run was too long to record in full: the first '
-            f'{len(rec["steps"])} of its {rec["total"]} steps are recorded (the limit is {rec["max_steps"]}).</div>'
+            f'{len(rec["steps"])} of its {rec["total"]} positions are recorded (the limit is {rec["max_steps"]}).</div>'
             if rec["truncated"] else "")
+    if state in ("interrupted", "failed"):
+        warn += f'<div class="epic-stepper-warn">This run {"was interrupted" if state == "interrupted" else "failed"}: ' \
+                "the recording ends where it stopped.</div>"
     note = ('<div class="epic-note">(Scripts do not run here, so the stepper\'s buttons are missing: '
             "trust the notebook or open its HTML export to step through the run. Every recorded step "
             "is listed below.)</div>")
-    ir = "\n".join("  " * depth + _e(text) for depth, text, _line in rec["ir"])
+    ir = "\n".join("  " * depth + _e(text) for depth, text, *_rest in rec["ir"])
     rows = []
     for i, (step, state) in enumerate(zip(rec["steps"], itertools.islice(iter_states(rec), 1, None), strict=False)):
         if i >= _STATIC_ROWS:
@@ -86,7 +114,7 @@ def _static_html(rec: dict[str, Any]) -> str:
         call = ""
         if step.get("c") is not None and step["c"] in calls:
             c = calls[step["c"]]
-            call = f"{c[1]} #{c[0]}"
+            call = f"{c[1]} #{c[0]}" + (" (cached answer)" if len(c) > 8 and c[8] else "")
         rows.append(f'<tr data-rule="{_e(step["r"])}"><td>{i + 1}</td><td>{_e(step["r"])}</td><td>{_e(node)}</td>'
                     f"<td>{_e(call)}</td><td>{len(state['queue'])}</td><td>{len(state['parked'])}</td>"
                     f"<td>{len(state['flight'])}</td></tr>")
@@ -102,10 +130,10 @@ def _static_html(rec: dict[str, Any]) -> str:
 def stepper_text(rec: dict[str, Any], *, max_steps: int = 200) -> str:
     """A step list for consoles and `text/plain`."""
     nodes = rec["nodes"]
-    lines = [f"reduction stepper: {rec['strategy']} · {rec['total']} steps · {len(rec['calls'])} calls · "
+    lines = [f"reduction stepper [{run_state(rec)}]: {rec['strategy']} · {counts_text(rec)} · "
              f"{rec.get('elapsed', 0):.2f} s"]
     if rec["truncated"]:
-        lines.append(f"  too long to record in full: the first {len(rec['steps'])} of {rec['total']} steps")
+        lines.append(f"  too long to record in full: the first {len(rec['steps'])} of {rec['total']} positions")
     for i, (step, state) in enumerate(zip(rec["steps"], itertools.islice(iter_states(rec), 1, None), strict=False)):
         if i >= max_steps:
             lines.append(f"  … {len(rec['steps']) - max_steps} more steps")

@@ -300,9 +300,13 @@ function render({ model, el: host }) {
       s.append(sw, `${k} ${h[k] || 0}`);
       return s;
     });
-    if (h.batches) items.push(el("span", "epic-legend-batch", "label b3 = decode batch 3; hover a bar for its details"));
+    const firstBatch = bars.map((b) => b[5]).find((b) => b !== null && b !== undefined);
+    if (h.batches && firstBatch !== undefined) {
+      items.push(el("span", "epic-legend-batch",
+        `label b${firstBatch} = decode batch ${firstBatch}; hover a bar for its details`));
+    }
     legend.replaceChildren(...items);
-    timeSummary.textContent = `Timeline (${lanes} lanes)`;
+    timeSummary.textContent = `Timeline (${lanes} lane${lanes === 1 ? "" : "s"})`;
     timeNote.textContent = h.bars_omitted ? `first ${h.bars_omitted} calls not drawn` : "";
   });
 

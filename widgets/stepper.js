@@ -22,11 +22,22 @@ function epicStepper(root, rec) {
     if (text !== undefined && text !== null) e.textContent = String(text);
     return e;
   };
-  const nodeText = (id) => (id >= 0 && nodes[id] ? nodes[id][1] : "(program entry)");
+  const nodeText = (id) => (id >= 0 && nodes[id] ? nodes[id][1] : id === -2 ? "" : "(program entry)");
   const callText = (id) => {
     const c = calls.get(id);
-    return c ? `${c[1]} #${c[0]}${c[2] ? ` (line ${c[2]})` : ""}` : `call #${id}`;
+    return c ? `${c[1]} #${c[0]}${c[2] ? ` (line ${c[2]})` : ""}${c[8] ? " [cached answer]" : ""}` : `call #${id}`;
   };
+  // steps of the loop and branch encodings (the recorder marks their IR rows): the stepper can skip them
+  const plumbing = (i) => {
+    const node = i < n && steps[i].n >= 0 ? nodes[steps[i].n] : null;
+    return !!(node && node[3] >= 0 && rec.ir[node[3]] && rec.ir[node[3]][3]);
+  };
+  const nPlumbing = steps.reduce((a, _s, i) => a + (plumbing(i) ? 1 : 0), 0);
+  const ruleSteps = rec.rule_steps !== undefined ? rec.rule_steps : rec.total;
+  const waits = n - steps.filter((x) => ["beta", "delta", "dispatch", "resolve", "project"].includes(x.r)).length;
+  const callsTotal = rec.calls_total !== undefined ? rec.calls_total : rec.calls.length;
+  const runState = rec.state === "cancelled" ? "interrupted" : rec.state === "failed" ? "failed"
+    : rec.truncated ? "truncated" : "done";
 
   // ------------------------------------------------------------------- states from diffs
   const fresh = () => ({ queue: rec.init.q.slice(), parked: new Map(), flight: new Set(), bound: new Map(),
@@ -62,14 +73,24 @@ function epicStepper(root, rec) {
   root.classList.add("epic-stepper-live");
   const head = el("div", "epic-stepper-head");
   const title = rec.title ? `${rec.title} · ` : "";
-  head.append(el("b", null, "Reduction stepper"),
-    el("span", null, `${title}${rec.strategy} · ${rec.total} steps · ${rec.calls.length} calls · ` +
-      `${Number(rec.elapsed).toFixed(2)} s`));
+  const badge = el("span", "epic-stepper-state", runState);
+  badge.dataset.state = runState;
+  const cachedCalls = rec.calls.filter((c) => c[8]).length;
+  head.append(el("b", null, "Reduction stepper"), badge,
+    el("span", "epic-stepper-counts", `${title}${rec.strategy} · ${ruleSteps} steps` +
+      (waits > 0 ? ` (and ${waits} waits: ${n} positions)` : "") + ` · ${callsTotal} calls` +
+      (cachedCalls ? ` (${cachedCalls} from the answer cache)` : "") + ` · ${Number(rec.elapsed).toFixed(2)} s`));
   root.append(head);
+  if (runState === "interrupted" || runState === "failed") {
+    root.append(el("div", "epic-stepper-warn", runState === "interrupted"
+      ? "This run was interrupted: the recording ends where it stopped."
+      : "This run failed: the recording ends at the failure (the error is below the cell)."));
+  }
   if (rec.truncated) {
     root.append(el("div", "epic-stepper-warn",
-      `This run was too long to record in full: the first ${n} of its ${rec.total} steps are recorded ` +
-      `(the limit is ${rec.max_steps}). Step through them, or record a smaller program.`));
+      `This run was too long to record in full: the first ${n} of its ${rec.total} positions are recorded ` +
+      `(the limit is ${rec.max_steps}); it made ${callsTotal} calls in all. Step through them, or record a ` +
+      "smaller program."));
   }
   const bar = el("div", "epic-stepper-controls");
   const button = (label, tip, fn, name) => {
@@ -85,15 +106,27 @@ function epicStepper(root, rec) {
   slider.type = "range"; slider.min = "0"; slider.max = String(n); slider.value = "0";
   slider.className = "epic-stepper-slider";
   button("|◀", "back to the start", () => go(0), "first");
-  button("◀", "one step back (←)", () => go(k - 1), "back");
-  button("▶", "one step forward (→)", () => go(k + 1), "forward");
+  button("◀", "one step back (←)", () => go(move(k, -1)), "back");
+  button("▶", "one step forward (→)", () => go(move(k, 1)), "forward");
   button("▶|", "the end of the run", () => go(n), "last");
-  button("next dispatch", "forward to the next step that starts a call", () => seek("dispatch", 1), "next-dispatch");
-  button("next resolve", "forward to the next step where a call answers", () => seek("resolve", 1), "next-resolve");
-  button("prev call event", "back to the previous dispatch or resolve", () => seek(null, -1), "prev-call");
+  button("next dispatch", "forward to just after the next step that starts a call", () => seek("dispatch", 1),
+    "next-dispatch");
+  button("next resolve", "forward to just after the next step where a call answers", () => seek("resolve", 1),
+    "next-resolve");
+  button("prev call event", "back to just after the previous dispatch or resolve", () => seek(null, -1), "prev-call");
   const play = button("play", "play the steps (about 4 a second)", () => toggle(), "play");
   const pos = el("span", "epic-stepper-pos");
   bar.append(slider, pos);
+  let skip = false;
+  if (nPlumbing > 0) {
+    const lab = el("label", "epic-stepper-skip");
+    const box = el("input");
+    box.type = "checkbox";
+    box.dataset.action = "skip-plumbing";
+    box.addEventListener("change", () => { skip = box.checked; draw(); });
+    lab.append(box, ` skip the ${nPlumbing} steps of loop and branch plumbing`);
+    bar.append(lab);
+  }
   root.append(bar);
   const now = el("div", "epic-stepper-now");
   root.append(now);
@@ -149,28 +182,42 @@ function epicStepper(root, rec) {
     const s = stateAt(k);
     const next = k < n ? steps[k] : null;
     slider.value = String(k);
-    pos.textContent = `step ${k} of ${n}` + (rec.truncated ? ` (run: ${rec.total})` : "");
+    pos.textContent = `position ${k} of ${n}` + (rec.truncated ? ` (run: ${rec.total})` : "");
     root.dataset.step = String(k);
     // what fires next, and why
     now.replaceChildren();
-    if (next) {
-      const badge = el("span", "epic-rule", next.r);
-      badge.dataset.rule = next.r;
-      now.append(el("span", null, "next: "), badge, el("code", null, nodeText(next.n)));
-      if (next.c !== null && next.c !== undefined) {
-        const c = calls.get(next.c);
-        const what = next.r === "resolve" ? ` answers: ${c ? c[4] : ""}` : ` starts: ${c ? c[3] : ""}`;
-        now.append(el("span", "epic-stepper-call", `${callText(next.c)}${what}`));
+    const line = (label, step, which) => {
+      const div = el("div", "epic-stepper-line");
+      div.dataset.which = which;
+      const badge = el("span", "epic-rule", step.r);
+      badge.dataset.rule = step.r;
+      div.append(el("span", "epic-stepper-dim", label), badge, el("code", null, nodeText(step.n)));
+      if (step.c !== null && step.c !== undefined) {
+        const c = calls.get(step.c);
+        const what = step.r === "resolve" ? ` answered: ${c ? c[4] : ""}` : ` started: ${c ? c[3] : ""}`;
+        div.append(el("span", "epic-stepper-call", `${callText(step.c)}${what}`));
       }
-      if (next.r === "wait") {
-        const p = (steps[k]["p+"] || []).find((x) => x[0] === next.n);
-        if (p) now.append(el("span", "epic-stepper-dim", ` waits on ${p[2]}`));
+      if (step.r === "wait") {
+        const p = (step["p+"] || []).find((x) => x[0] === step.n);
+        if (p) div.append(el("span", "epic-stepper-dim", ` waits on ${p[2]}`));
       }
-      now.append(el("div", "epic-stepper-help", RULE_HELP[next.r] || ""));
-    } else {
-      now.append(el("b", null, rec.truncated ? "end of the recording" : "the run has ended"),
-        el("span", "epic-stepper-dim", rec.value ? `  value: ${rec.value}` : ""));
+      return div;
+    };
+    if (k > 0) {
+      const last = line("just fired: ", steps[k - 1], "last");
+      last.append(el("div", "epic-stepper-help", RULE_HELP[steps[k - 1].r] || ""));
+      now.append(last);
     }
+    if (next) now.append(line("next: ", next, "next"));
+    else {
+      const end = { done: "the run has ended", truncated: "end of the recording (the run went on)",
+        interrupted: "the run was interrupted here", failed: "the run failed here" }[runState];
+      const d = el("div", "epic-stepper-line");
+      d.dataset.which = "end";
+      d.append(el("b", null, end), el("span", "epic-stepper-dim", rec.value ? `  value: ${rec.value}` : ""));
+      now.append(d);
+    }
+    if (k === 0 && next) now.append(el("div", "epic-stepper-help", RULE_HELP[next.r] || ""));
     // highlight: the node about to fire, in the IR and the source
     for (const r of irRows) { r.classList.remove("epic-hot", "epic-queued", "epic-parked"); }
     for (const l of srcLines) l.classList.remove("epic-hot");
@@ -201,6 +248,7 @@ function epicStepper(root, rec) {
       const c = calls.get(cid);
       const li = el("li", null, callText(cid));
       li.dataset.call = cid;
+      if (c && c[8]) li.dataset.cached = "1";
       if (c) li.append(el("span", "epic-stepper-dim", `  ${c[3]}`));
       fl.append(li);
     }
@@ -209,7 +257,7 @@ function epicStepper(root, rec) {
     const bl = el("ul", "epic-stepper-list");
     const fresh = new Set(k > 0 ? (steps[k - 1].b || []).map((b) => b[0]) : []);
     s.order.slice(-30).reverse().forEach((id) => {
-      const li = nodeItem(id, `  = ${s.bound.get(id)}`);
+      const li = nodes[id] && nodes[id][0] === "unpack" ? nodeItem(-2, s.bound.get(id)) : nodeItem(id, `  = ${s.bound.get(id)}`);
       if (fresh.has(id)) li.classList.add("epic-fresh");
       bl.append(li);
     });
@@ -227,25 +275,32 @@ function epicStepper(root, rec) {
     draw();
     if (k >= n) stop();
   }
+  // lands just after the step (ON it: the call is in flight, or its answer spliced in)
   function seek(rule, dir) {
-    for (let i = k + (dir > 0 ? 1 : -1); i >= 0 && i <= n; i += dir) {
-      const r = i < n ? steps[i].r : null;
-      if (i === n || (rule ? r === rule : r === "dispatch" || r === "resolve")) return go(i);
+    for (let i = k + (dir > 0 ? 0 : -2); i >= 0 && i < n; i += dir) {
+      const r = steps[i].r;
+      if (rule ? r === rule : r === "dispatch" || r === "resolve") return go(i + 1);
     }
     return go(dir > 0 ? n : 0);
+  }
+  // one step, or with "skip plumbing" on, to the next step that is not loop or branch plumbing
+  function move(from, dir) {
+    let i = from + dir;
+    if (skip) while (i > 0 && i < n && plumbing(i - 1)) i += dir;
+    return i;
   }
   function stop() { if (timer) { clearInterval(timer); timer = null; play.textContent = "play"; } }
   function toggle() {
     if (timer) return stop();
     if (k >= n) k = 0;
     play.textContent = "pause";
-    timer = setInterval(() => go(k + 1), 250);
+    timer = setInterval(() => go(move(k, 1)), 250);
   }
   slider.addEventListener("input", () => go(Number(slider.value)));
   root.tabIndex = 0;
   root.addEventListener("keydown", (e) => {
-    if (e.key === "ArrowRight") { go(k + 1); e.preventDefault(); }
-    if (e.key === "ArrowLeft") { go(k - 1); e.preventDefault(); }
+    if (e.key === "ArrowRight") { go(move(k, 1)); e.preventDefault(); }
+    if (e.key === "ArrowLeft") { go(move(k, -1)); e.preventDefault(); }
   });
   draw();
 }

@@ -2,42 +2,48 @@
 
 How the strategies are kept like for like:
 
-1. `sequential` runs first, live on the backend, through a `RecordingBackend`: its answers and the
-   latency of each call on its own are written to a recording.
-2. `opportunistic`, `opportunistic-dfs` and `random` run live on the same backend (so wall time and,
-   on a local model, the decode batches are real), through a `PinnedBackend`: each call still goes
-   to the model and takes the time it takes, but its answer is the recorded one. So every strategy
-   sees the same answers even where a model's output depends on the batch it decoded in, and a
-   value that differs between strategies is the evaluator's fault, never the model's.
-3. The **critical-path bound**: the program replayed under `opportunistic` from the recording
-   (`ReplayBackend`: each call sleeps its recorded solo latency, any number at once). That is the
-   time no schedule can beat when calls cost what they cost alone: the longest chain of calls that
-   depend on each other. The speedup bound is sequential time / that.
+1. A **warm-up run** (sequential, live on the backend, through a `RecordingBackend`) records the
+   answers every strategy will see; its timing is discarded: a first run pays one-off costs (a
+   local model's first decodes, imports, allocations) that the others would not.
+2. Every strategy, `sequential` included, then runs **warm**, live on the same backend (so wall time
+   and, on a local model, the decode batches are real), through a `PinnedBackend`: each call still
+   goes to the model and takes the time it takes, but its answer is the recorded one. So every
+   strategy sees the same answers even where a model's output depends on the batch it decoded in,
+   and a value that differs between strategies is the evaluator's fault, never the model's. The
+   strategies run in a **rotated order** (a different one first each comparison), so no strategy
+   always runs right after the warm-up.
+3. The **bound** is the critical chain of those runs (`runtime/chain.py`): the longest chain of
+   calls where each waited for the one before in every run, each counted at the smallest latency it
+   had in any run. Every run's wall time is at least the bound by construction; the speedup bound
+   is the sequential run's time over it. A run with no calls gets neither a speedup nor a bound.
 
-The cache is not used (it would answer the later strategies instantly and hide their timing); the
-same `seed` goes to every run, and sample identity (call site and loop path) gives every strategy
-the same samples.
+The answer cache is never used (it would answer the later strategies instantly and hide their
+timing); the same `seed` goes to every run, and sample identity (call site and loop path) gives
+every strategy the same samples. `on_progress` hears which run is going and how many of its calls
+have finished (the warm-up run tells how many there will be).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import EpicError, EpicException
+from ..errors import EpicError, EpicException, EpicInterrupted
 from ..runtime.api import in_fresh_thread, run_async
+from ..runtime.chain import CriticalChain, critical_chain
 from ..runtime.options import STRATEGIES
 from ..runtime.result import RunResult
 from .base import Backend, LLMRequest, LLMResponse, SamplingParams, StreamChunk
 from .registry import describe_spec, resolve_backend
 from .replay import RecordingBackend, ReplayBackend
 
-__all__ = ["COMPARE_STRATEGIES", "CompareMismatch", "Comparison", "PinnedBackend", "StrategyRun", "compare",
-           "compare_async"]
+__all__ = ["COMPARE_STRATEGIES", "CompareMismatch", "CompareProgress", "Comparison", "PinnedBackend",
+           "StrategyRun", "compare", "compare_async"]
 
 COMPARE_STRATEGIES = ("sequential", *(s for s in STRATEGIES if s != "sequential"))   # the baseline first
 
@@ -120,16 +126,45 @@ class StrategyRun:
     def ok(self) -> bool:
         return not self.error and not self.mismatch
 
+    @property
+    def calls(self) -> int:
+        return 0 if self.result is None else len(self.result.calls)
+
+
+@dataclass
+class CompareProgress:
+    """What a comparison is doing now (for a progress line): run `index` of `of` (0: the warm-up)."""
+
+    strategy: str                            # "warm-up" for the discarded first run
+    index: int
+    of: int
+    done: int                                # calls finished in this run
+    total: int | None                        # calls the warm-up made (None while it runs)
+    finished: list[tuple[str, float]] = field(default_factory=list)   # (strategy, wall seconds) so far
+
+    def text(self) -> str:
+        what = ("warm-up run (records the answers; not timed)" if self.index == 0
+                else f"{self.strategy} ({self.index} of {self.of})")
+        calls = f"{self.done}/{self.total}" if self.total is not None else f"{self.done}"
+        done = "; finished: " + ", ".join(f"{s} {t:.2f} s" for s, t in self.finished) if self.finished else ""
+        return f"running {what}: {calls} calls done{done}"
+
 
 @dataclass
 class Comparison:
-    """What `%%epic --compare` shows: every strategy's run and the critical-path bound."""
+    """What `%%epic --compare` shows: every strategy's run and the critical-chain bound."""
 
     runs: list[StrategyRun]
-    critical_path: float | None = None       # seconds: opportunistic replay of the solo latencies
-    bound_result: RunResult | None = field(default=None, repr=False)
+    chain: CriticalChain | None = None       # the bound: see runtime/chain.py
+    order: list[str] = field(default_factory=list)   # the order the strategies ran in (after the warm-up)
+    warmup: RunResult | None = field(default=None, repr=False)
     backend: str = ""
     source: str = ""
+
+    @property
+    def critical_path(self) -> float | None:
+        """Seconds: no run of this comparison was faster (None: no call finished in every run)."""
+        return self.chain.seconds if self.chain is not None and self.chain.seconds > 0 else None
 
     def run(self, strategy: str) -> StrategyRun | None:
         return next((r for r in self.runs if r.strategy == strategy), None)
@@ -140,14 +175,15 @@ class Comparison:
         return seq.result.elapsed if seq is not None and seq.result is not None else None
 
     def speedup(self, run: StrategyRun) -> float | None:
+        """Sequential time / this run's (None for a run with no calls: nothing to speed up)."""
         base = self.baseline
-        if base is None or run.result is None or run.result.elapsed <= 0:
+        if base is None or run.result is None or run.result.elapsed <= 0 or not run.calls:
             return None
         return base / run.result.elapsed
 
     @property
     def bound(self) -> float | None:
-        """The best speedup any schedule can reach: sequential time / critical path."""
+        """The speedup no run of this comparison exceeded: sequential time / the critical chain."""
         base = self.baseline
         return base / self.critical_path if base and self.critical_path else None
 
@@ -170,39 +206,78 @@ class Comparison:
             t = f"{r.result.elapsed:.3f} s" if r.result is not None else "-"
             lines.append(f"{r.strategy:<18} {t:>9}  {'' if sp is None else f'{sp:.2f}x':>6}  "
                          f"{'ok' if r.ok else r.error or r.mismatch}")
-        if self.critical_path is not None:
+        if self.critical_path is not None and self.chain is not None:
             b = self.bound
-            lines.append(f"{'critical path':<18} {self.critical_path:.3f} s  "
-                         f"{'' if b is None else f'{b:.2f}x':>6}  (bound)")
+            lines.append(f"{'critical chain':<18} {self.critical_path:.3f} s  "
+                         f"{'' if b is None else f'{b:.2f}x':>6}  (bound: {self.chain.describe()})")
         return "\n".join(lines)
+
+
+_ROUNDS = itertools.count()      # comparisons started in this process: the next rotation of the order
 
 
 async def compare_async(source: str, *, backend: Any = None, model: str | None = None,
                         namespace: dict | None = None, seed: int = 0, filename: str = "<epic>",
                         first_line: int = 1, strategies: tuple[str, ...] = COMPARE_STRATEGIES,
-                        bound: bool = True) -> Comparison:
-    """Run `source` under each strategy (sequential first: it is the reference) and compare."""
-    if not strategies or strategies[0] != "sequential":
-        strategies = ("sequential", *(s for s in strategies if s != "sequential"))
+                        bound: bool = True, rotation: int | None = None,
+                        on_progress: Callable[[CompareProgress], None] | None = None) -> Comparison:
+    """Run `source` once to warm up and record the answers, then under each strategy, warm, in a
+    rotated order (`rotation`: how far; default: one further than the last comparison's)."""
+    strategies = ("sequential", *(s for s in strategies if s != "sequential"))
     inner = await asyncio.to_thread(resolve_backend, backend, {"model": model})   # may load a model
     if inner.name in _LOCAL:
         await _warm_up(inner)
     common = {"namespace": namespace, "seed": seed, "filename": filename, "first_line": first_line,
               "model": model, "cache": False}
-    out = Comparison(runs=[], backend=describe_spec(inner, model), source=source)
+    turn = next(_ROUNDS) if rotation is None else rotation
+    order = [strategies[(turn + i) % len(strategies)] for i in range(len(strategies))]
+    out = Comparison(runs=[], order=order, backend=describe_spec(inner, model), source=source)
+    tell = _Progress(on_progress, len(order))
     with tempfile.TemporaryDirectory(prefix="epic-compare-") as folder:
         path = Path(folder) / "answers.jsonl"
-        out.runs.append(await _one(source, "sequential", RecordingBackend(inner, path), common))
-        for strategy in strategies[1:]:
+        warm = await _one(source, "sequential", RecordingBackend(inner, path), common, tell.start("warm-up", 0))
+        out.warmup = warm.result
+        tell.total = warm.calls if warm.result is not None else None
+        done: dict[str, StrategyRun] = {}
+        for i, strategy in enumerate(order, 1):
             pinned = PinnedBackend(inner, ReplayBackend(path, speed=0.0))
-            out.runs.append(await _one(source, strategy, pinned, common))
-        if bound and out.runs[0].result is not None and not out.runs[0].error:
-            replayed = await _one(source, "opportunistic", ReplayBackend(path), common)
-            if replayed.ok and replayed.result is not None:
-                out.critical_path = replayed.result.elapsed
-                out.bound_result = replayed.result
+            done[strategy] = await _one(source, strategy, pinned, common, tell.start(strategy, i))
+            if done[strategy].result is not None:
+                tell.finished.append((strategy, done[strategy].result.elapsed))
+        out.runs = [done[s] for s in strategies]
+    if bound:
+        timed = [r.result for r in out.runs if r.result is not None]
+        if timed and all(r.calls for r in out.runs):
+            out.chain = critical_chain(timed)
     _check_agreement(out)
     return out
+
+
+class _Progress:
+    """Feeds `on_progress` from each run's call events (on the loop's thread, as observers run)."""
+
+    def __init__(self, sink: Callable[[CompareProgress], None] | None, of: int):
+        self.sink, self.of, self.total = sink, of, None
+        self.finished: list[tuple[str, float]] = []
+        self.now = CompareProgress("warm-up", 0, of, 0, None)
+
+    def start(self, strategy: str, index: int) -> list[Callable]:
+        if self.sink is None:
+            return []
+        self.now = CompareProgress(strategy, index, self.of, 0, self.total, list(self.finished))
+        self._send()
+        return [self.on_event]
+
+    def on_event(self, event: Any) -> None:
+        if event.kind in ("call.done", "call.failed", "call.cancelled"):
+            self.now.done += 1
+            self._send()
+
+    def _send(self) -> None:
+        try:
+            self.sink(self.now)                          # type: ignore[misc]
+        except Exception:                                # a progress line must never stop a comparison
+            self.sink = None
 
 
 def compare(source: str, **kwargs: Any) -> Comparison:
@@ -226,12 +301,14 @@ async def _warm_up(backend: Backend) -> None:
         pass
 
 
-async def _one(source: str, strategy: str, backend: Backend, common: dict[str, Any]) -> StrategyRun:
+async def _one(source: str, strategy: str, backend: Backend, common: dict[str, Any],
+               observers: list[Callable] | None = None) -> StrategyRun:
     try:
-        res = await run_async(source, strategy=strategy, backend=backend, **common)
+        res = await run_async(source, strategy=strategy, backend=backend, observers=observers, **common)
     except EpicError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        return StrategyRun(strategy, e.result, error=f"failed: {first}")
+        kind = "interrupted" if isinstance(e, EpicInterrupted) else "failed"
+        return StrategyRun(strategy, e.result, error=first if first.startswith(kind) else f"{kind}: {first}")
     return StrategyRun(strategy, res)
 
 

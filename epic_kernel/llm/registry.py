@@ -80,7 +80,7 @@ def resolve_backend(spec: Any = None, options: dict | None = None, *, construct:
 
 def describe_spec(spec: Any = None, model: str | None = None) -> str:
     """What a run will talk to, named for people ("transformers · SmolLM2-135M-Instruct",
-    "sim · sim-1", "openai · gpt-4o @ http://..."), without constructing or loading anything."""
+    "sim (simulated model)", "openai · gpt-4o @ http://..."), without constructing or loading anything."""
     if spec is None:
         spec = _default.get("backend") or os.environ.get("EPIC_BACKEND") or "transformers"
         model = model or _default.get("model")
@@ -90,6 +90,8 @@ def describe_spec(spec: Any = None, model: str | None = None) -> str:
         if inner.name == "transformers":
             from .models import display_name
             shown = display_name(shown)
+        if inner.name == "sim" and shown in (None, "sim-1"):
+            return "sim (simulated model)"
         text = f"{inner.name} · {shown or '?'}"
         url = getattr(inner, "base_url", None)
         return f"{text} @ {url}" if url else text
@@ -106,7 +108,7 @@ def describe_spec(spec: Any = None, model: str | None = None) -> str:
         from .models import display_name
         return f"transformers · {display_name(model)}"
     if kind == "sim":
-        return f"sim · {model or 'sim-1'}"
+        return f"sim · {model}" if model and model != "sim-1" else "sim (simulated model)"
     if kind == "openai":
         url = os.environ.get("EPIC_OPENAI_BASE_URL") or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
         return f"openai · {model or os.environ.get('EPIC_OPENAI_MODEL') or 'the server`s model'} @ {url}"

@@ -30,7 +30,9 @@ k is steps[k]["n"]. Only the first `max_steps` steps are kept; `truncated` says 
 from __future__ import annotations
 
 import itertools
+import re
 import reprlib
+import types
 from collections import Counter, deque
 from collections.abc import Iterator
 from typing import Any
@@ -41,8 +43,13 @@ from .graph import PENDING, CallNode, Cell, Closure, ErrorVal, PackVal, UnpackNo
 
 __all__ = ["MAX_STEPS", "Recorder", "iter_states", "show_value", "state_at"]
 
+# the translator's loop closures and the intrinsics of its encodings: their steps are "plumbing"
+# (the stepper can skip them), the program's own calls and operators are not
+_LOOP_FUNCTIONS = ("loop", "body", "done", "next", "stop")
+_PLUMBING_OPS = ("%bool", "%next", "%iter", "%loop_again", "%loop_exit")
 MAX_STEPS = 3000          # a few thousand steps: a teaching-sized program, a recording of a few MB at most
 _MAX_WATCH = 4000         # outputs whose values are followed for the bindings panel
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 _repr = reprlib.Repr()
 _repr.maxstring = 60
 _repr.maxother = 60
@@ -65,6 +72,9 @@ class Recorder:
         self._ir_call: dict[int, tuple[int, Call]] = {}   # Var id of a call's output -> (row, statement)
         self._ir_unpack: dict[tuple[int | None, int], int] = {}
         self._names: dict[int, str] = {}            # Var id -> the top-level name the program gives it
+        self._folded: dict[int, str] = {}           # Var id of a constant/host name -> how uses show it
+        self._church: set[int] = set()              # Var ids of Church booleans and the thunks they pick
+        self._loops: set[int] = set()               # Var ids of loop closures
         self._instances: Counter[int] = Counter()
         self._mirror: deque[Any] = deque()          # the ready queue as of the last recorded step
         self._queued: set[int] = set()              # id() of the node objects in it
@@ -135,11 +145,13 @@ class Recorder:
             c = self._calls[cid]
             calls.append([cid, c.fn, c.user_line if c.user_line is not None else c.site_line, c.args_preview,
                           c.result_preview, c.state, round(c.start - t0, 4),
-                          None if c.end is None else round(c.end - t0, 4)])
+                          None if c.end is None else round(c.end - t0, 4), bool(c.cached)])
         return {"version": 1, "title": title, "strategy": getattr(ev, "strategy", ""), "source": source,
                 "first_line": first_line, "ir": self.ir, "nodes": self.nodes, "calls": calls,
                 "init": self.init, "steps": self.steps, "total": self.total, "truncated": self.truncated,
                 "max_steps": self.max_steps, "value": value, "state": state,
+                "calls_total": len(ev.calls) if ev is not None else len(calls),
+                "rule_steps": ev.steps if ev is not None else 0,
                 "elapsed": round((ev.end or clock()) - ev.start, 4) if ev is not None else 0.0}
 
     # -------------------------------------------------------------------------------- internals
@@ -339,7 +351,7 @@ class Recorder:
         if isinstance(node, CallNode):
             stmt = self._ir_call.get(node.site.uid, (0, None))[1] if node.origin is None else None
             if _root(node.fn) is root:
-                return repr(stmt.fn) if stmt is not None else "the callee"
+                return self._op(stmt.fn) if stmt is not None else "the callee"
             for i, a in enumerate(node.args):
                 if _root(a) is root:
                     if stmt is not None and len(stmt.args) == len(node.args):
@@ -371,9 +383,25 @@ class Recorder:
                 root = _root(cell)
                 if root.val is PENDING:
                     self._pending_out.setdefault(id(root), []).append((nid, cell))
-                else:
-                    out.append([nid, show_value(root.val)])
+                elif self.nodes[nid][3] != 0:               # the program's entry: its value is the result
+                    out.append([nid, self._unpacked(nid) if self.nodes[nid][0] == "unpack"
+                                else show_value(root.val)])
         return out
+
+    def _unpacked(self, nid: int) -> str:
+        """An unpack binds several names: `has15 = True, x16 = 'a', next17 = (pending)`."""
+        node = self._keep[nid]
+        row = self.nodes[nid][3]
+        names = None
+        if row >= 0:
+            names = self.ir[row][1].split(" := ", 1)[0].strip("()").split(", ")
+        if names is None or len(names) != len(node.outs):
+            names = [f"output {i + 1}" for i in range(len(node.outs))]
+        parts = []
+        for name, c in zip(names, node.outs, strict=True):
+            v = _root(c).val
+            parts.append(f"{name} = {'(pending)' if v is PENDING else show_value(v)}")
+        return ", ".join(parts)
 
     # ------------------------------------------------------------------------------------- IR
     def _build_ir(self, fn: Function) -> None:
@@ -384,30 +412,61 @@ class Recorder:
                 self._names.setdefault(v.id, name)
         self._rows(fn, 0, header=f"fun {fn.name}({_params(fn)})")
 
-    def _rows(self, fn: Function, depth: int, header: str) -> None:
-        self.ir.append([depth, header, fn.line])
+    def _fold(self, fn: Function) -> None:
+        """Constants, operators and host names are shown where they are used (`%add('Write a poem
+        about ', v4)`, `llm(v30)`), not as rows of their own: a student reads one line per step.
+        A constant the program names itself (`mood = "calm"`) keeps its row."""
+        for s in fn.body:
+            if isinstance(s, Prim) and (s.out.name in ("", "c") or s.out.name.startswith("%")):
+                self._folded[s.out.id] = _fmt(s.value)
+            elif isinstance(s, Global) and not s.soft:
+                self._folded[s.out.id] = s.name
+            elif isinstance(s, Def):
+                self._fold(s.fn)
+
+    def _op(self, v: Any) -> str:
+        """An operand as the term shows it: a folded constant, or the variable."""
+        return self._folded.get(v.id) or repr(v)
+
+    def _rows(self, fn: Function, depth: int, header: str, plumbing: bool = False) -> None:
+        if depth == 0:
+            self._fold(fn)
+        self.ir.append([depth, header, fn.line, plumbing])
         pad = depth + 1
+        loopish = fn.name in _LOOP_FUNCTIONS
         for s in fn.body:
             line = getattr(s, "line", None)
             if isinstance(s, Prim):
-                self.ir.append([pad, f"{s.out!r} := {_fmt(s.value)}", line])
+                if s.out.id not in self._folded:
+                    self.ir.append([pad, f"{s.out!r} := {_fmt(s.value)}", line, False])
             elif isinstance(s, Global):
-                self.ir.append([pad, f"{s.out!r} := global{'?' if s.soft else ''} {s.name}", line])
+                if s.out.id not in self._folded:
+                    self.ir.append([pad, f"{s.out!r} := global? {s.name}", line, True])
             elif isinstance(s, Pack):
                 br = "[]" if s.kind == "list" else "()"
-                self.ir.append([pad, f"{s.out!r} := {br[0]}{', '.join(map(repr, s.items))}{br[1]}", line])
+                self.ir.append([pad, f"{s.out!r} := {br[0]}{', '.join(map(self._op, s.items))}{br[1]}", line,
+                                plumbing or loopish])
             elif isinstance(s, Unpack):
                 self._ir_unpack.setdefault((line, len(s.outs)), len(self.ir))
-                self.ir.append([pad, f"({', '.join(self._var(o) for o in s.outs)}) := {s.src!r}", line])
+                self.ir.append([pad, f"({', '.join(self._var(o) for o in s.outs)}) := {s.src!r}", line,
+                                plumbing or loopish])
             elif isinstance(s, Call):
                 n = len(s.args) - len(s.kwnames)
-                args = [repr(a) for a in s.args[:n]]
-                args += [f"{k}={a!r}" for k, a in zip(s.kwnames, s.args[n:], strict=True)]
+                args = [self._op(a) for a in s.args[:n]]
+                args += [f"{k}={self._op(a)}" for k, a in zip(s.kwnames, s.args[n:], strict=True)]
                 self._ir_call[s.out.id] = (len(self.ir), s)
-                self.ir.append([pad, f"{self._var(s.out)} := {s.fn!r}({', '.join(args)})", line])
+                callee = self._op(s.fn)
+                self.ir.append([pad, f"{self._var(s.out)} := {callee}({', '.join(args)})", line,
+                                plumbing or callee in _PLUMBING_OPS or s.fn.id in self._church
+                                or (loopish and s.fn.id in self._loops)])
+                if callee in ("%bool", "%loop_again") or s.fn.id in self._church:
+                    self._church.add(s.out.id)          # a Church boolean, or the thunk it picked
             elif isinstance(s, Def):
-                self._rows(s.fn, pad, header=f"{s.out!r} := fun {s.fn.name}({_params(s.fn)})")
-        self.ir.append([pad, f"return {fn.ret!r}", None])
+                if s.fn.name == "loop":
+                    self._loops.add(s.out.id)
+                self._rows(s.fn, pad, header=f"{s.out!r} := fun {s.fn.name}({_params(s.fn)})",
+                           plumbing=plumbing or s.fn.name in ("done", "next", "stop"))
+        self.ir.append([pad, f"return {self._op(fn.ret)}", None, plumbing or loopish])
 
 
 def state_at(recording: dict[str, Any], k: int) -> dict[str, Any]:
@@ -454,7 +513,8 @@ def show_value(v: Any) -> str:
         items = []
         for c in v.items[:6]:
             iv = _root(c).val
-            items.append("?" if iv is PENDING else show_value(iv) if iv.__class__ is not PackVal else f"<{iv.kind}>")
+            items.append("(pending)" if iv is PENDING else show_value(iv) if iv.__class__ is not PackVal
+                         else f"<{iv.kind}>")
         more = ", …" if len(v.items) > 6 else ""
         br = "[]" if v.kind == "list" else "()"
         return f"{br[0]}{', '.join(items)}{more}{br[1]}"
@@ -465,7 +525,19 @@ def show_value(v: Any) -> str:
     name = getattr(v, "epic_name", None)
     if name:
         return str(name)
-    return _repr.repr(v)
+    return _host(v)
+
+
+def _host(v: Any) -> str:
+    """A host value as a student reads it: `' '.join` (not `<built-in method join of str object at
+    0x7f...>`), `len`, and no memory addresses."""
+    owner = getattr(v, "__self__", None)
+    if isinstance(v, (types.BuiltinMethodType, types.MethodType)) and owner is not None \
+            and not isinstance(owner, types.ModuleType):
+        return f"{_repr.repr(owner)}.{v.__name__}  (a method)"
+    if isinstance(v, (types.BuiltinFunctionType, types.FunctionType)):
+        return f"{v.__name__}  (a function)"
+    return _ADDRESS.sub("", _repr.repr(v))
 
 
 def _root(c: Cell) -> Cell:
@@ -504,7 +576,7 @@ def _fmt(value: Any) -> str:
     name = getattr(value, "epic_name", None)
     if name:
         return str(name)
-    r = repr(value)
+    r = _ADDRESS.sub("", repr(value))
     return r if len(r) <= 40 else r[:37] + "..."
 
 
