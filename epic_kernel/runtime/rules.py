@@ -69,7 +69,7 @@ class _Preview(reprlib.Repr):
     (an address differs on every run and tells a reader nothing)."""
 
     def _named(self, obj: Any, level: int) -> str:
-        return getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None) or type(obj).__name__
+        return getattr(obj, "__name__", None) or type(obj).__name__
 
     repr_function = repr_builtin_function_or_method = repr_method = repr_EpicFunction = _named
 
