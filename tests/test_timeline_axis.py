@@ -9,7 +9,6 @@ import re
 from widgets._snapshot import LOAD_BAND_PX, _timeline_svg
 
 
-
 def bar(cid: int, lane: int, start: float, end: float, batch: int | None = None) -> list:
     """A timeline bar as the model makes it: id, lane, start, end, state, batch, fn, line, tokens, prompt, cached."""
     return [cid, lane, start, end, "done", batch, "llm", 2, 5, 7, "a prompt", False]
