@@ -32,6 +32,9 @@ def test_few_shot_prompts_are_shown_by_their_question():
     res = run(src, backend=SimBackend(latency=0.01), namespace={"HEADER": HEADER}, cache=False)
     assert _rows(res) == ["…Q: colour of sky?", "…Q: colour of coal?", "…Q: colour of blood?"]
     assert all(c.args_preview.startswith("Answer in one word.") for c in res.calls)   # the call's name is unchanged
+    twice = run('[llm(HEADER + f"Q: colour of {q}?\\n") for q in ["sky", "coal", "coal"]]',
+                backend=SimBackend(latency=0.01), namespace={"HEADER": HEADER}, cache=False)
+    assert _rows(twice) == ["…Q: colour of sky?", "…Q: colour of coal?", "…Q: colour of coal?"]
 
 
 def test_prompts_without_a_long_shared_head_show_their_start():

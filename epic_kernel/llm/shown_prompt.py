@@ -6,7 +6,7 @@ row, and a reader cannot tell the calls apart. So a prompt that shares at least 
 characters with a prompt sent shortly before it in the same run is shown from the line where the
 two part ("…Continue and only continue the writing of point 3."), and so is the earlier one. A
 prompt that is all head (the first turn of a tool loop, whose later turns only add lines) is shown
-from its last line. `args_preview` keeps the prompt's start: it names the call (compare, caching)
+from its last line, and a prompt sent twice is shown as its twin is. `args_preview` keeps the prompt's start: it names the call (compare, caching)
 and must not depend on which calls were sent before it.
 """
 
@@ -64,6 +64,9 @@ def note_prompt(calls: Sequence[Any], rec: Any, text: str) -> None:
         if n > best:
             best, partner = n, other
     if best < SHARED_MIN or partner is None:
+        return
+    if best == len(text) == len(partner.prompt_text):   # the same prompt again: shown as its twin is
+        rec.prompt_shown = partner.prompt_shown
         return
     rec.prompt_shown = "…" + text[shown_from(text, best):].lstrip()
     if not partner.prompt_shown:
