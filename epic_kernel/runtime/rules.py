@@ -1,4 +1,4 @@
-"""The reduction rules of DESIGN section 4, one function each.
+"""The reduction rules of the calculus (docs/design.md), one function each.
 
     beta      a call of a closure: instantiate its body (fresh cells, new nodes), rewire its output
     delta     a call of a host function or a strict intrinsic whose arguments are values: compute it
