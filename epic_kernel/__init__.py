@@ -6,7 +6,7 @@
     answers
     ''', backend="sim")
 
-See DESIGN.md section 7 for the public API.
+tests/test_public_api.py pins the public API.
 """
 
 from . import programs  # noqa: E402,F401  (registers `sot` and `emit_event` as builtins of epic code)

@@ -1,5 +1,5 @@
 """epic_kernel.magics: `%%epic` and `%epic` for IPython and Jupyter (installed from the top-level
-`magics/` folder; see DESIGN.md section 6 and notes/jupyter.md).
+`magics/` folder; see docs/views.md).
 
     %load_ext epic_kernel          # in any IPython shell or kernel; the EPIC kernel loads it itself
     %%epic --backend sim

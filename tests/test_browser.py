@@ -55,7 +55,15 @@ pytest.importorskip("nbformat")
 sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
 
-SETUP = f"from epic_kernel.llm.sim import SimBackend\nslow = SimBackend(latency={LATENCY})"
+# a scripted sim: the answers read as answers (the view shows them), each call takes LATENCY
+SETUP = f"""from epic_kernel.llm.sim import SimBackend
+FACTS = {{"tides": "Tides follow the Moon's pull.", "rainbows": "Rainbows are sunlight split by raindrops.",
+         "eclipses": "Eclipses need Sun, Moon and Earth in line.", "comets": "Comets grow tails near the Sun.",
+         "glaciers": "Glaciers hold most fresh water.", "volcanoes": "Volcanoes build new land."}}
+slow = SimBackend(latency={LATENCY}, answers=[
+    (r"^One fact about (\\w+)", lambda request, m: FACTS[m.group(1)]),
+    (r"^Link: (\\w+).* / (\\w+)", lambda request, m: f"{{m.group(1)}} and {{m.group(2).lower()}}: two forces of nature."),
+    (r"^Summarise:", "Sun, Moon, water and fire keep reshaping the Earth.")])"""
 PROGRAM = """%%epic --backend slow --no-cache
 topics = ["tides", "rainbows", "eclipses", "comets", "glaciers", "volcanoes"]
 facts = [llm(f"One fact about {t}.") for t in topics]
@@ -237,7 +245,7 @@ def test_live_view_then_a_saved_notebook_that_reopens(tmp_path):
         _notebook(nbdir / "epic_demo.ipynb", [SETUP, PROGRAM])
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROME_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})   # wide enough for the result column
             errors = _console_errors(page)
             _open(page, base, "epic_demo.ipynb")
             page.evaluate(RUN_ALL)
@@ -315,7 +323,12 @@ FANOUT = """%%epic --backend fanout --no-cache
 answers = [llm(f"Fact {i} about the sea.") for i in range(120)]
 summary = llm("Summarise: " + answers[0] + " " + answers[119])
 len(answers)"""
-FANOUT_SETUP = "from epic_kernel.llm.sim import SimBackend\nfanout = SimBackend(max_batch_size=32, per_token_s=0.01)"
+FANOUT_SETUP = """from epic_kernel.llm.sim import SimBackend
+SEA = ["Sea water is about 3.5 % salt.", "The ocean covers 71 % of the Earth.", "Most of the ocean is unexplored.",
+       "The deepest point is about 11 km down.", "Sea ice floats because it is less dense."]
+fanout = SimBackend(max_batch_size=32, per_token_s=0.01, answers=[
+    (r"^Fact (\\d+) about the sea", lambda request, m: SEA[int(m.group(1)) % len(SEA)]),
+    (r"^Summarise:", "The sea is salty, vast and still mostly unexplored.")])"""
 SOT = """%%epic --no-cache
 out = sot("How can I improve my sleep?")
 out"""

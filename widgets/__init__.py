@@ -1,5 +1,5 @@
 """epic_kernel.widgets: the live view of a running epic program (installed from the top-level
-`widgets/` folder; see DESIGN.md section 6).
+`widgets/` folder; see docs/views.md).
 
     model = RunModel(title="cell 3")              # plain data, fed by runtime events
     view = make_view("widget", model)            # or "html", "text", "none"

@@ -156,19 +156,32 @@ def _legend_html(h: dict[str, Any], bars: list[list[Any]]) -> str:
     return f'<div class="epic-legend">{"".join(items)}</div>'
 
 
+LOAD_BAND_PX = 90          # a model load that would take over a quarter of the axis is drawn this wide
+
+
 def _timeline_svg(bars: list[list[Any]], h: dict[str, Any]) -> str:
+    """The timeline: a lane per concurrent call, time left to right. A model load that ended during
+    the run is a band at the left; when it took more than a quarter of the run it is drawn at a fixed
+    width, not to scale, and the axis starts when the model was ready (the calls waited as `queued`
+    before that, and their latency starts there). The axis labels sit below the scroll box, so a
+    tall timeline never hides them."""
     width = 900
     lanes = max(1, h.get("lanes", 1))
     lane_h = lane_height(lanes)
-    height = lanes * lane_h + 16
+    height = lanes * lane_h + 2
     span = h.get("span") or 1e-9
-    scale = width / span
+    span_load = h.get("load_span")
+    loaded = bool(span_load and span_load[1] > span_load[0] and span_load[1] < span)
+    squeeze = loaded and (span_load[1] - span_load[0]) > span / 4
+    origin = span_load[1] if squeeze else 0.0           # seconds at the left end of the scaled part
+    left = LOAD_BAND_PX if squeeze else 0.0
+    scale = (width - left) / max(span - origin, 1e-9)
     rects = []
     for bar in bars:
         cid, lane, start, end, state = bar[:5]
         batch = bar[5]
-        x = start * scale
-        w = (end - start) * scale              # 1 px gap: back-to-back calls in a lane stay apart
+        x = left + max(0.0, start - origin) * scale
+        w = max(0.0, end - max(start, origin)) * scale  # 1 px gap: back-to-back calls in a lane stay apart
         w = max(1.0, w - 1 if w > 3 else w)
         y = lane * lane_h
         label = ""
@@ -179,23 +192,31 @@ def _timeline_svg(bars: list[list[Any]], h: dict[str, Any]) -> str:
                      f'fill="{state_color(state)}" data-state="{_e(state)}" data-id="{cid}"'
                      f'{"" if batch is None else f" data-batch={chr(34)}{batch}{chr(34)}"}>'
                      f"<title>{_e(bar_tip(bar))}</title></rect>{label}")
-    span_load = h.get("load_span")
-    if span_load and span_load[1] > span_load[0]:          # the model loading: a band behind the bars
-        x0, x1 = span_load[0] * scale, span_load[1] * scale
+    if loaded:                                           # the model loading: a band behind the bars
+        seconds = span_load[1] - span_load[0]
+        x0, x1 = (0.0, LOAD_BAND_PX - 4) if squeeze else (span_load[0] * scale, span_load[1] * scale)
+        what = "loading the model" if x1 - x0 > 110 else "loading"
         rects.insert(0, f'<rect class="epic-load-band" x="{x0:.1f}" y="0" width="{max(1.0, x1 - x0):.1f}" '
-                        f'height="{height - 14:.0f}" fill="#eceff1"><title>loading the model: '
-                        f'{span_load[1] - span_load[0]:.1f} s</title></rect>'
-                        + (f'<text x="{x0 + 4:.1f}" y="11" font-size="10" fill="#5f6368">loading the model</text>'
-                           if x1 - x0 > 90 else ""))
-    axis = (f'<text x="0" y="{height - 3:.0f}" font-size="10">0 s</text>'
-            f'<text x="{width}" y="{height - 3:.0f}" font-size="10" text-anchor="end">{span:.2f} s</text>')
+                        f'height="{height:.0f}" fill="#eceff1"><title>loading the model: {seconds:.1f} s'
+                        f'{" (not to scale)" if squeeze else ""}</title></rect>'
+                        + (f'<text x="{x0 + 4:.1f}" y="11" font-size="10" fill="#5f6368">{what}</text>'
+                           f'<text x="{x0 + 4:.1f}" y="23" font-size="10" fill="#5f6368">{seconds:.1f} s</text>'
+                           if x1 - x0 > 60 else ""))
+    if squeeze:
+        axis_left = f"{span_load[1]:.2f} s: model ready"
+        axis_right = f"{span:.2f} s"
+    else:
+        axis_left, axis_right = "0 s", f"{span:.2f} s"
+    pad = f"{100 * left / width:.1f}%"
+    axis = (f'<div class="epic-axis" style="display:flex;justify-content:space-between;max-width:{width}px;'
+            f'font-size:10px;box-sizing:border-box;padding-left:{pad}"><span>{axis_left}</span><span>{axis_right}</span></div>')
     omitted = h.get("bars_omitted", 0)
     note = f"<div class=\"epic-note\">first {omitted} calls not drawn</div>" if omitted else ""
     return (f'<details open class="epic-timeline-panel"><summary>Timeline ({lanes} lane{"s" * (lanes != 1)})'
             f'</summary>{_legend_html(h, bars)}<div class="epic-timeline-scroll">'
             f'<svg class="epic-timeline" width="100%" viewBox="0 0 {width} {height:.0f}" '
             f'style="max-width:{width}px" preserveAspectRatio="xMinYMin meet">'
-            f'{"".join(rects)}{axis}</svg></div>{note}</details>')
+            f'{"".join(rects)}</svg></div>{axis}{note}</details>')
 
 
 def _trace_html(trace: dict[str, Any]) -> str:

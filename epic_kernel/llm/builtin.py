@@ -13,6 +13,7 @@ from typing import Any
 from ..runtime.context import current_call, current_run, register_builtin
 from . import registry  # noqa: F401  (installs the provider through which a run resolves its backend)
 from .base import LLMRequest, LLMResponse, SamplingParams
+from .shown_prompt import note_prompt
 
 __all__ = ["llm"]
 
@@ -42,6 +43,8 @@ async def llm(prompt: str | list, *, model: str | None = None, max_tokens: int =
     rec = current_call()
     if rec is not None:
         rec.args_preview = request.preview()
+        text = request.prompt if request.raw else (str(request.messages[-1]["content"]) if request.messages else "")
+        note_prompt(run.calls, rec, text or "")
     if stream:
         return _chunks(backend, request, rec)
     resp = await backend.generate(request)

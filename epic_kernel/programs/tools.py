@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import json
 import math
 import operator
 import re
@@ -166,6 +167,14 @@ async def run_tool(tools: dict, name: str, text: str) -> str:
     except Exception as e:  # noqa: BLE001 - a failing tool is an observation for the model
         return f"Error: {name} failed: {e}"
     return str(result)
+
+
+def _tool_call_text(tools: dict, name: str, text: str) -> str:
+    """How a tool call reads in the call table: `lookup("capital of Germany")`."""
+    return f"{name}({json.dumps(text, ensure_ascii=False)})"
+
+
+run_tool.__epic_preview__ = _tool_call_text        # type: ignore[attr-defined]
 
 
 # ----------------------------------------------------------------------------------- the tools

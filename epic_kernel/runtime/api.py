@@ -1,4 +1,4 @@
-"""`run` / `run_async`: compile a program, evaluate it, collect a RunResult (DESIGN section 7).
+"""`run` / `run_async`: compile a program, evaluate it, collect a RunResult.
 
 `run` is synchronous and works anywhere: in a plain script it runs its own event loop; in a thread
 that already runs one (a notebook) it hands the program to a private loop thread, because blocking

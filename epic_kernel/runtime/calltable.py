@@ -60,7 +60,7 @@ TERMINAL_COLUMNS = ("id", "line", "fn", "state", "start", "latency", "prompt", "
 def call_row(c: Any, t0: float, now: float, columns: tuple[str, ...] = WIDGET_COLUMNS) -> dict[str, Any]:
     """A CallRecord as table data (times in seconds since `t0`; an unfinished call's latency so far).
     The line is the user's own line that led to the call (a library program's calls show where the
-    program was called). `cells` holds the texts of `columns`."""
+    program was called); the prompt is the part that tells it from its neighbours (`prompt_shown`). `cells` holds the texts of `columns`."""
     latency = (c.end if c.end is not None else now) - c.start
     result = c.result_preview or (c.streamed[-120:] if c.streamed else "")
     if c.state == "failed" and c.error is not None and not result:
@@ -69,7 +69,7 @@ def call_row(c: Any, t0: float, now: float, columns: tuple[str, ...] = WIDGET_CO
     row = {"id": c.id, "line": c.site_line if line is None else line, "fn": c.fn, "state": c.state,
            "batch": c.batch_id, "tokens_in": "?" if c.tokens_in is None else c.tokens_in,
            "tokens_out": "?" if c.tokens_out is None else c.tokens_out, "start": round(c.start - t0, 4),
-           "latency": round(latency, 4), "cached": bool(c.cached), "prompt": clip(c.args_preview, PREVIEW),
+           "latency": round(latency, 4), "cached": bool(c.cached), "prompt": clip(c.prompt_shown or c.args_preview, PREVIEW),
            "result": clip(result, PREVIEW)}
     row["cells"] = cells(row, columns)
     return row

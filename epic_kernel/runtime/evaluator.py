@@ -10,7 +10,7 @@ nodes are taken and whether a dispatched call blocks differ:
     sequential          LIFO, and each dispatched call is awaited before anything else steps:
                         what plain Python does, the baseline
 
-The rules themselves (DESIGN section 4: beta, delta, dispatch, resolve, project) are one function
+The rules themselves (docs/design.md: beta, delta, dispatch, resolve, project) are one function
 each in rules.py; this module holds the state they rewrite (cells, the ready queue, calls in flight)
 and the loop that steps them, counting and tracing each rule that fires in one place (`tally`). The
 gc rule is reference counting (see graph.py).

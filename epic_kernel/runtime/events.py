@@ -43,6 +43,9 @@ class CallRecord:
     path: int = 0                            # the call's place in the program, the same under every strategy
     user_line: int | None = None             # the run's own line that led here (site_line, or for a
                                              # call inside library code, the line calling into it)
+    prompt_text: str = ""                    # an llm() call's whole prompt (its last message)
+    prompt_shown: str = ""                   # the part of it the call table shows, when it shares a
+                                             # long head with another call's (llm/shown_prompt.py)
 
     @property
     def latency(self) -> float | None:

@@ -24,7 +24,7 @@ __all__ = ["BETA", "DELTA", "DISPATCH", "NOTHING", "PROJECT", "RESOLVE", "RULES"
            "demand", "template_of"]
 
 
-# The rules of DESIGN section 4 by number (rules.py has one function each). A step that fires one
+# The rules of the calculus (docs/design.md) by number (rules.py has one function each). A step that fires one
 # sets `Evaluator.fired` to its number; NOTHING: the node parked or took an error value.
 NOTHING, BETA, DELTA, DISPATCH, RESOLVE, PROJECT = range(6)
 RULES = ("beta", "delta", "dispatch", "resolve", "project")     # RULES[rule - 1] names a rule

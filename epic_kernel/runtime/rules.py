@@ -1,4 +1,4 @@
-"""The reduction rules of DESIGN section 4, one function each.
+"""The reduction rules of the calculus (docs/design.md), one function each.
 
     beta      a call of a closure: instantiate its body (fresh cells, new nodes), rewire its output
     delta     a call of a host function or a strict intrinsic whose arguments are values: compute it
@@ -62,7 +62,19 @@ __all__ = ["BETA", "DELTA", "DISPATCH", "PROJECT", "RESOLVE", "RULES", "beta", "
 
 _TOKEN = Cell(None)               # the io token of a call that carries none (never aliased into)
 _POOL: ThreadPoolExecutor | None = None
-_repr = reprlib.Repr()
+
+
+class _Preview(reprlib.Repr):
+    """reprlib for call previews: a function shows as its name, never as `<function f at 0x7f...>`
+    (an address differs on every run and tells a reader nothing)."""
+
+    def _named(self, obj: Any, level: int) -> str:
+        return getattr(obj, "__name__", None) or type(obj).__name__
+
+    repr_function = repr_builtin_function_or_method = repr_method = repr_EpicFunction = _named
+
+
+_repr = _Preview()
 _repr.maxstring = 60
 _repr.maxother = 60
 
@@ -314,14 +326,17 @@ def _materialize_args(ev: Evaluator, node: CallNode) -> None:
 # --------------------------------------------------------------------------------------- dispatch
 def dispatch(ev: Evaluator, f: Any, pos: list, kw: dict, node: CallNode, kind: int, awaitable: Any = None) -> None:
     """Start an external call as a task on the run's loop; its output cell stays pending until
-    `resolve`. Under `sequential` the run blocks until it returns (plain Python's order)."""
+    `resolve`. Under `sequential` the run blocks until it returns (plain Python's order). A function
+    with a `__epic_preview__(*args, **kwargs) -> str` attribute says how its call reads in the views
+    (a library wrapper shows the call it stands for, not its plumbing)."""
     ev.fired = DISPATCH
     name = getattr(f, "__epic_name__", None) or node.site.name or getattr(f, "__name__", "call")
     rec = CallRecord(id=len(ev.calls) + 1, fn=name.rsplit(".", 1)[-1] if "(" not in name else name,
                      site_line=node.site.line, start=clock(), state="running",
                      user_line=node.site.line if node.origin is None else node.origin)
     rec.site = f"{ev.filename}:{node.site.line}" if node.site.line else ev.filename
-    rec.args_preview = _preview_args(pos, kw)
+    shown = getattr(f, "__epic_preview__", None)        # a function may say how its call reads
+    rec.args_preview = _short(shown(*pos, **kw), 120) if shown is not None else _preview_args(pos, kw)
     rec.path = node.identity()
     ev.calls.append(rec)
     if awaitable is not None:
