@@ -24,6 +24,9 @@ __all__ = ["IO", "BuilderCore"]
 
 IO = "%io"          # the env key of the current print token (ir.py: calls that may print thread it)
 
+# the translator's own bookkeeping operations, which never fail: they need not order prints
+CANNOT_FAIL = frozenset({"is_normal", "loop_again", "loop_exit", "slice"})
+
 
 @dataclass
 class BuilderCore:
@@ -69,7 +72,12 @@ class BuilderCore:
         self.emit(Call(out, fn, tuple(args), kwnames, io_in, io_out, line, name))
         return out
 
-    def intrinsic(self, name: str, args: list[Var], line: int | None = None, io: bool = False) -> Var:
+    def intrinsic(self, name: str, args: list[Var], line: int | None = None, io: bool | None = None) -> Var:
+        """An operation (`%add`, `%getitem`, ...). Anything that can fail threads the print token (when
+        the program prints): a print waits until every operation before it has finished without
+        failing, so a failing program prints exactly what Python prints before its error."""
+        if io is None:
+            io = name not in CANNOT_FAIL
         return self.call(self.op(name), args, io=io, line=line, name=name)
 
     def pack(self, items: list[Var], kind: str = "tuple", line: int | None = None) -> Var:
