@@ -363,7 +363,9 @@ def dispatch(ev: Evaluator, f: Any, pos: list, kw: dict, node: CallNode, kind: i
             ev.fail(node, e, rec)
             ev.emit("call.failed", rec)
             return
-    _start_task(ev, _awaiting(coro), node, rec)
+    # a coroutine becomes the task itself, so a call cancelled before it ever ran (the run stopped at
+    # an earlier failure) is closed by the cancellation, never left "never awaited"
+    _start_task(ev, coro if inspect.iscoroutine(coro) else _awaiting(coro), node, rec)
     ev.emit("call.dispatch", rec)
     if ev.sequential:
         ev.blocking = True
