@@ -95,10 +95,10 @@ def failure_message(ev: _Run, source: str = "", failures: list[CallRecord] | Non
     lines = [_told(groups[0], ev.first_line, code)]
     done = sum(1 for c in ev.calls if c.state == "done")
     cancelled = sum(1 for c in ev.calls if c.state == "cancelled")
-    status = f"{done} call{'s' * (done != 1)} finished and kept"
+    status = f": {done} call{'s' * (done != 1)} finished and kept" if ev.calls else ""
     if cancelled:
         status += f", {cancelled} cancelled (work after the error, which Python never reaches)"
-    lines.append(f"  the run stopped there, as Python does: {status}")
+    lines.append(f"  the run stopped there, as Python does{status}")
     rest = groups[1:]
     if rest:
         lines.append("  also failed before the run stopped:")

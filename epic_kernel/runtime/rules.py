@@ -246,7 +246,7 @@ def project(ev: Evaluator, outs: list, v: Any, line: int | None, pos: tuple | No
             for o, c in zip(outs, items, strict=True):
                 ev.alias(o, c)
             return
-        err: Any = ValueError(f"cannot unpack {len(items)} values into {len(outs)} names (line {line})")
+        err: Any = _count_mismatch(len(items), len(outs))
     elif cls is ErrorVal:
         for o in outs:
             ev.bind(o, v)
@@ -268,12 +268,19 @@ def project(ev: Evaluator, outs: list, v: Any, line: int | None, pos: tuple | No
                 for o, x in zip(outs, vals, strict=True):
                     ev.bind(o, x)
                 return
-            err = ValueError(f"cannot unpack {len(vals)} values into {len(outs)} names (line {line})")
+            err = _count_mismatch(len(vals), len(outs))
     rec = failure_record(err, fn="unpack", line=line, filename=ev.filename)
     _note(ev, rec, pos)
     e = ErrorVal(err, rec)
     for o in outs:
         ev.bind(o, e)
+
+
+def _count_mismatch(got: int, want: int) -> ValueError:
+    """Python's own words for an unpack of the wrong length."""
+    if got > want:
+        return ValueError(f"too many values to unpack (expected {want})")
+    return ValueError(f"not enough values to unpack (expected {want}, got {got})")
 
 
 # ------------------------------------------------------------------------------------------ delta
