@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-__all__ = ["MAX_CALLS", "RUN_OPTIONS", "STRATEGIES", "RunOptions"]
+__all__ = ["MAX_CALLS", "RUN_OPTIONS", "STRATEGIES", "RunOptions", "parse_budget"]
 
 STRATEGIES = ("opportunistic", "opportunistic-dfs", "random", "sequential")
 
@@ -53,3 +53,16 @@ class RunOptions:
 
 
 RUN_OPTIONS = frozenset(f.name for f in fields(RunOptions))
+
+
+def parse_budget(text: str) -> int | None:
+    """A call budget as written on a command line (`--max-calls 500`, `--max-calls none`)."""
+    if text.strip().lower() in ("none", "off", "inf"):
+        return None
+    try:
+        n = int(text.replace(",", "").replace("_", ""))
+    except ValueError:
+        raise ValueError(f"--max-calls: a number of calls or 'none', not {text!r}") from None
+    if n < 0:
+        raise ValueError(f"--max-calls: a number of calls >= 0, not {n}")
+    return n
