@@ -143,8 +143,10 @@ class BuilderCore:
                 if any(isinstance(e, ast.Starred) for e in elts):
                     raise self.tr.error(target, "starred assignment is not supported",
                                         "index or slice the list instead", construct="starred assignment")
-                outs = self.unpack(v, [e.id if isinstance(e, ast.Name) else "t" for e in elts],
-                                   self.tr.line(target))
+                line = self.tr.line(target)
+                if self.tr.uses_io:               # a bad unpack fails in the print token's order
+                    self.intrinsic("unpackable", [v, self.prim(len(elts))], line)
+                outs = self.unpack(v, [e.id if isinstance(e, ast.Name) else "t" for e in elts], line)
                 for e, o in zip(elts, outs, strict=True):
                     self.bind(e, o)
             case ast.Subscript() | ast.Attribute():

@@ -388,9 +388,14 @@ class Evaluator(BackendLink):
         """The failures with the one the run raises first: the first in program order; the others
         (found before the run stopped) follow as secondary, in the order they happened."""
         st = self.stop
-        if st is None or not self.failures or self.failures[0] is st.rec:
+        if st is None or not self.failures:
             return list(self.failures)
-        return [st.rec, *(f for f in self.failures if f is not st.rec)]
+        first = st.rec
+        same = (first.site_line, type(first.error), str(first.error))
+        # the same operation failing twice in one place is one failure (a bad unpack is checked in
+        # the print token's order and then fails again where its names are projected)
+        return [first, *(f for f in self.failures if f is not first and
+                         (f.id or (f.site_line, type(f.error), str(f.error)) != same))]
 
     def over_budget(self) -> CallLimitExceeded | None:
         """The error for one call too many (None while the run is within its call budget)."""

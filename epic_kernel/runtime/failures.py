@@ -98,7 +98,7 @@ def failure_message(ev: _Run, source: str = "", failures: list[CallRecord] | Non
     status = f": {done} call{'s' * (done != 1)} finished and kept" if ev.calls else ""
     if cancelled:
         status += f", {cancelled} cancelled (work after the error, which Python never reaches)"
-    lines.append(f"  the run stopped there, as Python does{status}")
+    lines.append(f"  the run stopped there{status}")
     rest = groups[1:]
     if rest:
         lines.append("  also failed before the run stopped:")

@@ -54,7 +54,7 @@ from .graph import (
 from .interop import ASYNC, TOOL, EpicFunction, call_kind
 from .intrinsics import IO_AWARE, STRUCTURAL, Intrinsic, guarded
 from .lazy import LazySeq, materialize
-from .stepkit import settle_io
+from .stepkit import count_mismatch, settle_io
 
 if TYPE_CHECKING:
     from .evaluator import Evaluator
@@ -246,7 +246,7 @@ def project(ev: Evaluator, outs: list, v: Any, line: int | None, pos: tuple | No
             for o, c in zip(outs, items, strict=True):
                 ev.alias(o, c)
             return
-        err: Any = _count_mismatch(len(items), len(outs))
+        err: Any = count_mismatch(len(items), len(outs))
     elif cls is ErrorVal:
         for o in outs:
             ev.bind(o, v)
@@ -268,19 +268,12 @@ def project(ev: Evaluator, outs: list, v: Any, line: int | None, pos: tuple | No
                 for o, x in zip(outs, vals, strict=True):
                     ev.bind(o, x)
                 return
-            err = _count_mismatch(len(vals), len(outs))
+            err = count_mismatch(len(vals), len(outs))
     rec = failure_record(err, fn="unpack", line=line, filename=ev.filename)
     _note(ev, rec, pos)
     e = ErrorVal(err, rec)
     for o in outs:
         ev.bind(o, e)
-
-
-def _count_mismatch(got: int, want: int) -> ValueError:
-    """Python's own words for an unpack of the wrong length."""
-    if got > want:
-        return ValueError(f"too many values to unpack (expected {want})")
-    return ValueError(f"not enough values to unpack (expected {want}, got {got})")
 
 
 # ------------------------------------------------------------------------------------------ delta

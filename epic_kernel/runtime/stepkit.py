@@ -16,7 +16,7 @@ from .graph import DELTA, PENDING, CallNode, Cell, Closure, ErrorVal, PackVal, P
 from .lazy import LazySeq, materialize
 
 __all__ = ["FALSE", "NORMAL", "RETURN", "BREAK", "CONTINUE", "TRUE", "Intrinsic", "church", "done", "elements",
-           "emit_calls", "guarded", "settle_io"]
+           "count_mismatch", "emit_calls", "guarded", "settle_io"]
 
 
 
@@ -153,6 +153,13 @@ def emit_calls(ev: Reducer, node: CallNode, fn: Cell, arglists: list[list[Cell]]
         ev.alias(node.io_out, io_last if io_last is not None else node.io_in)
         node.io_out = None
     return outs
+
+
+def count_mismatch(got: int, want: int) -> ValueError:
+    """Python's own words for an unpack of the wrong length."""
+    if got > want:
+        return ValueError(f"too many values to unpack (expected {want})")
+    return ValueError(f"not enough values to unpack (expected {want}, got {got})")
 
 
 def done(ev: Reducer, node: CallNode, value: Any) -> None:

@@ -27,7 +27,7 @@ from .graph import (
     demand,
 )
 from .lazy import LazySeq, truthy
-from .stepkit import Intrinsic, church, done, elements, emit_calls
+from .stepkit import Intrinsic, church, count_mismatch, done, elements, emit_calls
 
 __all__ = ["STRUCTURAL_INTRINSICS"]
 
@@ -366,6 +366,31 @@ def _print(ev: Reducer, node: CallNode) -> None:
     done(ev, node, None)
 
 
+def _unpackable(ev: Reducer, node: CallNode) -> None:
+    """`%unpackable(v, n)`, before `a, b = v` in a program that prints: fails as Python's unpack
+    fails (in its place in the print token's order, so a print after a bad unpack never happens),
+    else lets the token pass. The unpack itself projects without waiting, as before."""
+    src, n = node.args
+    v = demand(ev, node, src)
+    if v is NOT_READY:
+        return
+    want = n.val
+    if v.__class__ is PackVal or v.__class__ is LazySeq or isinstance(v, _SIZED):
+        items = elements(ev, node, src)
+        if items is None:
+            return
+        if len(items) != want:
+            ev.fail(node, count_mismatch(len(items), want))
+            return
+    elif not hasattr(v, "__iter__"):
+        ev.fail(node, TypeError(f"cannot unpack non-iterable {type(v).__name__} object"))
+        return
+    done(ev, node, None)                              # a host iterator: left for the unpack to consume
+
+
+_SIZED = (list, tuple, str, dict, set, frozenset, range, bytes)
+
+
 def _lines(ev: Reducer, node: CallNode) -> None:
     """`lines(s)`: the complete lines of a string, or of a stream as they complete (a line-by-line
     stream of a token stream: how streaming SoT starts a point's expansion before the skeleton ends)."""
@@ -415,4 +440,5 @@ STRUCTURAL_INTRINSICS: dict[str, Intrinsic] = {
     "extend": Intrinsic("extend", _extend, structural=True), "add": Intrinsic("add", _add, structural=True),
     "getitem": Intrinsic("getitem", _getitem, structural=True), "bool": Intrinsic("bool", _bool, structural=True),
     "print": Intrinsic("print", _print, structural=True), "lines": _LINES,
+    "unpackable": Intrinsic("unpackable", _unpackable, structural=True),
 }
