@@ -86,9 +86,9 @@ def main(argv: list[str] | None = None) -> int:
             got["ratio"] = got["this"]["per_step"] / got["base"]["per_step"]
             line += f" (base {got['base']['per_step']:.0f}, {100 * (got['ratio'] - 1):+.1f} %)"
         print(line, flush=True)
-    when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    when = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     head = ["program", "instructions / step"] + (["base", "change"] if args.base else [])
-    md = [f"# Instructions per reduction step (callgrind)\n",
+    md = ["# Instructions per reduction step (callgrind)\n",
           f"{platform.processor() or platform.machine()}, CPython {platform.python_version()}; {when}. "
           f"`python -m benchmarks.bench_step_cost{' --base ' + str(args.base) if args.base else ''} "
           f"--sizes {lo},{hi}`: (instructions at N={hi} - at N={lo}) / (steps at N={hi} - at N={lo}), "

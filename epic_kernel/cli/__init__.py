@@ -26,7 +26,8 @@ import subprocess  # noqa: F401  (tests patch `epic_kernel.cli.subprocess.call`)
 import sys
 
 from ..runtime.evaluator import STRATEGIES
-from ..runtime.options import MAX_CALLS, parse_budget as _budget
+from ..runtime.options import MAX_CALLS
+from ..runtime.options import parse_budget as _budget
 from .bench import cmd_bench
 from .demo import DEMO_PROGRAM, cmd_demo
 from .jsonout import jsonable as _jsonable  # noqa: F401  (the name tests and older callers import)

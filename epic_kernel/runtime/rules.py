@@ -30,11 +30,11 @@ from .events import CallRecord, clock
 from .failures import failure_record
 from .graph import (
     BETA,
-    NOTHING,
     CALL,
     DEF,
     DELTA,
     DISPATCH,
+    NOTHING,
     PACK,
     PENDING,
     PROJECT,

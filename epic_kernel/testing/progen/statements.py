@@ -197,11 +197,10 @@ class ProgramGen(ContainerGen):
     def _curried(self, sc: Scope, d: int) -> list[str]:
         """`mk(x)(g(y))`: a callee that is itself a call, both printing, so the order Python
         evaluates them in (the callee's call first, then the argument) shows in the output."""
-        r = self.r
         mk, g, v = self.fresh("mk"), self.fresh("g"), self.fresh("cv")
         inner = "print('in', a1) or a1 + a0" if self.p(0.3) else "a1 * 2 + a0"
-        lines = [f"def {mk}(a0):", f"    print('mk', a0)", f"    return lambda a1: {inner}",
-                 f"def {g}(a0):", f"    print('arg', a0)", "    return a0 - 1"]
+        lines = [f"def {mk}(a0):", "    print('mk', a0)", f"    return lambda a1: {inner}",
+                 f"def {g}(a0):", "    print('arg', a0)", "    return a0 - 1"]
         call = f"{mk}({self.expr(INT, sc, d)})({g}({self.expr(INT, sc, d)}))"
         sc.vars[v] = INT
         sc.own.add(v)
