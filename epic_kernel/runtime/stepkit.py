@@ -138,14 +138,17 @@ def emit_calls(ev: Reducer, node: CallNode, fn: Cell, arglists: list[list[Cell]]
         io_last = Cell()
 
     base = node.inner()
+    bp = base[2]
     site = site or node.site
+    origin = node.origin
 
     def nodes() -> Any:
         io = io0
         last = len(arglists) - 1
         for i, args in enumerate(arglists):
             io_next = None if io is None else (io_last if i == last else Cell())
-            yield CallNode(fn, args, outs[i], io, io_next, site, node.sub(i, base), node.origin)
+            # the i-th call's frame (CallNode.sub, written out: this loop runs once per element)
+            yield CallNode(fn, args, outs[i], io, io_next, site, (base, i, hash((bp, i))), origin)
             io = io_next
 
     ev.emit_lazily(nodes())

@@ -64,13 +64,16 @@ def _fold(ev: Reducer, node: CallNode) -> None:
     io_final = Cell() if io0 is not None else None
 
     base = node.inner()
+    bp = base[2]
 
     def nodes() -> Any:
         cur, io, last = s0, io0, len(items) - 1
+        site, origin = node.site, node.origin
         for i, x in enumerate(items):
             nxt = final if i == last else Cell()
             io_next = None if io is None else (io_final if i == last else Cell())
-            yield CallNode(step, [cur, x], nxt, io, io_next, node.site, node.sub(i, base), node.origin)
+            # iteration i's frame (CallNode.sub, written out: this loop runs once per element)
+            yield CallNode(step, [cur, x], nxt, io, io_next, site, (base, i, hash((bp, i))), origin)
             cur, io = nxt, io_next
 
     ev.emit_lazily(nodes())
