@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 
 import pytest
 
@@ -24,10 +23,8 @@ RUNAWAY = "answers = []\nwhile True:\n    answers.append(llm('again', max_tokens
 
 @pytest.mark.parametrize("strategy", ["opportunistic", "sequential"])
 def test_a_runaway_loop_stops_at_the_budget_naming_its_line(strategy: str) -> None:
-    t0 = time.perf_counter()
     with pytest.raises(EpicError) as ei:
         run(RUNAWAY, backend=SimBackend(latency=0), strategy=strategy, max_calls=50)
-    assert time.perf_counter() - t0 < 30
     err = ei.value
     first = err.failures[0]
     assert isinstance(first.error, CallLimitExceeded) and first.site_line == 3

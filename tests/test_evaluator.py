@@ -277,11 +277,11 @@ def test_a_runaway_loop_stops_at_its_error():
     """The loop body fails in its first iteration; the string it doubles never grows (issue 20)."""
     src = "d = {'a': 1}\ns = 'x'\nfor i in range(60):\n    y = d['b']\n    s = repr([s, s])\nprint(len(s))"
     for strategy, seed in ALL_STRATEGIES:
-        t0 = time.perf_counter()
         with pytest.raises(EpicError) as ei:
             run(src, strategy=strategy, seed=seed)
-        assert time.perf_counter() - t0 < 5, strategy
         assert isinstance(ei.value.failures[0].error, KeyError) and ei.value.failures[0].site_line == 4
+        # no iteration after the first ran its body (a 60-iteration doubling would take forever)
+        assert ei.value.result.steps < 1000, (strategy, ei.value.result.steps)
 
 
 def test_zero_calls_after_an_error_on_the_first_line(capsys):

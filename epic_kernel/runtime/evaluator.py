@@ -17,6 +17,12 @@ gc rule is reference counting (see graph.py).
 
 A node that cannot step parks on the one cell it waits for and is re-enqueued when that cell is
 bound, so the queue only ever holds nodes that may step: no polling, O(1) per rewrite.
+
+A failing run stops where Python stops (order.py): every failure is noted at its place in program
+order, and the first one becomes the stop. Work before it goes on to the end; work after it is
+dropped from the queue, its calls in flight are cancelled, and the rules that start new work (beta,
+dispatch, a host call, a print) ask `stop.after` first, so nothing after it begins. The checks cost
+one attribute test per body instantiated while no failure has happened.
 """
 
 from __future__ import annotations
