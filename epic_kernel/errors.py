@@ -7,6 +7,8 @@
     |   |                      every finished call and value is kept on `.result`
     |   +-- EpicInterrupted    the run was cancelled (interrupt, Cancel button); finished work is kept
     +-- EpicInternalError      a bug in epic-kernel; please file it
+    +-- CallLimitExceeded      a run reached its call budget (`max_calls`); recorded as the failure of
+    |                          the call that would have gone over it, which stops the run there
     +-- UnsupportedFeature     a request asks for what its backend cannot do (checked before dispatch)
     |   +-- InvalidConstraint  a `regex=`/`choices=` that cannot be compiled (llm/constrained.py; also a ValueError)
     |   +-- SimScriptError     a scripted sim answer contradicts its constraint (llm/sim/)
@@ -39,7 +41,7 @@ from typing import Any
 
 __all__ = [
     "AuthError", "BackendConnectionError", "BackendError", "BackendTimeout", "BadRequest", "ConstraintViolation",
-    "EpicError", "EpicException", "EpicInternalError", "EpicInterrupted", "EpicSyntaxError", "MalformedResponse",
+    "CallLimitExceeded", "EpicError", "EpicException", "EpicInternalError", "EpicInterrupted", "EpicSyntaxError", "MalformedResponse",
     "ModelNotAvailable", "RateLimited", "ReplayMiss", "ServerError", "UnsupportedFeature", "unwrap",
 ]
 
@@ -95,6 +97,11 @@ class EpicInterrupted(EpicError):
 
 class EpicInternalError(EpicException):
     """An invariant of the evaluator broke. This is our bug, not yours."""
+
+
+class CallLimitExceeded(EpicException):
+    """A run reached its call budget (`max_calls`, default `runtime.options.MAX_CALLS`): a loop that
+    keeps calling a hosted model is a bill, so the run stops at the call that would go over it."""
 
 
 class UnsupportedFeature(EpicException):

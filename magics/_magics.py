@@ -29,7 +29,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 from epic_kernel.errors import EpicError, EpicInterrupted, EpicSyntaxError
 from epic_kernel.runtime.api import RunHandle
-from epic_kernel.runtime.options import STRATEGIES
+from epic_kernel.runtime.options import STRATEGIES, parse_budget
 
 from ._config import SessionConfig
 from ._errors import short, short_syntax_error
@@ -102,6 +102,9 @@ class EpicMagics(TeachingMixin, Magics):
     @argument("--view", choices=_VIEWS,
               help="auto (widget in Jupyter, text in a terminal), widget, html, text or none")
     @argument("--out", metavar="VAR", help="also store the RunResult in VAR (it is always in _epic_last)")
+    @argument("--max-calls", metavar="N", default=None,
+              help="this cell's call budget (default 10,000; 'none': no budget): the call that would go over "
+                   "it fails, which stops the cell")
     @argument("--trace", choices=["full"], help="full: record every reduction step (small programs)")
     @argument("--step", action="store_true",
               help="record the reduction and open the stepper: step forward and back through it "
@@ -260,6 +263,11 @@ class EpicMagics(TeachingMixin, Magics):
         kwargs = {"strategy": strategy, "backend": backend, "model": model_name, "namespace": self.shell.user_ns,
                   "trace": "full" if args.trace == "full" else True, "filename": filename, "first_line": 2,
                   "observers": [view.on_event], "cache": _use_cache(args, cfg.cache)}
+        if args.max_calls is not None:
+            try:
+                kwargs["max_calls"] = parse_budget(args.max_calls)
+            except ValueError as e:
+                raise UsageError(str(e)) from None
         recorder = None
         if args.step:
             from epic_kernel.runtime.recorder import Recorder

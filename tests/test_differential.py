@@ -3,8 +3,10 @@ must mean in epic, under every strategy, what they mean in CPython.
 
 `epic_kernel.testing.progen` writes the programs (pending `llm()` and `async` values in every
 position, callbacks handed to host builtins, nested control flow) and compares each one with CPython
-(value, stdout, error or not and its type, calls made) and across the strategies (value, output,
-the multiset of dispatched requests). The long run is `python -m epic_kernel.testing.fuzz`; this
+(value, stdout, error or not and its type, calls made; for a failing program the same error, type
+and message, exactly the same output, CPython's calls among those epic started and exactly them
+under `sequential`) and across the strategies (value or error, output, the multiset of dispatched
+requests; of a failing program, of finished ones). The long run is `python -m epic_kernel.testing.fuzz`; this
 slice keeps `make test` well under a minute. A failure shows the program shrunk to a few lines.
 
 The tests of the tester itself make sure it can fail: a documented difference it is told to avoid
@@ -106,6 +108,32 @@ def test_comparator_checks_errors_and_output() -> None:
     ep = run_epic("print('a')\n[1][2]\n", "opportunistic")
     assert (py.kind, py.errors, py.stdout) == ("error", ["IndexError"], "a\n")
     assert ep.kind == "error" and "IndexError" in ep.errors and ep.stdout == "a\n"
+
+
+def test_comparator_holds_failing_programs_to_python() -> None:
+    """No exclusion for failing programs (issue 20): more output, another message, a missing call,
+    or an extra call under `sequential` are findings."""
+    from epic_kernel.testing.progen.runner import Outcome, _against_cpython
+
+    py = Outcome(False, stdout="a\n", errors=["KeyError"], error="KeyError: 'b'", kind="error",
+                 fns=Counter({"llm": 1}))
+
+    def kinds(**changes) -> list[str]:
+        ep = Outcome(False, stdout="a\n", errors=["KeyError"], error="KeyError: 'b'", kind="error",
+                     fns=Counter({"llm": 1}))
+        sequential = changes.pop("sequential", False)
+        for k, v in changes.items():
+            setattr(ep, k, v)
+        found: list[str] = []
+        _against_cpython(py, ep, lambda kind, *a, **k: found.append(kind), sequential=sequential)
+        return found
+
+    assert kinds() == [] and kinds(fns=Counter({"llm": 3})) == []      # started, then cancelled: allowed
+    assert kinds(stdout="a\nafter 30\n") == ["stdout"]
+    assert kinds(error="KeyError: 'c'") == ["error-message"]
+    assert kinds(errors=["ValueError"], error="ValueError: x") == ["error-type"]
+    assert kinds(fns=Counter()) == ["calls"]
+    assert kinds(fns=Counter({"llm": 2}), sequential=True) == ["calls"]
 
 
 def test_shrinker_keeps_the_finding() -> None:

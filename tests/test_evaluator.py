@@ -142,7 +142,7 @@ def test_dead_failing_call_is_reported():
     with pytest.raises(EpicError) as ei:
         run("boom(1)\n5", namespace=rec.ns())
     assert [f.site_line for f in ei.value.failures] == [1]
-    assert ei.value.result.value == 5
+    assert ei.value.result.value is None             # Python stops at line 1: the program has no value
 
 
 # ---------------------------------------------------------------------------------- parallelism
@@ -199,7 +199,9 @@ def test_early_exit_loop_waits_for_the_exit_test():
 
 
 # --------------------------------------------------------------------------------------- errors
-def test_failing_call_poisons_only_its_dependents():
+def test_a_failure_stops_the_run_where_python_stops():
+    """The first failure in program order is the error; work before it completes, work after it
+    never starts (sequential) or is cancelled and never kept as a result (concurrent strategies)."""
     src = """
 a = work(1)
 b = boom(a)
@@ -216,25 +218,83 @@ e = work(4, d)
         assert len(err.failures) == 1, strategy
         f = err.failures[0]
         assert f.fn == "boom" and f.site_line == 3 and isinstance(f.error, ValueError), strategy
-        assert "line 3" in str(err) and "boom" in str(err), strategy
+        assert str(err).startswith("line 3: `b = boom(a)` boom(1) -> ValueError: boom 1"), strategy
         assert 2 not in [t for t, _ in rec.log], strategy          # c depends on b: never dispatched
-        states = sorted((c.fn, c.args_preview, c.state) for c in err.result.calls)
-        assert states == [("boom", "1", "failed"), ("work", "1", "done"), ("work", "3", "done"),
-                          ("work", "4, 3", "done")], strategy
-        assert err.result.value == (1, 7), strategy
-        assert err.result.namespace.get("e") == 7 and "c" not in err.result.namespace, strategy
+        states = {(c.fn, c.args_preview): c.state for c in err.result.calls}
+        assert states[("work", "1")] == "done" and states[("boom", "1")] == "failed", strategy
+        # work(3) and work(4, 3) are after the failure: started only by a concurrent strategy before
+        # the failure was known, and then cancelled or discarded, never kept as results
+        assert states.get(("work", "3"), "cancelled") == "cancelled", strategy
+        assert states.get(("work", "4, 3"), "cancelled") == "cancelled", strategy
+        if strategy == "sequential":
+            assert sorted(states) == [("boom", "1"), ("work", "1")]
+        assert err.result.namespace == {"a": 1}, strategy
 
 
-def test_independent_calls_finish_after_a_failure():
-    """A failure does not stop the calls that are still running: they finish and are kept."""
-    rec = Recorder(latency=0.001)
-    src = "x = boom(1)\nslow = [work(i) for i in range(5)]\nslow"
+def test_calls_after_a_failure_are_cancelled_and_the_engine_sees_it():
+    """A call in flight for work after the failure is cancelled (as an interrupt cancels it), and
+    reported as cancelled, never as a result; one before it finishes and is kept."""
+    rec = Recorder(latency=0.05)
+    src = "x = work(7)\ny = boom(1)\nslow = [hang(i) for i in range(3)]\nslow"
+    t0 = time.perf_counter()
     with pytest.raises(EpicError) as ei:
         run(src, namespace=rec.ns())
+    assert time.perf_counter() - t0 < 10                  # hang() would take 30 s
     calls = ei.value.result.calls
-    assert sorted(c.state for c in calls) == ["done"] * 5 + ["failed"]
-    assert all(c.end is not None for c in calls)
-    assert ei.value.result.value == [0, 1, 2, 3, 4]
+    assert sorted((c.fn, c.state) for c in calls) == [("boom", "failed")] + [("hang", "cancelled")] * 3 + \
+        [("work", "done")]
+    assert sorted(rec.cancelled) == [0, 1, 2]             # the host coroutines saw the cancellation
+    assert ei.value.result.namespace == {"x": 7}
+    assert "3 cancelled" in str(ei.value).splitlines()[1]
+
+
+@pytest.mark.parametrize("strategy", [s for s, _ in ALL_STRATEGIES[:1]] + ["sequential"])
+def test_a_failing_program_prints_what_python_prints(strategy, capsys):
+    src = "print('a', work(1))\nx = boom(2)\nprint('b')\nys = [work(i) for i in range(20)]\nprint('after', len(ys))"
+    rec = Recorder()
+    with pytest.raises(EpicError) as ei:
+        run(src, strategy=strategy, namespace=rec.ns())
+    assert capsys.readouterr().out == "a 1\n"
+    assert isinstance(ei.value.failures[0].error, ValueError)
+    assert not [c for c in ei.value.result.calls if c.fn == "work" and c.state == "done" and c.args_preview != "1"]
+
+
+def test_the_first_failure_in_program_order_is_the_error():
+    """A later failure found first (it needs no call) is secondary; the run raises Python's error."""
+    rec = Recorder()
+    src = "a = boom(work(1))\nb = 1 / 0\n(a, b)"
+    with pytest.raises(EpicError) as ei:
+        run(src, namespace=rec.ns())
+    err = ei.value
+    assert isinstance(err.failures[0].error, ValueError) and err.failures[0].site_line == 1
+    assert [type(f.error) for f in err.failures[1:]] == [ZeroDivisionError]
+    text = str(err).splitlines()
+    assert text[0].startswith("line 1:") and "  also failed before the run stopped:" in text
+    assert any("line 2: `b = 1 / 0` ZeroDivisionError" in t for t in text)
+
+
+def test_a_runaway_loop_stops_at_its_error():
+    """The loop body fails in its first iteration; the string it doubles never grows (issue 20)."""
+    src = "d = {'a': 1}\ns = 'x'\nfor i in range(60):\n    y = d['b']\n    s = repr([s, s])\nprint(len(s))"
+    for strategy, seed in ALL_STRATEGIES:
+        with pytest.raises(EpicError) as ei:
+            run(src, strategy=strategy, seed=seed)
+        assert isinstance(ei.value.failures[0].error, KeyError) and ei.value.failures[0].site_line == 4
+        # no iteration after the first ran its body (a 60-iteration doubling would take forever)
+        assert ei.value.result.steps < 1000, (strategy, ei.value.result.steps)
+
+
+def test_zero_calls_after_an_error_on_the_first_line(capsys):
+    from epic_kernel.llm.sim import SimBackend
+    src = "x = 1 / 0\nout = []\nfor i in range(30):\n    out = out + [llm(f'q{i}', max_tokens=4)]\nprint('after', len(out))"
+    for strategy, seed in ALL_STRATEGIES:
+        with pytest.raises(EpicError) as ei:
+            run(src, strategy=strategy, seed=seed, backend=SimBackend(latency=0.01))
+        assert [type(f.error) for f in ei.value.failures] == [ZeroDivisionError]
+        if strategy != "random":        # a random order may start some before 1 / 0 is reduced: cancelled
+            assert ei.value.result.calls == [], strategy
+        assert {c.state for c in ei.value.result.calls} <= {"cancelled"}
+    assert capsys.readouterr().out == ""
 
 
 def test_inline_error_names_its_line():

@@ -241,8 +241,42 @@ def test_a_stream_concatenates_like_a_list() -> None:
 
 # -------------------------------------------------------------------------------- 12. sets
 @pytest.mark.parametrize("source", ["list({-4, 12, -3})", "list({-4, 12})", "list({(1, 2), -4, 12, -3, 'a'})",
-                                    "a = -4\nlist({a, 12, -3})", "list({x for x in [-4, 12, -3]})"])
+                                    "a = -4\nlist({a, 12, -3})", "list({x for x in [-4, 12, -3]})",
+                                    "[c for c in {5, -3}]", "[c for c in {5, -3} if c]", "(list({5, -3}), [c for c in {5, -3}])",
+                                    "out = []\nfor c in {5, -3, 12}:\n    out.append(c)\nout",
+                                    "out = []\nfor c in {5, -3}:\n    if c > 100:\n        break\n    out.append(c)\nout",
+                                    "sum(c * i for i, c in enumerate(x for x in {5, -3}))",
+                                    "[(a, b) for a in [1] for b in {5, -3}]"])
 def test_set_displays_iterate_in_cpythons_order(source: str) -> None:
+    """A set display of constants where it is iterated is the frozenset constant CPython's compiler
+    folds it into (issue 20): `[c for c in {5, -3}]` is [5, -3] while `list({5, -3})` is [-3, 5]."""
+    agrees_with_python(source)
+
+
+@pytest.mark.parametrize("source", [
+    "def mk(a):\n    print('in mk', a)\n    return lambda b: a + b\ndef g(x):\n    print('arg', x)\n    return x\nmk(1)(g(2))",
+    "def mk(a):\n    print('in mk', a)\n    return lambda b: a + b\ndef g(x):\n    print('arg', x)\n    return x\n"
+    "print(mk(slow(1))(g(slow(2))))",
+    "def h(x):\n    print('h', x)\n    return [x]\nh(1)[0] + h(2)[0]",
+    "def k(x):\n    print('k', x)\n    return str(x)\nk(1).join([k(2), k(3)])",
+])
+def test_the_callee_is_evaluated_before_its_arguments(source: str) -> None:
+    """`mk(1)(g(2))` calls `mk(1)` before it evaluates `g(2)`, as Python does: the prints show it."""
+    agrees_with_python(source)
+
+
+@pytest.mark.parametrize("source", [
+    "print('a')\nx = slow(1) / 0\nprint('b')",
+    "print('a', slow(1))\nd = {}\nfor i in range(5):\n    print(i)\n    y = d[slow('k')]\nprint('never')",
+    "x = slow([1])\nprint('before')\na, b = x\nprint('after')",
+    "def f(n):\n    print('f', n)\n    assert n < 2, 'too big'\n    return n\nys = [f(slow(i)) for i in range(4)]\nprint(ys)",
+    "xs = [slow(i) for i in range(3)]\nprint(xs)\nz = xs[5]\nprint('no')",
+    "s = 'x'\nfor i in range(50):\n    print(len(s))\n    s = repr([s, s]) if i < 2 else s[10 ** 9]\ns",
+    "print(1)\nprint(undefined_name)\nprint(2)",
+])
+def test_a_failing_program_prints_what_python_prints(source: str) -> None:
+    """A failing program stops where Python stops (issue 20): the same error and exactly the same
+    output under every strategy, even where the failing value arrives late."""
     agrees_with_python(source)
 
 

@@ -62,6 +62,7 @@ class RunModel:
         self.recent_steps: deque[tuple[int, str, str]] = deque(maxlen=max_steps)
         self.full_trace = False          # set once a `step` event arrives (trace="full")
         self.prints = 0
+        self.max_calls: int | None = None    # the run's call budget (run.start), shown beside the count
         self.error = ""                  # one line, set when the run failed or was cancelled
         self.sot_question = ""
         self.sot_answer = ""
@@ -97,6 +98,7 @@ class RunModel:
             self.state = "running"
             self.strategy = self.strategy or ev.data.get("strategy", "")
             self.backend = self.backend or _label(ev.data.get("backend", ""))
+            self.max_calls = ev.data.get("max_calls")
         elif kind == "run.end":
             self.t_end = ev.t
             self.steps = ev.data.get("steps", self.steps)
@@ -208,7 +210,7 @@ class RunModel:
             "load_span": None if self.loading_t is None else [
                 round(self.loading_t - t0, 3), round(self.loading_t - t0 + loading_s, 3)],
             "strategy": self.strategy, "backend": self.backend, "error": self.error,
-            "rows_shown": len(rows), "prints": self.prints,
+            "rows_shown": len(rows), "prints": self.prints, "max_calls": self.max_calls,
         }
         bars, lanes, bars_omitted = _bars(calls, max_bars or self.max_bars, t0, now)
         header.update(lanes=lanes, bars_omitted=bars_omitted,

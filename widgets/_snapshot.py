@@ -83,7 +83,8 @@ def loading_text(h: dict[str, Any]) -> str:
 
 
 def _counts(h: dict[str, Any]) -> str:
-    parts = [f'{h["calls"]} calls:']
+    budget = f' (budget {h["max_calls"]:,})' if h.get("max_calls") else ""
+    parts = [f'{h["calls"]} calls{budget}:']
     for key in ("queued", "running", "done", "failed", "cancelled", "cached"):
         if h.get(key) or key in ("running", "done"):
             parts.append(f"{h[key]} {key}")

@@ -46,7 +46,9 @@ function counts(h) {
   for (const k of ["queued", "running", "done", "failed", "cancelled", "cached"]) {
     if (h[k] || k === "running" || k === "done") parts.push(`${h[k] || 0} ${k}`);
   }
-  return `${h.calls || 0} calls: ${parts.join(", ")}`;
+  // the run's call budget beside the count (mirrors _counts() in _snapshot.py)
+  const budget = h.max_calls ? ` (budget ${h.max_calls.toLocaleString("en-US")})` : "";
+  return `${h.calls || 0} calls${budget}: ${parts.join(", ")}`;
 }
 
 // mirrors loading_text() in _snapshot.py

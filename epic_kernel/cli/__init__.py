@@ -1,6 +1,7 @@
 """The `epic` command: `epic run | serve | demo | bench | install` (also `python -m epic_kernel`).
 
-    epic run FILE.py [--strategy S] [--backend B] [--model M] [--json] [--trace-out PATH] [--quiet]
+    epic run FILE.py [--strategy S] [--backend B] [--model M] [--max-calls N] [--json] [--trace-out PATH]
+             [--quiet]
     epic serve [--model M] [--backend B] [--host 127.0.0.1] [--port 8000] [--api-key K]
                [--served-model-name NAME ...] [--any-model]
     epic demo [--backend B] [--model M]
@@ -25,6 +26,8 @@ import subprocess  # noqa: F401  (tests patch `epic_kernel.cli.subprocess.call`)
 import sys
 
 from ..runtime.evaluator import STRATEGIES
+from ..runtime.options import MAX_CALLS
+from ..runtime.options import parse_budget as _budget
 from .bench import cmd_bench
 from .demo import DEMO_PROGRAM, cmd_demo
 from .jsonout import jsonable as _jsonable  # noqa: F401  (the name tests and older callers import)
@@ -54,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sim | transformers | openai | replay:FILE.jsonl (default: $EPIC_BACKEND, else "
                    "transformers with the bundled SmolLM2)")
     r.add_argument("--model", "-m", default=None, help="model name, path or hub id for the backend")
+    r.add_argument("--max-calls", type=_budget, default=MAX_CALLS, metavar="N",
+                   help=f"the run's call budget (default {MAX_CALLS:,}; 'none': no budget): the call that "
+                        "would go over it fails, which stops the run")
     r.add_argument("--json", action="store_true", help="print one JSON object (value, calls, ...) on stdout")
     r.add_argument("--trace-out", metavar="PATH", help="write the run as a Chrome/Perfetto trace JSON file")
     r.add_argument("--quiet", "-q", action="store_true", help="print only the program's output and value")

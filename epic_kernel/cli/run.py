@@ -47,7 +47,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         with redirect:
             res = run(source, strategy=args.strategy, backend=args.backend, model=args.model,
-                      namespace={}, filename=filename)
+                      namespace={}, filename=filename, max_calls=args.max_calls)
     except EpicSyntaxError as e:
         message = syntax_message(e, filename)
         err(message)

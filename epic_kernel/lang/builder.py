@@ -24,6 +24,9 @@ __all__ = ["IO", "BuilderCore"]
 
 IO = "%io"          # the env key of the current print token (ir.py: calls that may print thread it)
 
+# the translator's own bookkeeping operations, which never fail: they need not order prints
+CANNOT_FAIL = frozenset({"is_normal", "loop_again", "loop_exit", "slice"})
+
 
 @dataclass
 class BuilderCore:
@@ -69,7 +72,12 @@ class BuilderCore:
         self.emit(Call(out, fn, tuple(args), kwnames, io_in, io_out, line, name))
         return out
 
-    def intrinsic(self, name: str, args: list[Var], line: int | None = None, io: bool = False) -> Var:
+    def intrinsic(self, name: str, args: list[Var], line: int | None = None, io: bool | None = None) -> Var:
+        """An operation (`%add`, `%getitem`, ...). Anything that can fail threads the print token (when
+        the program prints): a print waits until every operation before it has finished without
+        failing, so a failing program prints exactly what Python prints before its error."""
+        if io is None:
+            io = name not in CANNOT_FAIL
         return self.call(self.op(name), args, io=io, line=line, name=name)
 
     def pack(self, items: list[Var], kind: str = "tuple", line: int | None = None) -> Var:
@@ -135,8 +143,10 @@ class BuilderCore:
                 if any(isinstance(e, ast.Starred) for e in elts):
                     raise self.tr.error(target, "starred assignment is not supported",
                                         "index or slice the list instead", construct="starred assignment")
-                outs = self.unpack(v, [e.id if isinstance(e, ast.Name) else "t" for e in elts],
-                                   self.tr.line(target))
+                line = self.tr.line(target)
+                if self.tr.uses_io:               # a bad unpack fails in the print token's order
+                    self.intrinsic("unpackable", [v, self.prim(len(elts))], line)
+                outs = self.unpack(v, [e.id if isinstance(e, ast.Name) else "t" for e in elts], line)
                 for e, o in zip(elts, outs, strict=True):
                     self.bind(e, o)
             case ast.Subscript() | ast.Attribute():

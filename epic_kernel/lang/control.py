@@ -133,7 +133,7 @@ class ControlFlowBuilder(ExpressionBuilder, ABC):
             # break/continue (or return) of this loop: the early-exit encoding, one iteration at a time
             self._carry_out(self.loop_x(s, names), names, line)
             return
-        xs = self.expr(s.iter)
+        xs = self.iterable(s.iter)
         state0 = self.pack([self.lookup(n, s, soft=True) for n in names], line=line)
 
         def step(c: ControlFlowBuilder, pvars: list[Var]) -> Var:
@@ -188,7 +188,7 @@ class ControlFlowBuilder(ExpressionBuilder, ABC):
 
         fn = self.lambda_fn("loop", params, line, iteration)
         self.define(fn, out=loop_var)
-        start = [self.intrinsic("iter", [self.expr(s.iter)], line)] if isinstance(s, ast.For) else []
+        start = [self.intrinsic("iter", [self.iterable(s.iter)], line)] if isinstance(s, ast.For) else []
         return self.call(loop_var, start + [self.lookup(n, s, soft=True) for n in names], line=line, name="loop")
 
     def _iteration_body(self, s: ast.For | ast.While, names: list[str], loop_var: Var, line: int | None) -> Var:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Self, cast
 
 from .builder import BuilderCore
-from .ir import Var
+from .ir import Prim, Var
 
 __all__ = ["BINOPS", "CMPOPS", "CONVERSIONS", "UNARY", "ExpressionBuilder"]
 
@@ -83,12 +83,15 @@ class ExpressionBuilder(BuilderCore):
 
 
     def call_expr(self, e: ast.Call, line: int | None) -> Var:
+        """The callee first, then the arguments left to right: Python's order, which is the order
+        calls and prints take (`mk(1)(g(2))` calls `mk(1)` before it evaluates `g(2)`)."""
         func = e.func
-        args = [self.expr(a) for a in e.args] + [self.expr(k.value) for k in e.keywords]
         kwnames = cast(tuple[str, ...], tuple(k.arg for k in e.keywords))    # `**kw` is rejected by syntax.py
         if isinstance(func, ast.Name) and func.id == "print" and "print" not in self.env:
+            args = [self.expr(a) for a in e.args] + [self.expr(k.value) for k in e.keywords]
             return self.call(self.op("print"), args, kwnames, io=True, line=line, name="print")
         f = self.expr(func)
+        args = [self.expr(a) for a in e.args] + [self.expr(k.value) for k in e.keywords]
         name = ast.unparse(func)
         return self.call(f, args, kwnames, io=True, line=line, name=name if len(name) <= 40 else name[:39] + "…")
 
@@ -155,7 +158,7 @@ class ExpressionBuilder(BuilderCore):
         if g.is_async:
             raise self.tr.error(g.iter, "async comprehensions are not supported", "use a plain comprehension",
                                 construct="async comprehension")
-        xs = self.expr(g.iter)
+        xs = self.iterable(g.iter)
         rest = gens[1:]
 
         def body(c: Self, pvars: list[Var]) -> Var:
@@ -182,6 +185,19 @@ class ExpressionBuilder(BuilderCore):
         return self.call(self.op(op), [xs, fn], io=True, line=line, name="comprehension")
 
 
+    def iterable(self, e: ast.expr) -> Var:
+        """An expression iterated by a `for` or a comprehension. A set display of constants there
+        is what CPython's compiler makes of it: a frozenset constant, whose iteration order can
+        differ from the same display built at run time (`[c for c in {5, -3}]` is `[5, -3]`,
+        `list({5, -3})` is `[-3, 5]`)."""
+        if isinstance(e, ast.Set):
+            folded = _folded_iterable(e)
+            if folded is not None:                 # not shared through `prim`'s cache: equal
+                v = self.tr.var("c")               # frozensets may iterate in different orders
+                self.emit(Prim(v, folded, self.tr.line(e)))
+                return v
+        return self.expr(e)
+
     def conjunction(self, conds: list[ast.expr], line: int | None) -> Var:
         return self.boolop(True, conds, line)
 
@@ -207,6 +223,21 @@ class ExpressionBuilder(BuilderCore):
         if len(pieces) == 1:
             return self.intrinsic("str_", [pieces[0]], line)
         return self.intrinsic("concat", [self.pack(pieces, "list", line)], line)
+
+
+def _folded_iterable(e: ast.Set) -> frozenset | None:
+    """The frozenset constant CPython's compiler folds a set display into where it is iterated
+    (`for x in {...}`, every `for` clause of a comprehension): taken from the code CPython compiles
+    for `for _ in <display>: pass`, so its iteration order is CPython's own."""
+    if _constant_set(e) is None:
+        return None
+    loop = ast.For(target=ast.Name("_", ast.Store()), iter=e, body=[ast.Pass()], orelse=[])
+    module = ast.fix_missing_locations(ast.Module([loop], type_ignores=[]))
+    try:
+        code = compile(module, "<set display>", "exec")
+    except (ValueError, TypeError, SyntaxError):
+        return None
+    return next((c for c in code.co_consts if isinstance(c, frozenset)), None)
 
 
 def _constant_set(e: ast.Set) -> frozenset | None:

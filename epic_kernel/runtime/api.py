@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import EpicError, EpicInterrupted
 from ..lang import compile_program
+from ..lang.ir import Pack
 from . import context as _ctx
 from .evaluator import Evaluator
 from .events import clock
@@ -21,7 +22,7 @@ from .failures import failure_message, failure_record
 from .graph import Cell, PackVal, Poison, Wait
 from .interop import EpicFunction, install_runner
 from .intrinsics import make_closure
-from .options import RunOptions
+from .options import MAX_CALLS, RunOptions
 from .result import RunResult
 
 __all__ = ["RunOptions", "call_function", "call_function_async", "run", "run_async"]
@@ -39,7 +40,8 @@ class RunHandle:
 async def run_async(source: str, *, strategy: str = "opportunistic", backend: Any = None, model: str | None = None,
                     namespace: dict | None = None, trace: bool | str = True, seed: int = 0,
                     filename: str = "<epic>", first_line: int = 1, observers: list[Callable] | None = None,
-                    cache: bool | None = None, handle: RunHandle | None = None, recorder: Any = None) -> RunResult:
+                    cache: bool | None = None, handle: RunHandle | None = None, recorder: Any = None,
+                    max_calls: int | None = MAX_CALLS) -> RunResult:
     """Compile and run `source`; awaitable form of `run` (same arguments).
 
     `recorder`: a `runtime.recorder.Recorder` that records every reduction step (for the stepper;
@@ -50,20 +52,28 @@ async def run_async(source: str, *, strategy: str = "opportunistic", backend: An
     if recorder is not None:
         trace, observers = "full", [recorder.on_event, *(observers or ())]
     options = RunOptions(strategy=strategy, backend=backend, model=model, trace=trace, seed=seed, filename=filename,
-                         first_line=first_line, cache=cache, observers=tuple(observers or ()))
+                         first_line=first_line, cache=cache, observers=tuple(observers or ()), max_calls=max_calls)
     fn = compile_program(source, filename=filename, first_line=first_line)
     ns = namespace if namespace is not None else {}
     ev = Evaluator(options, namespace=ns)
     ev.recorder = recorder
+    ev.export_uids = _export_places(fn)
     if handle is not None:
         handle.ev, ev.ended = ev, handle.ended
     return await _execute(ev, make_closure(fn, ns), [], {}, exports=list(fn.exports), source=source)
 
 
+def _export_places(fn: Any) -> list[int]:
+    """Where each top-level name gets its final value in the program's body (its variable's id,
+    which orders like the body's calls): a failing run keeps only the names assigned before it stopped."""
+    pack = next((s for s in fn.body if isinstance(s, Pack) and s.out is fn.ret), None)
+    return [v.id for v in pack.items[1:]] if pack is not None else []
+
+
 def run(source: str, *, strategy: str = "opportunistic", backend: Any = None, model: str | None = None,
         namespace: dict | None = None, trace: bool | str = True, seed: int = 0, filename: str = "<epic>",
         first_line: int = 1, observers: list[Callable] | None = None, cache: bool | None = None,
-        recorder: Any = None) -> RunResult:
+        recorder: Any = None, max_calls: int | None = MAX_CALLS) -> RunResult:
     """Compile and run `source` to completion.
 
     `strategy`: "opportunistic" (the default), "sequential" (plain Python's order, the baseline),
@@ -73,12 +83,19 @@ def run(source: str, *, strategy: str = "opportunistic", backend: Any = None, mo
     back to (a notebook's). `trace`: True keeps call events, "full" every reduction step too.
     `observers` get every event as it happens. `cache` reuses answers to identical requests.
     `recorder` (runtime.recorder.Recorder) records every reduction step, for the stepper view.
-    Raises EpicSyntaxError before anything runs, EpicError (with the partial RunResult) if anything
-    failed, EpicInterrupted on Ctrl-C (in-flight calls are cancelled first)."""
+    `max_calls`: the run's call budget (options.MAX_CALLS = 10,000 unless set; None: none); the
+    call that would go over it fails with CallLimitExceeded at its line, which stops the run.
+
+    A failing program stops where Python stops: the first failure in program order is the error;
+    work before it completes (its calls finish, its prints appear), work after it never starts and
+    its calls in flight are cancelled. Raises EpicSyntaxError before anything runs, EpicError (with
+    the partial RunResult; `failures[0]` is Python's error, the rest were found before the run
+    stopped) if anything failed, EpicInterrupted on Ctrl-C (in-flight calls are cancelled first)."""
     handle = RunHandle()
     return _blocking(lambda: run_async(source, strategy=strategy, backend=backend, model=model, namespace=namespace,
                                        trace=trace, seed=seed, filename=filename, first_line=first_line,
-                                       observers=observers, cache=cache, handle=handle, recorder=recorder), handle)
+                                       observers=observers, cache=cache, handle=handle, recorder=recorder,
+                                       max_calls=max_calls), handle)
 
 
 async def call_function_async(f: EpicFunction, args: tuple, kwargs: dict, *, strategy: str = "opportunistic",
@@ -113,7 +130,8 @@ async def _execute(ev: Evaluator, clo: Any, args: list, kwargs: dict, *, exports
     token = _ctx._RUN.set(ev)
     ev.start = clock()
     ev.state = "running"
-    ev.emit("run.start", source=source, strategy=ev.strategy, backend=str(ev.backend_spec or "default"))
+    ev.emit("run.start", source=source, strategy=ev.strategy, backend=str(ev.backend_spec or "default"),
+            max_calls=ev.max_calls)
     out = ev.start_call(clo, args, kwargs, path)
     ev.result_cell, ev.exports = out, exports       # so an interrupt can report what is resolved
     try:
@@ -130,13 +148,16 @@ async def _execute(ev: Evaluator, clo: Any, args: list, kwargs: dict, *, exports
             ev.ended.set()
     ev.end = clock()
     ev.emit("steps", steps=ev.steps, rules=ev.rule_counts())
-    _check_value(ev, out, exports is not None)
+    if not ev.failures:
+        _check_value(ev, out, exports is not None)
     ev.state = "failed" if ev.failures else "done"
+    failures = ev.ordered_failures()             # the one the run stopped at first (Python's error)
     result = partial_result(ev, out, exports)
-    ev.emit("run.end", ok=not ev.failures, elapsed=result.elapsed, steps=result.steps,
-            error=None if not ev.failures else f"{len(ev.failures)} failed")
-    if ev.failures:
-        raise EpicError(failure_message(ev, source), ev.failures, result)
+    result.failures = failures
+    ev.emit("run.end", ok=not failures, elapsed=result.elapsed, steps=result.steps,
+            error=None if not failures else f"{len(failures)} failed", max_calls=ev.max_calls)
+    if failures:
+        raise EpicError(failure_message(ev, source, failures), failures, result)
     return result
 
 
@@ -150,8 +171,12 @@ def partial_result(ev: Evaluator, out: Cell | None = None, exports: list[str] | 
         v, root = ev.whnf(out)
         if exports is not None and v.__class__ is PackVal:
             cells = v.items
-            value = _host_or_none(ev, cells[0])
+            value = _host_or_none(ev, cells[0]) if ev.stop is None else None    # a failed program has no value
+            places = getattr(ev, "export_uids", None)
+            kept = ev.kept_exports(exports, places) if places and len(places) == len(exports) else set(exports)
             for name, c in zip(exports, cells[1:], strict=False):
+                if name not in kept:
+                    continue                    # assigned after the error: Python never assigns it
                 try:
                     namespace[name] = ev.to_host(c)
                 except (Wait, Poison):

@@ -52,7 +52,7 @@ def _lazy(op: str) -> Callable[[Any, Any], bool]:
             return False
         ev.fired = DELTA
         ev.pass_io(node)
-        ev.bind(node.out, LazySeq(node.args[1], Cell(f), op, node.identity(), node.site, node.origin))
+        ev.bind(node.out, LazySeq(node.args[1], Cell(f), op, node.inner(), node.site, node.origin))
         return True
 
     return apply
@@ -82,7 +82,7 @@ def _keyed(name: str, allowed: frozenset[str]) -> Callable[[Any, Any], bool]:
         keys = emit_calls(ev, node, Cell(f), [[x] for x in items], plain)     # threads the print token
         ev.push(CallNode(Cell(_FINISH[name]), [Cell(tuple(items)), Cell(tuple(keys)),
                                                 *(kwargs[k] for k in options)],
-                          node.out, None, None, replace(node.site, kwnames=options), node.path, node.origin))
+                          node.out, None, None, replace(node.site, kwnames=options), node.frame, node.origin))
         return True
 
     return apply

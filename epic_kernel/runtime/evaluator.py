@@ -17,6 +17,12 @@ gc rule is reference counting (see graph.py).
 
 A node that cannot step parks on the one cell it waits for and is re-enqueued when that cell is
 bound, so the queue only ever holds nodes that may step: no polling, O(1) per rewrite.
+
+A failing run stops where Python stops (order.py): every failure is noted at its place in program
+order, and the first one becomes the stop. Work before it goes on to the end; work after it is
+dropped from the queue, its calls in flight are cancelled, and the rules that start new work (beta,
+dispatch, a host call, a print) ask `stop.after` first, so nothing after it begins. The checks cost
+one attribute test per body instantiated while no failure has happened.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import sys
 from collections import deque
 from typing import Any
 
-from ..errors import EpicInternalError
+from ..errors import CallLimitExceeded, EpicInternalError
 from . import callbacks  # noqa: F401  (installs map/filter/sorted/min/max over epic functions)
 from .backends import BackendLink
 from .events import CallRecord, Event, clock
@@ -47,11 +53,13 @@ from .graph import (
     Site,
     UnpackNode,
     Wait,
+    root_frame,
 )
 from .interop import EpicFunction
 from .intrinsics import make_closure
 from .lazy import LazySeq, materialize
 from .options import STRATEGIES, RunOptions
+from .order import StopPoint
 from .rules import at_line, resolve, step, unpack
 
 __all__ = ["STRATEGIES", "CallNode", "Evaluator", "make_closure"]
@@ -86,6 +94,7 @@ class Evaluator(BackendLink):
         self.first_line = o.first_line
         self.result_cell: Cell | None = None        # the program's value (set by api._execute)
         self.exports: list[str] | None = None       # its top-level names, in the value pack's order
+        self.export_uids: list[int] | None = None   # where each of them is last assigned (api._export_places)
         self.trace_on = bool(o.trace)
         self.full_trace = o.trace == "full"
         self.trace: list[Event] = []
@@ -106,6 +115,11 @@ class Evaluator(BackendLink):
         self.counts = [0] * (len(RULES) + 1)        # how often each rule fired, by rule number
         self.calls: list[CallRecord] = []
         self.failures: list[CallRecord] = []
+        # the first failure in program order found so far: work after it is work Python never does
+        # (no body instantiated, no call started, no print written; its calls in flight cancelled)
+        self.stop: StopPoint | None = None
+        self.max_calls = o.max_calls                # the call budget (CallLimitExceeded past it)
+        self.placed: list[tuple[CallRecord, tuple, int]] = []   # each dispatched call's place in program order
         self.inflight: dict[asyncio.Task, tuple[Any, CallRecord]] = {}
         self._done: list[tuple[asyncio.Task, Any, CallRecord]] = []
         self.blocking = False                       # a sequential run waits for its dispatched call
@@ -296,6 +310,8 @@ class Evaluator(BackendLink):
 
     def _emit_chunk(self, em: _Emitter) -> None:
         chunk = list(itertools.islice(em.nodes, _EMIT_CHUNK))
+        if self.stop is not None and chunk and self.after_stop(chunk[0]):
+            return                                 # emitted in program order: the rest is after it too
         if len(chunk) == _EMIT_CHUNK:
             if self.strategy == "opportunistic":
                 self.push_many(chunk)
@@ -322,21 +338,93 @@ class Evaluator(BackendLink):
 
     def _failure(self, node: CallNode, exc: BaseException, rec: CallRecord | None = None) -> CallRecord:
         rec = failure_record(exc, fn=node.site.name or "call", line=node.site.line, filename=self.filename, rec=rec)
-        self.failures.append(rec)
+        self.note_failure(rec, node.frame, node.site.uid)
         return rec
 
+    def note_failure(self, rec: CallRecord, frame: tuple, uid: int) -> bool:
+        """A failure at (frame, uid) in program order. Recorded unless it lies after the stop (work
+        Python never reaches); the first one in program order becomes the stop. False: not recorded."""
+        st = self.stop
+        if st is not None and st.after(frame, uid):
+            return False
+        self.failures.append(rec)
+        if st is None or st.before(frame, uid):
+            self._stop_at(StopPoint(frame, uid, rec))
+        return True
+
+    def _stop_at(self, st: StopPoint) -> None:
+        """Stop the run at `st`: drop the queued work after it and cancel its calls in flight (the
+        same cancellation as an interrupt: the engine sees it). Work before it goes on."""
+        self.stop = st
+        q = self.queue
+        keep = [n for n in q if not self.after_stop(n)]
+        if len(keep) != len(q):
+            q.clear()
+            q.extend(keep)
+        for task, (node, _rec) in list(self.inflight.items()):
+            if self.after_stop(node):
+                task.cancel()
+        for rec, frame, uid in self.placed:          # finished before the failure was known
+            if rec.state == "done" and st.after(frame, uid):
+                rec.state = "cancelled"
+                rec.result_preview = "(finished after the point where the run stopped: discarded)"
+                self.emit("call.cancelled", rec)
+        self.emit("run.stopping", line=st.rec.site_line)
+
+    def after_stop(self, node: Any) -> bool:
+        """Does this queued node or in-flight call lie after the stop in program order?"""
+        st = self.stop
+        if st is None:
+            return False
+        if node.__class__ is UnpackNode:
+            return node.pos is not None and st.after(*node.pos)
+        frame = getattr(node, "frame", None)
+        return frame is not None and st.after(frame, node.site.uid)
+
+    def kept_exports(self, names: list[str], uids: list[int]) -> set[str]:
+        """The program's top-level names that Python would have assigned before the stop (`uids`:
+        the place of each name's last assignment in the program's body)."""
+        st = self.stop
+        if st is None:
+            return set(names)
+        limit = st.key_at(1)
+        return {n for n, u in zip(names, uids, strict=True) if limit is None or u < limit}
+
+    def ordered_failures(self) -> list[CallRecord]:
+        """The failures with the one the run raises first: the first in program order; the others
+        (found before the run stopped) follow as secondary, in the order they happened."""
+        st = self.stop
+        if st is None or not self.failures:
+            return list(self.failures)
+        first = st.rec
+        same = (first.site_line, type(first.error), str(first.error))
+        # the same operation failing twice in one place is one failure (a bad unpack is checked in
+        # the print token's order and then fails again where its names are projected)
+        return [first, *(f for f in self.failures if f is not first and
+                         (f.id or (f.site_line, type(f.error), str(f.error)) != same))]
+
+    def over_budget(self) -> CallLimitExceeded | None:
+        """The error for one call too many (None while the run is within its call budget)."""
+        n = self.max_calls
+        if n is None or len(self.calls) < n:
+            return None
+        return CallLimitExceeded(
+            f"the run reached its call budget of {n:,} calls (a loop that keeps calling?); raise it with "
+            f"run(..., max_calls=N), `%%epic --max-calls N` or `epic run --max-calls N`")
+
     def poison(self, node: CallNode, err: ErrorVal) -> None:
-        """The node depends on a failed value: its output is that error; its io token passes on.
+        """The node depends on a failed value: its output is that error. Its print token does not
+        pass: whatever follows it in program order is after a failure, which Python never reaches.
 
         A latent error (a missing global, an unbound local: no origin yet) becomes a failure where it
         is first used, as Python reports a NameError at the use, not at the definition."""
         if err.origin is None:
             err.origin = self._failure(node, err.error)
-        self.pass_io(node)
         self.bind(node.out, err)
 
     def pass_io(self, node: CallNode) -> None:
-        """The node does not print: the print token flows past it."""
+        """The node has finished without failing: the print token flows past it (prints after it
+        in program order wait for this)."""
         if node.io_out is not None:
             self.alias(node.io_out, node.io_in)
             node.io_out = None
@@ -467,7 +555,8 @@ class Evaluator(BackendLink):
         kwargs = kwargs or {}
         out = Cell()
         cells = [Cell(a) for a in args] + [Cell(v) for v in kwargs.values()]
-        node = CallNode(Cell(clo), cells, out, None, None, Site(clo.tmpl.line, clo.tmpl.name, tuple(kwargs)), path)
+        node = CallNode(Cell(clo), cells, out, None, None, Site(clo.tmpl.line, clo.tmpl.name, tuple(kwargs)),
+                        root_frame(path))
         self.push(node)
         return out
 

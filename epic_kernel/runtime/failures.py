@@ -5,7 +5,9 @@ program itself (`id == 0`: a missing name, a bad unpack, `1/0`). `failure_record
 one; `group_failures` folds failures that share a line, a callee and an error (one bad loop body
 fails once per iteration, but is one mistake); the renderings below all start from those groups:
 
-- `failure_message`: the text of the EpicError a run raises (what `run()` and the magics show);
+- `failure_message`: the text of the EpicError a run raises (what `run()` and the magics show): the
+  failure the run stopped at (the first in program order, as Python raises it), what became of the
+  calls, then the other failures found before the run stopped;
 - `failure_lines`: `file:line: fn(args) -> Error: message` with the source line (what `epic run` prints);
 - `error_lines`: `Name: first line` and the rest, as a notebook's error output shows an exception.
 """
@@ -82,34 +84,41 @@ class _Run(Protocol):
     first_line: int
 
 
-def failure_message(ev: _Run, source: str = "") -> str:
-    """The EpicError's text: a head line with the counts, then one line per distinct failure:
-    where (line and its code), what was called, what went wrong."""
-    n_calls = len(ev.calls)
-    failed_calls = sum(1 for r in ev.failures if r.id)
-    n = len(ev.failures)
-    if failed_calls == n:
-        head = f"{n} of {n_calls} call{'s' * (n_calls != 1)} failed; finished results are kept:"
-    elif failed_calls == 0:
-        kept = f" ({n_calls} call{'s' * (n_calls != 1)} finished and kept)" if n_calls else ""
-        head = f"{n} error{'s' * (n != 1)}{kept}:"
-    else:
-        head = f"{n} errors ({failed_calls} of {n_calls} calls failed; finished results are kept):"
-    lines = [head]
+def failure_message(ev: _Run, source: str = "", failures: list[CallRecord] | None = None) -> str:
+    """The EpicError's text. First the failure the run stopped at (`failures[0]`: the first in
+    program order, the error Python raises), where (line and its code), what was called, what went
+    wrong; then what became of the calls (finished ones are kept, later ones cancelled); then the
+    other failures found before the run stopped, one line per distinct failure."""
+    failures = ev.failures if failures is None else failures
     code = source.splitlines()
-    groups = group_failures(ev.failures)
-    for g in groups[:LIMIT]:
-        call = f" {g.fn}({g.args[:60]}) ->" if g.external else ""
-        text = ""
-        if g.line and 0 < g.line - ev.first_line + 1 <= len(code):
-            text = f" `{code[g.line - ev.first_line].strip()}`"
-        where = f"line {g.line}" if g.line else "the result"
-        op = f" (in {_OPS[g.fn]})" if not g.external and g.fn in _OPS else ""
-        times = f" (x{len(g.records)})" if len(g.records) > 1 else ""
-        lines.append(f"  {where}:{text}{call} {g.what}{op}{times}")
-    if len(groups) > LIMIT:
-        lines.append(f"  ... and {len(groups) - LIMIT} more (see EpicError.failures)")
+    groups = group_failures(failures[:1]) + group_failures(failures[1:])
+    lines = [_told(groups[0], ev.first_line, code)]
+    done = sum(1 for c in ev.calls if c.state == "done")
+    cancelled = sum(1 for c in ev.calls if c.state == "cancelled")
+    status = f": {done} call{'s' * (done != 1)} finished and kept" if ev.calls else ""
+    if cancelled:
+        status += f", {cancelled} cancelled (work after the error, which Python never reaches)"
+    lines.append(f"  the run stopped there{status}")
+    rest = groups[1:]
+    if rest:
+        lines.append("  also failed before the run stopped:")
+    for g in rest[:LIMIT]:
+        lines.append("    " + _told(g, ev.first_line, code))
+    if len(rest) > LIMIT:
+        lines.append(f"    ... and {len(rest) - LIMIT} more (see EpicError.failures)")
     return "\n".join(lines)
+
+
+def _told(g: FailureGroup, first_line: int, code: list[str]) -> str:
+    """`line 3: `z = x / 0` ZeroDivisionError: division by zero (in /)`: one distinct failure."""
+    call = f" {g.fn}({g.args[:60]}) ->" if g.external else ""
+    text = ""
+    if g.line and 0 < g.line - first_line + 1 <= len(code):
+        text = f" `{code[g.line - first_line].strip()}`"
+    where = f"line {g.line}" if g.line else "the result"
+    op = f" (in {_OPS[g.fn]})" if not g.external and g.fn in _OPS else ""
+    times = f" (x{len(g.records)})" if len(g.records) > 1 else ""
+    return f"{where}:{text}{call} {g.what}{op}{times}"
 
 
 def failure_lines(failures: list[CallRecord], filename: str, source_lines: list[str]) -> list[str]:

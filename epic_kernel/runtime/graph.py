@@ -20,8 +20,8 @@ from typing import Any, Protocol
 from ..errors import EpicInternalError
 from ..lang.ir import Call, Def, Function, Global, Op, Pack, Prim, Unbound, Unpack, Var
 
-__all__ = ["BETA", "DELTA", "DISPATCH", "NOTHING", "PROJECT", "RESOLVE", "RULES", "ITERATOR_KINDS", "NOT_READY", "PENDING", "CallNode", "Cell", "Closure", "ErrorVal", "PackVal", "Poison", "Reducer", "Template", "UnpackNode", "Wait",
-           "demand", "template_of"]
+__all__ = ["BETA", "DELTA", "DISPATCH", "NOTHING", "PROJECT", "RESOLVE", "RULES", "ITERATOR_KINDS", "NOT_READY", "PENDING", "CallNode", "Cell", "Closure", "ErrorVal", "Frame", "PackVal", "Poison", "Reducer", "Template", "UnpackNode", "Wait",
+           "demand", "root_frame", "template_of"]
 
 
 # The rules of the calculus (docs/design.md) by number (rules.py has one function each). A step that fires one
@@ -189,7 +189,7 @@ class Template:
             case Prim():
                 return None
             case Global(out, name, line):
-                return (GLOBAL, slots[out], name, line, s.soft)
+                return (GLOBAL, slots[out], name, line, s.soft, out.id)
             case Def(out, inner, defaults):
                 inner_t = template_of(inner, intrinsics)
                 if inner_t.filename is None:           # nested defs and loop bodies: the same file
@@ -199,7 +199,7 @@ class Template:
             case Pack(out, items, kind):
                 return (PACK, slots[out], tuple(slots[v] for v in items), kind)
             case Unpack(outs, src, line):
-                return (UNPACK, tuple(slots[o] for o in outs), slots[src], line)
+                return (UNPACK, tuple(slots[o] for o in outs), slots[src], line, outs[0].id if outs else 0)
             case Call(out, f, args, kwnames, io_in, io_out, line, name):
                 return (CALL, slots[out], slots[f], tuple(slots[a] for a in args),
                         None if io_in is None else slots[io_in],
@@ -219,42 +219,74 @@ def template_of(fn: Function, intrinsics: dict[str, Any]) -> Template:
 
 
 # ---------------------------------------------------------------------------------------- nodes
+# A *frame* is where a body sits in the program's unfolding: `(up, key, path)`, a plain tuple so
+# that making one per instantiated body costs what the old path hash cost. `up` is the enclosing
+# frame (None at the root), `key` orders it among its siblings (the uid of the call that made it, or
+# an iteration's index), `path` is the schedule-independent number that names samples (`identity`).
+# A node's place in program order is its frame's keys from the root, then its `site.uid`: Var ids
+# grow in the order the translator emits statements, which is Python's evaluation order
+# (runtime/order.py compares two places).
+Frame = tuple
+
+
+def root_frame(path: int = 0) -> Frame:
+    return (None, 0, path)
+
+
 class CallNode:
     """`out, io_out := fn(args; io_in)` waiting to step.
 
-    `path` says where the node sits in the program's unfolding (which call instantiated its body, which
-    loop iteration emitted it): with `site.uid` it names the call independently of the schedule, which
-    is what numbers identical sampled requests (see `identity`). `origin`: inside library code, the
+    `frame` says where the node sits in the program's unfolding (which call instantiated its body,
+    which loop iteration emitted it): its path, with `site.uid`, names the call independently of the
+    schedule, which is what numbers identical sampled requests (see `identity`); its keys give the
+    node's place in program order (where a failing run stops). `origin`: inside library code, the
     line of the run's own code that led here."""
 
-    __slots__ = ("fn", "args", "out", "io_in", "io_out", "site", "path", "origin")
+    __slots__ = ("fn", "args", "out", "io_in", "io_out", "site", "frame", "origin")
 
     def __init__(self, fn: Cell, args: list, out: Cell, io_in: Cell | None, io_out: Cell | None, site: Site,
-                 path: int = 0, origin: int | None = None):
+                 frame: Frame = (None, 0, 0), origin: int | None = None):
         self.fn = fn
         self.args = args
         self.out = out
         self.io_in = io_in
         self.io_out = io_out
         self.site = site
-        self.path = path
+        self.frame = frame
         self.origin = origin
+
+    @property
+    def path(self) -> int:
+        return self.frame[2]
 
     def identity(self) -> int:
         """A number for this call that is the same under every strategy (the path of the body it
         instantiates, or of the iterations it emits)."""
-        return hash((self.path, self.site.uid))
+        return hash((self.frame[2], self.site.uid))
+
+    def inner(self) -> Frame:
+        """The frame of what this node's step makes (a body, or the iterations it emits)."""
+        f = self.frame
+        uid = self.site.uid
+        return (f, uid, hash((f[2], uid)))
+
+    def sub(self, i: int, inner: Frame | None = None) -> Frame:
+        """The frame of the i-th thing this node's step emits (an iteration, an element's call)."""
+        base = inner or self.inner()
+        return (base, i, hash((base[2], i)))
 
 
 class UnpackNode:
-    """`(outs...) := src` whose src is not yet a pack."""
+    """`(outs...) := src` whose src is not yet a pack. `pos`: its place in program order
+    (frame, uid), where a failed unpack stops the run."""
 
-    __slots__ = ("outs", "src", "line")
+    __slots__ = ("outs", "src", "line", "pos")
 
-    def __init__(self, outs: list, src: Cell, line: int | None):
+    def __init__(self, outs: list, src: Cell, line: int | None, pos: tuple | None = None):
         self.outs = outs
         self.src = src
         self.line = line
+        self.pos = pos
 
 
 class Wait(Exception):
@@ -302,6 +334,8 @@ class Reducer(Protocol):
 
     fired: int
     filename: str
+    stop: Any           # the failure that stops the run (order.StopPoint), or None
+
 
     def whnf(self, cell: Cell) -> tuple[Any, Cell]: ...
     def park(self, node: Any, cell: Cell) -> None: ...

@@ -42,8 +42,9 @@ def _not_contains(a: Any, b: Any) -> bool:
 
 
 def _assert(test: Any, msg: Any, line: int | None) -> None:
+    """Python's AssertionError: the message if one is given, else none (the failure record has the line)."""
     if not test:
-        raise AssertionError(msg if msg is not None else f"assertion failed at line {line}")
+        raise AssertionError(msg) if msg is not None else AssertionError()
 
 
 def _format(v: Any, conv: str | None, spec: str) -> str:

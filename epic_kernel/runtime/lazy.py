@@ -40,16 +40,20 @@ class LazySeq:
     (keep, element), "filter" whether to keep the input element, "flatmap" a list of elements), and,
     once something demanded all of it, the cell of the full list."""
 
-    __slots__ = ("xs", "fn", "op", "path", "site", "origin", "full")
+    __slots__ = ("xs", "fn", "op", "frame", "site", "origin", "full")
 
-    def __init__(self, xs: Cell, fn: Cell, op: str, path: int, site: Any, origin: int | None = None):
+    def __init__(self, xs: Cell, fn: Cell, op: str, frame: tuple, site: Any, origin: int | None = None):
         self.xs = xs
         self.fn = fn
         self.op = op
-        self.path = path
+        self.frame = frame              # where it was made (graph.Frame); its path names samples
         self.site = site
         self.origin = origin            # inside library code: the run's own line that led here
         self.full: Cell | None = None
+
+    @property
+    def path(self) -> int:
+        return self.frame[2]
 
     @property
     def lazy(self) -> bool:
@@ -80,7 +84,7 @@ def genexp(ev: Any, node: Any) -> None:
     xs, fn, op = node.args
     ev.fired = DELTA
     ev.pass_io(node)
-    ev.bind(node.out, LazySeq(xs, fn, op.val, node.identity(), node.site, node.origin))
+    ev.bind(node.out, LazySeq(xs, fn, op.val, node.inner(), node.site, node.origin))
 
 
 def materialize(ev: Any, gen: LazySeq, consumer: Any = None) -> Cell:
@@ -91,10 +95,13 @@ def materialize(ev: Any, gen: LazySeq, consumer: Any = None) -> Cell:
     if gen.full is None:
         gen.full = Cell()
         io_in = io_out = None
+        frame = gen.frame
         if consumer is not None and getattr(consumer, "io_out", None) is not None:
             io_in, io_out = consumer.io_in, Cell()
             consumer.io_in = io_out
-        ev.push(CallNode(Cell(MATERIALIZE_WITH[gen.op]), [gen.xs, gen.fn], gen.full, io_in, io_out, gen.site, gen.path,
+        if consumer is not None and getattr(consumer, "frame", None) is not None:
+            frame = (consumer.inner(), -1, gen.path)       # evaluated where it is consumed, before the consumer
+        ev.push(CallNode(Cell(MATERIALIZE_WITH[gen.op]), [gen.xs, gen.fn], gen.full, io_in, io_out, gen.site, frame,
                           gen.origin))
     return gen.full
 
@@ -109,8 +116,8 @@ def advance(ev: Any, node: Any, cur: GenCursor) -> Any:
                 return None
             out = Cell()
             io_next = None if cur.io is None else Cell()
-            ev.push(CallNode(gen.fn, [cur.items[cur.i]], out, cur.io, io_next, gen.site, hash((gen.path, cur.i)),
-                              gen.origin))
+            at = (node.inner(), cur.i, hash((gen.path, cur.i)))    # evaluated where it is consumed
+            ev.push(CallNode(gen.fn, [cur.items[cur.i]], out, cur.io, io_next, gen.site, at, gen.origin))
             cur.pending, cur.io = out, io_next
         if gen.op == "map":
             cell, cur.pending = cur.pending, None

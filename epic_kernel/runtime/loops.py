@@ -118,7 +118,7 @@ def _consuming(mode: str) -> Callable[[Any, Any], bool]:
         if items is not None:                            # the walk takes over the print token
             state = _Consumer(mode, GenCursor(v, items, node.io_in), node.args[1] if nargs == 2 else None)
             ev.push(CallNode(Cell(_CONSUME), [Cell(state)], node.out, node.io_in, node.io_out, node.site,
-                              node.path, node.origin))
+                              node.frame, node.origin))
             node.io_out = None
         return True
 

@@ -34,6 +34,7 @@ from .graph import (
     DEF,
     DELTA,
     DISPATCH,
+    NOTHING,
     PACK,
     PENDING,
     PROJECT,
@@ -53,6 +54,7 @@ from .graph import (
 from .interop import ASYNC, TOOL, EpicFunction, call_kind
 from .intrinsics import IO_AWARE, STRUCTURAL, Intrinsic, guarded
 from .lazy import LazySeq, materialize
+from .stepkit import count_mismatch, settle_io
 
 if TYPE_CHECKING:
     from .evaluator import Evaluator
@@ -123,6 +125,9 @@ def beta(ev: Evaluator, clo: Closure, node: CallNode) -> None:
         if node.io_out is not None:
             ev.alias(node.io_out, node.io_in)
         return
+    if ev.stop is not None and ev.stop.after(node.frame, node.site.uid):
+        ev.fired = NOTHING                         # after the failure that stops the run: Python never gets here
+        return
     # calls inside library code (an `@epic` function from another file) remember the line of
     # the run's own code that led to them: what the view's "line" column shows
     origin = node.origin
@@ -137,7 +142,9 @@ def beta(ev: Evaluator, clo: Closure, node: CallNode) -> None:
             cells[i] = Cell(ErrorVal(_unbound_error(u)))
     cells += [Cell() for _ in range(t.nother)]
     new = []
-    path = hash((node.path, node.site.uid))
+    f = node.frame
+    uid = node.site.uid
+    frame = (f, uid, hash((f[2], uid)))            # the body's place in the unfolding (graph.Frame)
     for op in t.ops:
         code = op[0]
         if code == CALL:
@@ -145,16 +152,16 @@ def beta(ev: Evaluator, clo: Closure, node: CallNode) -> None:
             io = op[5]
             new.append(CallNode(cells[op[2]], [cells[i] for i in op[3]], cells[op[1]],
                                 None if ii is None else cells[ii], None if io is None else cells[io], op[6],
-                                path, origin))
+                                frame, origin))
         elif code == DEF:
             cells[op[1]].val = Closure(op[2], tuple([cells[i] for i in op[3]]),
                                        tuple([cells[i] for i in op[4]]), clo.globals)
         elif code == PACK:
             cells[op[1]].val = PackVal(tuple([cells[i] for i in op[2]]), op[3])
         elif code == UNPACK:
-            unpack(ev, [cells[i] for i in op[1]], cells[op[2]], op[3])
+            unpack(ev, [cells[i] for i in op[1]], cells[op[2]], op[3], (frame, op[4]))
         else:
-            cells[op[1]].val = lookup_global(ev, op[2], op[3], clo.globals, op[4])
+            cells[op[1]].val = lookup_global(ev, op[2], op[3], clo.globals, op[4], (frame, op[5]))
     if new:
         ev.push_many(new)
     ev.alias(node.out, cells[t.ret])
@@ -189,11 +196,12 @@ def match_args(clo: Closure, node: CallNode) -> list:
     return out
 
 
-def lookup_global(ev: Evaluator, name: str, line: int | None, ns: dict | None, soft: bool = False) -> Any:
+def lookup_global(ev: Evaluator, name: str, line: int | None, ns: dict | None, soft: bool = False,
+                  pos: tuple | None = None) -> Any:
     """A free name: the host namespace, then epic's builtins, then Python's. A name the program
     reads that exists nowhere is a NameError at once (as in Python, even if the value goes
-    unused); a *soft* lookup (the translator's, for a name carried out of a branch or loop that
-    may never be assigned) only fails where it is used."""
+    unused), at `pos` in program order (frame, uid); a *soft* lookup (the translator's, for a name
+    carried out of a branch or loop that may never be assigned) only fails where it is used."""
     if ns is not None and name in ns:
         return ns[name]
     if name in _ctx.BUILTINS:
@@ -204,8 +212,16 @@ def lookup_global(ev: Evaluator, name: str, line: int | None, ns: dict | None, s
         err = ErrorVal(NameError(f"name {name!r} is not defined"))
         if not soft:
             err.origin = failure_record(err.error, fn=name, line=line, filename=ev.filename)
-            ev.failures.append(err.origin)
+            _note(ev, err.origin, pos)
         return err
+
+
+def _note(ev: Evaluator, rec: CallRecord, pos: tuple | None) -> None:
+    """A failure of an operation that is not a call node (a name lookup, an unpack) at `pos`."""
+    if pos is None:
+        ev.failures.append(rec)
+    else:
+        ev.note_failure(rec, *pos)
 
 
 def _unbound_error(u: Any) -> Exception:
@@ -213,16 +229,16 @@ def _unbound_error(u: Any) -> Exception:
 
 
 # ---------------------------------------------------------------------------------------- project
-def unpack(ev: Evaluator, outs: list, src: Cell, line: int | None) -> None:
+def unpack(ev: Evaluator, outs: list, src: Cell, line: int | None, pos: tuple | None = None) -> None:
     """`a, b = src`: project as soon as `src` is a pack (its components may still be pending)."""
     v, root = ev.whnf(src)
     if v is PENDING:
-        ev.park(UnpackNode(outs, root, line), root)
+        ev.park(UnpackNode(outs, root, line, pos), root)
         return
-    project(ev, outs, v, line)
+    project(ev, outs, v, line, pos)
 
 
-def project(ev: Evaluator, outs: list, v: Any, line: int | None) -> None:
+def project(ev: Evaluator, outs: list, v: Any, line: int | None, pos: tuple | None = None) -> None:
     """Bind each name in `outs` to a component of `v`: the pack's own cells (no waiting on them), or
     the items of a host iterable; a count mismatch is Python's ValueError at `line`."""
     cls = v.__class__
@@ -230,7 +246,7 @@ def project(ev: Evaluator, outs: list, v: Any, line: int | None) -> None:
         try:
             v = ev.to_host(Cell(v))
         except Wait as w:
-            ev.park(UnpackNode(outs, Cell(v), line), w.cell)
+            ev.park(UnpackNode(outs, Cell(v), line, pos), w.cell)
             return
         except Poison as p:
             v = p.err
@@ -242,13 +258,13 @@ def project(ev: Evaluator, outs: list, v: Any, line: int | None) -> None:
             for o, c in zip(outs, items, strict=True):
                 ev.alias(o, c)
             return
-        err: Any = ValueError(f"cannot unpack {len(items)} values into {len(outs)} names (line {line})")
+        err: Any = count_mismatch(len(items), len(outs))
     elif cls is ErrorVal:
         for o in outs:
             ev.bind(o, v)
         return
     elif cls is LazySeq:                        # unpacking consumes a generator whole
-        unpack(ev, outs, materialize(ev, v), line)
+        unpack(ev, outs, materialize(ev, v), line, pos)
         return
     else:                                       # a host value: a tuple/list from Python, a string...
         try:
@@ -264,9 +280,9 @@ def project(ev: Evaluator, outs: list, v: Any, line: int | None) -> None:
                 for o, x in zip(outs, vals, strict=True):
                     ev.bind(o, x)
                 return
-            err = ValueError(f"cannot unpack {len(vals)} values into {len(outs)} names (line {line})")
+            err = count_mismatch(len(vals), len(outs))
     rec = failure_record(err, fn="unpack", line=line, filename=ev.filename)
-    ev.failures.append(rec)
+    _note(ev, rec, pos)
     e = ErrorVal(err, rec)
     for o in outs:
         ev.bind(o, e)
@@ -278,9 +294,8 @@ def delta(ev: Evaluator, f: Any, node: CallNode) -> None:
     call once every argument is a value, or (an external function, an awaitable) a dispatch."""
     special = STRUCTURAL.get(id(f))
     if special is not None and guarded(special, ev, node):
-        out = node.out
-        if id(f) not in IO_AWARE and (out.val is not PENDING or out.fwd is not None):
-            ev.pass_io(node)                    # done (not parked): it ran no epic code, printed nothing
+        if node.io_out is not None and id(f) not in IO_AWARE:
+            settle_io(ev, node)                 # done (not parked, not failed): it ran no epic code
         return
     if node.io_out is not None:
         _materialize_args(ev, node)
@@ -291,8 +306,7 @@ def delta(ev: Evaluator, f: Any, node: CallNode) -> None:
     pos, kw = conv
     kind = call_kind(f)
     if kind != 0:
-        ev.pass_io(node)
-        dispatch(ev, f, pos, kw, node, kind)
+        dispatch(ev, f, pos, kw, node, kind)    # its print token passes when it returns (resolve)
         return
     if node.io_out is not None and ev.handed_closures != handed:
         # host code that calls epic code back may print: after the prints before it, before
@@ -301,7 +315,8 @@ def delta(ev: Evaluator, f: Any, node: CallNode) -> None:
         if t is PENDING:
             ev.park(node, troot)
             return
-    ev.pass_io(node)
+    if ev.stop is not None and ev.stop.after(node.frame, node.site.uid):
+        return                                  # after the failure that stops the run: never called
     ev.fired = DELTA                            # an error it raises is its value
     try:
         r = f(*pos, **kw)
@@ -311,7 +326,10 @@ def delta(ev: Evaluator, f: Any, node: CallNode) -> None:
     if inspect.isawaitable(r) or hasattr(r, "__anext__"):
         dispatch(ev, f, pos, kw, node, ASYNC, awaitable=r)      # an awaitable or an async generator (a stream)
         return
+    if node.io_out is not None:
+        ev.pass_io(node)
     ev.bind(node.out, r)
+
 
 
 def _materialize_args(ev: Evaluator, node: CallNode) -> None:
@@ -328,7 +346,15 @@ def dispatch(ev: Evaluator, f: Any, pos: list, kw: dict, node: CallNode, kind: i
     """Start an external call as a task on the run's loop; its output cell stays pending until
     `resolve`. Under `sequential` the run blocks until it returns (plain Python's order). A function
     with a `__epic_preview__(*args, **kwargs) -> str` attribute says how its call reads in the views
-    (a library wrapper shows the call it stands for, not its plumbing)."""
+    (a library wrapper shows the call it stands for, not its plumbing).
+
+    A call after the failure that stops the run is never started (Python never makes it); a call
+    past the run's call budget fails with CallLimitExceeded at its line, which stops the run there."""
+    if ev.stop is not None and ev.stop.after(node.frame, node.site.uid):
+        return
+    if ev.max_calls is not None and len(ev.calls) >= ev.max_calls:
+        ev.fail(node, ev.over_budget())
+        return
     ev.fired = DISPATCH
     name = getattr(f, "__epic_name__", None) or node.site.name or getattr(f, "__name__", "call")
     rec = CallRecord(id=len(ev.calls) + 1, fn=name.rsplit(".", 1)[-1] if "(" not in name else name,
@@ -339,6 +365,7 @@ def dispatch(ev: Evaluator, f: Any, pos: list, kw: dict, node: CallNode, kind: i
     rec.args_preview = _short(shown(*pos, **kw), 120) if shown is not None else _preview_args(pos, kw)
     rec.path = node.identity()
     ev.calls.append(rec)
+    ev.placed.append((rec, node.frame, node.site.uid))
     if awaitable is not None:
         coro = awaitable
     elif kind == TOOL:
@@ -351,7 +378,9 @@ def dispatch(ev: Evaluator, f: Any, pos: list, kw: dict, node: CallNode, kind: i
             ev.fail(node, e, rec)
             ev.emit("call.failed", rec)
             return
-    _start_task(ev, _awaiting(coro), node, rec)
+    # a coroutine becomes the task itself, so a call cancelled before it ever ran (the run stopped at
+    # an earlier failure) is closed by the cancellation, never left "never awaited"
+    _start_task(ev, coro if inspect.iscoroutine(coro) else _awaiting(coro), node, rec)
     ev.emit("call.dispatch", rec)
     if ev.sequential:
         ev.blocking = True
@@ -388,10 +417,15 @@ def resolve(ev: Evaluator, task: asyncio.Task, node: Any, rec: CallRecord) -> No
     outside the step loop, so this rule reports itself to the tally (before the call's own event,
     the order views read the trace in)."""
     rec.end = clock()
+    if ev.stop is not None and ev.after_stop(node):
+        _discard(ev, task, rec)
+        return
     if not task.cancelled() and task.exception() is None and hasattr(task.result(), "__anext__"):
         rec.end = None                              # a stream: a list whose tail is still pending
-        tail = _Tail(node.out, node.site)
+        tail = _Tail(node.out, node.site, node.frame)
         _start_task(ev, _pump(ev, task.result(), tail, rec), tail, rec)
+        if node.io_out is not None:
+            ev.pass_io(node)                        # the stream started; its chunks are consumed in order
         return
     ev.tally(RESOLVE, rec)
     if task.cancelled():
@@ -415,8 +449,20 @@ def resolve(ev: Evaluator, task: asyncio.Task, node: Any, rec: CallRecord) -> No
         return
     rec.state = "done"
     rec.result_preview = _repr.repr(value) if not isinstance(value, str) else _short(value)
+    if node.io_out is not None:
+        ev.pass_io(node)
     ev.bind(node.out, value)
     ev.emit("call.done", rec)
+
+
+def _discard(ev: Evaluator, task: asyncio.Task, rec: CallRecord) -> None:
+    """A call for work after the failure that stopped the run: Python never made it, so whatever
+    it returned is not a result. It is reported as cancelled, and its output stays unbound."""
+    rec.state = "cancelled"
+    if not task.cancelled() and task.exception() is None:
+        rec.result_preview = "(finished after the run had stopped at an earlier failure: discarded)"
+    rec.error = asyncio.CancelledError(f"call {rec.id} was cancelled: the run stopped at an earlier failure")
+    ev.emit("call.cancelled", rec)
 
 
 async def _pump(ev: Evaluator, agen: Any, tail: _Tail, rec: CallRecord) -> Any:
@@ -439,11 +485,12 @@ _STREAM_END = object()
 class _Tail:
     """The pending end of a stream (a node-like holder so a failure can poison it)."""
 
-    __slots__ = ("out", "site", "io_in", "io_out")
+    __slots__ = ("out", "site", "frame", "io_in", "io_out")
 
-    def __init__(self, out: Cell, site: Site):
+    def __init__(self, out: Cell, site: Site, frame: tuple):
         self.out = out
         self.site = site
+        self.frame = frame
         self.io_in = self.io_out = None
 
 

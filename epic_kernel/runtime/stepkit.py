@@ -16,7 +16,7 @@ from .graph import DELTA, PENDING, CallNode, Cell, Closure, ErrorVal, PackVal, P
 from .lazy import LazySeq, materialize
 
 __all__ = ["FALSE", "NORMAL", "RETURN", "BREAK", "CONTINUE", "TRUE", "Intrinsic", "church", "done", "elements",
-           "emit_calls", "guarded"]
+           "count_mismatch", "emit_calls", "guarded", "settle_io"]
 
 
 
@@ -38,6 +38,8 @@ class Intrinsic:
     def apply(self, ev: Reducer, node: CallNode) -> None:
         if self.structural:
             guarded(self.fn, ev, node)
+            if node.io_out is not None:
+                settle_io(ev, node)
             return
         conv = ev.host_args(node)
         if conv is None:
@@ -49,7 +51,19 @@ class Intrinsic:
         except Exception as e:
             ev.fail(node, unwrap(e))
             return
+        if node.io_out is not None:
+            ev.pass_io(node)                     # finished without failing: prints after it may go
         ev.bind(node.out, r)
+
+
+def settle_io(ev: Reducer, node: CallNode) -> None:
+    """After a structural step that kept the node's print token: if it finished (its output bound,
+    or rewired to a component, and not to an error), the token passes; parked or failed, it waits
+    (prints after a failure in program order never happen)."""
+    out = node.out
+    v = out.val
+    if (v is not PENDING and v.__class__ is not ErrorVal) or out.fwd is not None:
+        ev.pass_io(node)
 
 
 def guarded(fn: Callable[[Any, Any], Any], ev: Reducer, node: CallNode) -> Any:
@@ -123,15 +137,18 @@ def emit_calls(ev: Reducer, node: CallNode, fn: Cell, arglists: list[list[Cell]]
     if io0 is not None and arglists:
         io_last = Cell()
 
-    base = node.identity()
+    base = node.inner()
+    bp = base[2]
     site = site or node.site
+    origin = node.origin
 
     def nodes() -> Any:
         io = io0
         last = len(arglists) - 1
         for i, args in enumerate(arglists):
             io_next = None if io is None else (io_last if i == last else Cell())
-            yield CallNode(fn, args, outs[i], io, io_next, site, hash((base, i)), node.origin)
+            # the i-th call's frame (CallNode.sub, written out: this loop runs once per element)
+            yield CallNode(fn, args, outs[i], io, io_next, site, (base, i, hash((bp, i))), origin)
             io = io_next
 
     ev.emit_lazily(nodes())
@@ -139,6 +156,13 @@ def emit_calls(ev: Reducer, node: CallNode, fn: Cell, arglists: list[list[Cell]]
         ev.alias(node.io_out, io_last if io_last is not None else node.io_in)
         node.io_out = None
     return outs
+
+
+def count_mismatch(got: int, want: int) -> ValueError:
+    """Python's own words for an unpack of the wrong length."""
+    if got > want:
+        return ValueError(f"too many values to unpack (expected {want})")
+    return ValueError(f"not enough values to unpack (expected {want}, got {got})")
 
 
 def done(ev: Reducer, node: CallNode, value: Any) -> None:

@@ -27,7 +27,7 @@ from .graph import (
     demand,
 )
 from .lazy import LazySeq, truthy
-from .stepkit import Intrinsic, church, done, elements, emit_calls
+from .stepkit import Intrinsic, church, count_mismatch, done, elements, emit_calls
 
 __all__ = ["STRUCTURAL_INTRINSICS"]
 
@@ -42,10 +42,10 @@ def _fold(ev: Reducer, node: CallNode) -> None:
         head, tail = v.items
         s1 = Cell()
         io_mid = Cell() if node.io_in is not None else None
-        base = node.identity()
-        ev.push_many([CallNode(step, [s0, head], s1, node.io_in, io_mid, node.site, hash((base, 0)), node.origin),
+        base = node.inner()
+        ev.push_many([CallNode(step, [s0, head], s1, node.io_in, io_mid, node.site, node.sub(0, base), node.origin),
                        CallNode(Cell(node.fn.root().val), [tail, s1, step], node.out, io_mid, node.io_out,
-                                node.site, hash((base, 1)), node.origin)])
+                                node.site, node.sub(1, base), node.origin)])
         node.io_out = None
         return
     if v.__class__ is LazySeq and v.lazy and v.full is None and node.io_in is not None:
@@ -63,14 +63,17 @@ def _fold(ev: Reducer, node: CallNode) -> None:
     io0 = node.io_in
     io_final = Cell() if io0 is not None else None
 
-    base = node.identity()
+    base = node.inner()
+    bp = base[2]
 
     def nodes() -> Any:
         cur, io, last = s0, io0, len(items) - 1
+        site, origin = node.site, node.origin
         for i, x in enumerate(items):
             nxt = final if i == last else Cell()
             io_next = None if io is None else (io_final if i == last else Cell())
-            yield CallNode(step, [cur, x], nxt, io, io_next, node.site, hash((base, i)), node.origin)
+            # iteration i's frame (CallNode.sub, written out: this loop runs once per element)
+            yield CallNode(step, [cur, x], nxt, io, io_next, site, (base, i, hash((bp, i))), origin)
             cur, io = nxt, io_next
 
     ev.emit_lazily(nodes())
@@ -90,18 +93,19 @@ def _fold_lazy(ev: Reducer, node: CallNode, gen: LazySeq) -> None:
     if items is None:
         return
     ev.fired = DELTA
-    base = node.identity()
+    base = node.inner()
     io = node.io_in
     cur = s0
     nodes = []
     for i, x in enumerate(items):
         elem, io_mid, io_next, nxt = Cell(), Cell(), Cell(), Cell()
-        nodes.append(CallNode(gen.fn, [x], elem, io, io_mid, gen.site, hash((gen.path, i)), gen.origin))
+        at = node.sub(i, base)          # iteration i; its element is evaluated first, inside it
+        nodes.append(CallNode(gen.fn, [x], elem, io, io_mid, gen.site, (at, -1, hash((gen.path, i))), gen.origin))
         if gen.op == "map":
-            nodes.append(CallNode(step, [cur, elem], nxt, io_mid, io_next, node.site, hash((base, i)), node.origin))
+            nodes.append(CallNode(step, [cur, elem], nxt, io_mid, io_next, node.site, at, node.origin))
         else:
             nodes.append(CallNode(Cell(_STEP_IF), [Cell(gen.op), elem, x, cur, step], nxt, io_mid, io_next, node.site,
-                                  hash((base, i)), node.origin))
+                                  at, node.origin))
         cur, io = nxt, io_next
     ev.emit_lazily(iter(nodes))
     ev.alias(node.io_out, io)
@@ -128,7 +132,7 @@ def _step_if(ev: Reducer, node: CallNode) -> None:
         ev.pass_io(node)
         ev.alias(node.out, cur)
         return
-    ev.push(CallNode(step, [cur, value], node.out, node.io_in, node.io_out, node.site, node.path, node.origin))
+    ev.push(CallNode(step, [cur, value], node.out, node.io_in, node.io_out, node.site, node.frame, node.origin))
     node.io_out = None
 
 
@@ -140,10 +144,10 @@ def _map(ev: Reducer, node: CallNode) -> None:
         head, tail = v.items
         y, rest = Cell(), Cell()
         io_mid = Cell() if node.io_in is not None else None
-        base = node.identity()
-        ev.push_many([CallNode(fn, [head], y, node.io_in, io_mid, node.site, hash((base, 0)), node.origin),
+        base = node.inner()
+        ev.push_many([CallNode(fn, [head], y, node.io_in, io_mid, node.site, node.sub(0, base), node.origin),
                        CallNode(Cell(node.fn.root().val), [tail, fn], rest, io_mid, node.io_out, node.site,
-                                hash((base, 1)), node.origin)])
+                                node.sub(1, base), node.origin)])
         node.io_out = None
         ev.bind(node.out, PackVal((y, rest), "cons"))
         return
@@ -188,7 +192,7 @@ def _filter(ev: Reducer, node: CallNode) -> None:
 
 def _chain(ev: Reducer, node: CallNode, op: Intrinsic, arg: Any) -> None:
     """Continue with another structural step on a pack we just built."""
-    ev.push(CallNode(Cell(op), [Cell(arg), Cell(_Progress())], node.out, None, None, node.site, node.path,
+    ev.push(CallNode(Cell(op), [Cell(arg), Cell(_Progress())], node.out, None, None, node.site, node.frame,
                       node.origin))
 
 
@@ -339,7 +343,10 @@ def _bool(ev: Reducer, node: CallNode) -> None:
 
 def _print(ev: Reducer, node: CallNode) -> None:
     """print, ordered by the io token: it runs when its arguments are values and the previous
-    print has happened; nothing else waits for it."""
+    print has happened; nothing else waits for it. A print after the failure that stops the run
+    (in program order) never happens, as in Python."""
+    if ev.stop is not None and ev.stop.after(node.frame, node.site.uid):
+        return
     if node.io_in is not None:
         t, troot = ev.whnf(node.io_in)
         if t is PENDING:
@@ -362,6 +369,31 @@ def _print(ev: Reducer, node: CallNode) -> None:
     done(ev, node, None)
 
 
+def _unpackable(ev: Reducer, node: CallNode) -> None:
+    """`%unpackable(v, n)`, before `a, b = v` in a program that prints: fails as Python's unpack
+    fails (in its place in the print token's order, so a print after a bad unpack never happens),
+    else lets the token pass. The unpack itself projects without waiting, as before."""
+    src, n = node.args
+    v = demand(ev, node, src)
+    if v is NOT_READY:
+        return
+    want = n.val
+    if v.__class__ is PackVal or v.__class__ is LazySeq or isinstance(v, _SIZED):
+        items = elements(ev, node, src)
+        if items is None:
+            return
+        if len(items) != want:
+            ev.fail(node, count_mismatch(len(items), want))
+            return
+    elif not hasattr(v, "__iter__"):
+        ev.fail(node, TypeError(f"cannot unpack non-iterable {type(v).__name__} object"))
+        return
+    done(ev, node, None)                              # a host iterator: left for the unpack to consume
+
+
+_SIZED = (list, tuple, str, dict, set, frozenset, range, bytes)
+
+
 def _lines(ev: Reducer, node: CallNode) -> None:
     """`lines(s)`: the complete lines of a string, or of a stream as they complete (a line-by-line
     stream of a token stream: how streaming SoT starts a point's expansion before the skeleton ends)."""
@@ -379,7 +411,7 @@ def _lines(ev: Reducer, node: CallNode) -> None:
         parts = (buf + str(h)).split("\n")
         more = Cell()
         ev.push(CallNode(Cell(_LINES), [v.items[1], Cell(parts[-1])], more, None, None, node.site,
-                          hash((node.identity(), 1)), node.origin))
+                          node.sub(1), node.origin))
         out: Cell = more
         for line in reversed(parts[:-1]):
             out = Cell(PackVal((Cell(line), out), "cons"))
@@ -411,4 +443,5 @@ STRUCTURAL_INTRINSICS: dict[str, Intrinsic] = {
     "extend": Intrinsic("extend", _extend, structural=True), "add": Intrinsic("add", _add, structural=True),
     "getitem": Intrinsic("getitem", _getitem, structural=True), "bool": Intrinsic("bool", _bool, structural=True),
     "print": Intrinsic("print", _print, structural=True), "lines": _LINES,
+    "unpackable": Intrinsic("unpackable", _unpackable, structural=True),
 }

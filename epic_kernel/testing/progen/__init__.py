@@ -3,7 +3,8 @@ and a comparator that runs each one in CPython and in epic under every strategy.
 
 Why: users trust `%%epic` because it reads as Python, so every program of the documented subset must
 mean what CPython says it means (README "The language"), apart from the differences the README lists
-under "Where epic differs from Python". Those are named, with their reason, in `EXCLUSIONS` (the one
+under "Where epic differs from Python". A failing program has no exclusion: the same error (type and
+message), the same output, and CPython's calls among those epic started (docs/language.md). Those are named, with their reason, in `EXCLUSIONS` (the one
 place): the generator consults it so it never writes such programs, the comparator so it tolerates
 exactly that difference and nothing else.
 

@@ -166,5 +166,11 @@ class GenBase(ABC):
             args[-1] = f"a{len(args) - 1}={args[-1]}"
         return f"{name}({', '.join(args)})"
 
+    def set_display(self) -> str:
+        """A set display of int constants, as written where it is iterated: CPython folds it into a
+        frozenset constant whose order can differ from a set built at run time (`{5, -3}`)."""
+        r = self.r
+        return "{" + ", ".join(str(r.randint(-6, 12)) for _ in range(r.randint(1, 4))) + "}"
+
     def cond(self, t: str, sc: Scope, d: int) -> str:
         return f"({self.expr(t, sc, d)} if {self.expr(BOOL, sc, d)} else {self.expr(t, sc, d)})"

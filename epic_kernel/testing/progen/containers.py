@@ -32,7 +32,12 @@ class ContainerGen(ScalarGen):
     def e_lint(self, sc: Scope, d: int) -> str:
         r = self.r
         e = self.expr
-        c = r.randrange(19)
+        c = r.randrange(21)
+        if c in (19, 20):                    # a comprehension over a set display (a folded constant)
+            x = self.fresh("c")
+            inner = sc.child(vars={**sc.vars, x: INT})
+            flt = f" if {e(BOOL, inner, d)}" if self.p(0.3) else ""
+            return f"[{e(INT, inner, d) if self.p(0.5) else x} for {x} in {self.set_display()}{flt}]"
         if c == 0:
             return "[" + ", ".join(e(INT, sc, d) for _ in range(r.randint(0, 3))) + "]"
         if c in (1, 2):

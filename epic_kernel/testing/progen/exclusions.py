@@ -48,14 +48,6 @@ EXCLUSIONS: dict[str, Exclusion] = {e.name: e for e in (
     Exclusion("list-identity",
               "README: lists are values, `is` between lists is False. The generator never uses `is`.",
               "generator"),
-    Exclusion("errors-keep-independent-work",
-              "README 'Errors lose nothing': statements do not order effects, so after a failure the work "
-              "that does not depend on it still runs (more prints, more calls) and every failure is "
-              "reported. When CPython raises, the comparator only asks that epic fails too, with the same "
-              "error type among its failures, that CPython's output is a prefix of epic's, and that "
-              "CPython's calls are a sub-multiset of epic's. Work Python never reached may also be long "
-              "(a string doubled in a loop whose assert failed): a run that had already failed as CPython "
-              "did and then hits the deadline is this difference, not a hang.", "comparator"),
     Exclusion("callback-kept-by-host",
               "README (late binding): a lambda is captured by value unless the call it is passed to uses it "
               "up; a host function may keep it, so a lambda handed to one (happly) reading a name rebound "

@@ -22,7 +22,6 @@ from typing import Any
 from ...errors import EpicError, EpicInternalError, EpicSyntaxError
 from ...llm.sim import SimBackend
 from ...runtime.api import run
-from .exclusions import excluded
 from .host import cpython_namespace, epic_namespace
 
 __all__ = ["STRATEGIES", "Finding", "Outcome", "Timeout", "compare", "run_cpython", "run_epic", "sampled_variant"]
@@ -58,12 +57,15 @@ class Outcome:
     value: Any = None
     value_repr: str = ""
     stdout: str = ""
-    errors: list[str] = field(default_factory=list)   # exception type names (epic: every failure)
+    errors: list[str] = field(default_factory=list)   # exception type names (epic: every failure, the
+    #                                                   one the run stopped at, Python's, first)
     error_text: str = ""
+    error: str = ""         # the error raised, "Type: message" (epic: its first failure in program order)
     kind: str = "ok"        # ok | error | syntax | internal | crash | timeout
     gist: str = ""          # the first error as "Type: message", without the program's own names
-    calls: Counter = field(default_factory=Counter)   # (fn, args) multiset
-    fns: Counter = field(default_factory=Counter)     # fn-name multiset
+    calls: Counter = field(default_factory=Counter)   # (fn, args) multiset of the calls started
+    fns: Counter = field(default_factory=Counter)     # fn-name multiset of the calls started
+    done: Counter = field(default_factory=Counter)    # (fn, args) multiset of the calls that finished
 
 
 def _safe_repr(v: Any) -> str:
@@ -89,7 +91,7 @@ def run_cpython(src: str, timeout: float = 10.0) -> Outcome:
         return Outcome(False, stdout=out.getvalue(), kind="timeout", error_text=str(e))
     except Exception as e:
         return Outcome(False, stdout=out.getvalue(), errors=[type(e).__name__], error_text=str(e),
-                       kind="error", fns=Counter(f for f, _ in log))
+                       kind="error", fns=Counter(f for f, _ in log), error=_told(e))
     return Outcome(True, value, _safe_repr(value), out.getvalue(), fns=Counter(f for f, _ in log))
 
 
@@ -114,18 +116,26 @@ def run_epic(src: str, strategy: str, seed: int = 0, timeout: float = 30.0) -> O
     except EpicError as e:
         errs = [type(f.error).__name__ for f in e.failures]
         calls = Counter((c.fn, c.args_preview) for c in e.result.calls) if e.result is not None else Counter()
+        done = Counter((c.fn, c.args_preview) for c in e.result.calls if c.state == "done") \
+            if e.result is not None else Counter()
         internal = [f for f in e.failures if isinstance(f.error, EpicInternalError)]
         worst = internal[0] if internal else (e.failures[0] if e.failures else None)
         gist = _gist(f"{type(worst.error).__name__}: {worst.error}") if worst is not None else _gist(str(e))
         kind = "internal" if internal else "timeout" if "Timeout" in errs else "error"
         return Outcome(False, stdout=out.getvalue(), errors=errs, error_text=str(e), kind=kind, calls=calls,
-                       fns=Counter(fn for (fn, _), k in calls.items() for _ in range(k)), gist=gist)
+                       fns=Counter(fn for (fn, _), k in calls.items() for _ in range(k)), gist=gist, done=done,
+                       error=_told(e.failures[0].error) if e.failures else "")
     except Exception as e:
         return Outcome(False, stdout=out.getvalue(), errors=[type(e).__name__], error_text=f"{type(e).__name__}: {e}",
                        kind="crash", gist=_gist(f"{type(e).__name__}: {e}"))
     calls = Counter((c.fn, c.args_preview) for c in res.calls)
     return Outcome(True, res.value, _safe_repr(res.value), out.getvalue(), calls=calls,
-                   fns=Counter(c.fn for c in res.calls))
+                   fns=Counter(c.fn for c in res.calls), done=calls)
+
+
+def _told(e: BaseException) -> str:
+    """An error as the comparison reads it: its type and message."""
+    return f"{type(e).__name__}: {e}"
 
 
 def _gist(text: str) -> str:
@@ -203,14 +213,11 @@ def compare(src: str, strategies: tuple[tuple[str, int], ...] = STRATEGIES,
         def add(kind: str, exp: str, got: str, name: str = name, gist: str = "") -> None:
             findings.append(Finding(kind, name, exp[:300], got[:300], gist))
 
-        if (ep.kind == "timeout" and not py.ok and not excluded("errors-keep-independent-work")
-                and _error_matches(py.errors[0], ep.errors)):
-            continue                         # it failed as CPython did, then kept working (see the exclusion)
         if ep.kind in ("internal", "crash", "timeout", "syntax"):
             add(ep.kind, "ok" if py.ok else f"{py.errors}", ep.error_text.replace("\n", " "), gist=ep.gist)
             continue
         if cpython:
-            _against_cpython(py, ep, add)
+            _against_cpython(py, ep, add, sequential=strategy == "sequential")
         if first is None:
             first, first_name = ep, name
             continue
@@ -218,9 +225,12 @@ def compare(src: str, strategies: tuple[tuple[str, int], ...] = STRATEGIES,
     return findings
 
 
-def _against_cpython(py: Outcome, ep: Outcome, add: Callable[..., None]) -> None:
-    """One strategy's run against CPython's: the same value, output and calls when CPython succeeds;
-    when it fails, the same error (exclusion errors-keep-independent-work says how much the same)."""
+def _against_cpython(py: Outcome, ep: Outcome, add: Callable[..., None], sequential: bool = False) -> None:
+    """One strategy's run against CPython's: the same value, output and calls when CPython succeeds.
+    When it fails, epic stops where Python stops: the same error (type and message), exactly the
+    same output, and every call CPython made among the calls epic started (a concurrent strategy may
+    have started calls after the failure point before it knew of it, and cancelled them); under
+    `sequential` exactly CPython's calls."""
     if py.ok and not ep.ok:
         add("error-vs-ok", f"value {py.value_repr}", ep.error_text.replace("\n", " "), gist=ep.gist)
     elif not py.ok and ep.ok:
@@ -232,30 +242,34 @@ def _against_cpython(py: Outcome, ep: Outcome, add: Callable[..., None]) -> None
             add("stdout", repr(py.stdout), repr(ep.stdout))
         if ep.fns != py.fns:
             add("calls", str(dict(py.fns)), str(dict(ep.fns)), gist=_call_gist(py.fns, ep.fns))
-    elif not excluded("errors-keep-independent-work"):
-        if (py.errors[:1], py.stdout, py.fns) != (ep.errors[:1], ep.stdout, ep.fns):
-            add("error-strict", f"{py.errors[0]} {py.stdout!r} {dict(py.fns)}",
-                f"{ep.errors} {ep.stdout!r} {dict(ep.fns)}")
-    else:                                   # both failed: exclusion errors-keep-independent-work
-        if not _error_matches(py.errors[0], ep.errors):
-            add("error-type", f"{py.errors[0]}: {py.error_text}", ep.error_text.replace("\n", " "),
-                gist=f"{py.errors[0]} -> {ep.gist}")
-        if not ep.stdout.startswith(py.stdout):
-            add("stdout", repr(py.stdout), repr(ep.stdout))
-        if not _sub_multiset(py.fns, ep.fns):
+    else:                                   # both failed
+        if not _error_matches(py.errors[0], ep.errors[:1]):
+            add("error-type", py.error, ep.error_text.replace("\n", " "), gist=f"{py.errors[0]} -> {ep.gist}")
+        elif ep.error != py.error:
+            add("error-message", py.error, ep.error, gist=f"{py.errors[0]}: {_gist(ep.error)}")
+        if ep.stdout != py.stdout:
+            add("stdout", repr(py.stdout), repr(ep.stdout), gist="failing program")
+        if sequential and ep.fns != py.fns:
+            add("calls", str(dict(py.fns)), str(dict(ep.fns)), gist="sequential " + _call_gist(py.fns, ep.fns))
+        elif not _sub_multiset(py.fns, ep.fns):
             add("calls", str(dict(py.fns)), str(dict(ep.fns)), gist=_call_gist(py.fns, ep.fns, extra=False))
 
 
 def _against_first(first: Outcome, first_name: str, ep: Outcome, add: Callable[..., None]) -> None:
-    """Confluence across strategies: value, output, failure, the multiset of dispatched requests."""
-    if (ep.ok, ep.value_repr, sorted(set(ep.errors))) != (first.ok, first.value_repr, sorted(set(first.errors))):
-        add("strategy-result", f"{first_name}: {first.value_repr or sorted(set(first.errors))}",
-            ep.value_repr or str(sorted(set(ep.errors))))
+    """Confluence across strategies: value, output, the error a failing run raises (its first failure
+    in program order), the multiset of dispatched requests (of a failing run: of finished calls, as
+    calls after the failure point may have started, and been cancelled, under one strategy only)."""
+    if (ep.ok, ep.value_repr, ep.error) != (first.ok, first.value_repr, first.error):
+        add("strategy-result", f"{first_name}: {first.value_repr or first.error}", ep.value_repr or ep.error)
     elif ep.stdout != first.stdout:
         add("strategy-stdout", f"{first_name}: {first.stdout!r}", repr(ep.stdout))
-    if ep.calls != first.calls:
+    if ep.ok and ep.calls != first.calls:
         add("strategy-calls", f"{first_name}: {dict(first.calls)}", str(dict(ep.calls)),
             gist=_call_gist(first.fns, ep.fns))
+    elif not ep.ok and ep.done != first.done:
+        add("strategy-calls", f"{first_name}: finished {dict(first.done)}", f"finished {dict(ep.done)}",
+            gist="failing program: " + _call_gist(Counter(f for f, _ in first.done.elements()),
+                                                  Counter(f for f, _ in ep.done.elements())))
 
 
 def sampled_variant(src: str) -> str:

@@ -38,7 +38,9 @@ class ProgramGen(ContainerGen):
         r = self.r
         d = 3 if sc.depth < 2 else 2
         deep = sc.depth < self.size
-        c = r.randrange(20)
+        c = r.randrange(22)
+        if c >= 20:
+            return self._curried(sc, d)
         if c <= 4:
             return self._assign(sc, d)
         if c == 5:
@@ -192,6 +194,20 @@ class ProgramGen(ContainerGen):
         sc.funcs[name] = ([INT], INT, 0)
         return [f"{name} = lambda {v}: {body}"]
 
+    def _curried(self, sc: Scope, d: int) -> list[str]:
+        """`mk(x)(g(y))`: a callee that is itself a call, both printing, so the order Python
+        evaluates them in (the callee's call first, then the argument) shows in the output."""
+        mk, g, v = self.fresh("mk"), self.fresh("g"), self.fresh("cv")
+        inner = "print('in', a1) or a1 + a0" if self.p(0.3) else "a1 * 2 + a0"
+        lines = [f"def {mk}(a0):", "    print('mk', a0)", f"    return lambda a1: {inner}",
+                 f"def {g}(a0):", "    print('arg', a0)", "    return a0 - 1"]
+        call = f"{mk}({self.expr(INT, sc, d)})({g}({self.expr(INT, sc, d)}))"
+        sc.vars[v] = INT
+        sc.own.add(v)
+        if self.p(0.3):
+            return lines + [f"print({call})", f"{v} = 0"]
+        return lines + [f"{v} = {call}"]
+
     def _pending_assign(self, sc: Scope, d: int) -> list[str]:
         """A name bound to a value still in flight (or any expression)."""
         r = self.r
@@ -205,8 +221,12 @@ class ProgramGen(ContainerGen):
     def for_loop(self, sc: Scope, d: int) -> list[str]:
         r = self.r
         inner = sc.child(loop=True)
-        c = r.randrange(7)
-        if c == 6:                                # a lazy map/filter walked by the loop itself
+        c = r.randrange(8)
+        if c == 7:                                # a set display: a frozenset constant in CPython
+            x = self.fresh("x")
+            head = f"for {x} in {self.set_display()}:"
+            inner.vars[x] = INT
+        elif c == 6:                              # a lazy map/filter walked by the loop itself
             x = self.fresh("x")
             fn = r.choice(["map", "filter"])
             lam = self.pure_lam(INT, INT if fn == "map" else BOOL, sc, d)
