@@ -20,6 +20,7 @@ from typing import Any
 from . import constrained
 from .base import Backend, LLMRequest, LLMResponse, StreamChunk
 from .batcher import Batcher, LogitsHook
+from .invariant import make_invariant
 from .models import model_key, quiet_progress, resolve_model
 from .quantize import quantize as _quantize
 
@@ -62,27 +63,32 @@ def pick_dtype(dtype: Any, device: str) -> Any:
 
 
 def load_batcher(model: str | None, *, device: str, dtype: Any, quantize: str | None = None,
-                 **settings: Any) -> Batcher:
-    """Load tokenizer + weights (int8-quantized if asked) and start a (private) batcher for them."""
+                 batch_invariant: bool = True, **settings: Any) -> Batcher:
+    """Load tokenizer + weights (quantized if asked; batch-invariant unless told not to: llm.invariant)
+    and start a (private) batcher for them."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     with quiet_progress():
         path = resolve_model(model)
         tokenizer = AutoTokenizer.from_pretrained(path)
         weights = _quantize(AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval(), quantize)
+        if batch_invariant:
+            weights = make_invariant(weights)
     return Batcher(weights, tokenizer, name=model_key(model), **settings)
 
 
 def shared_batcher(model: str | None, *, device: str = "auto", dtype: Any = None, quantize: str | None = None,
-                   **settings: Any) -> Batcher:
-    """The process-wide batcher for (model, device, dtype, quantize), created on first use; counts a reference."""
+                   batch_invariant: bool = True, **settings: Any) -> Batcher:
+    """The process-wide batcher for (model, device, dtype, quantize, batch_invariant), created on
+    first use; counts a reference."""
     dev = pick_device(device)
     dt = pick_dtype(dtype, dev)
-    key = (model_key(model), dev, str(dt), str(quantize))
+    key = (model_key(model), dev, str(dt), str(quantize), str(batch_invariant))
     with _registry_lock:
         b = _registry.get(key)
         if b is None or b.closed:
-            b = load_batcher(model, device=dev, dtype=dt, quantize=quantize, **settings)
+            b = load_batcher(model, device=dev, dtype=dt, quantize=quantize, batch_invariant=batch_invariant,
+                             **settings)
             _registry[key], _refs[key] = b, 0
         _refs[key] += 1
         return b
