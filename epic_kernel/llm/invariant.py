@@ -33,7 +33,7 @@ import functools
 import math
 from typing import Any
 
-__all__ = ["ATTN_NAME", "DEFAULT_ROWS", "attention", "fixed_rows_matmul", "is_invariant",
+__all__ = ["ATTN_NAME", "DEFAULT_ROWS", "attention", "fixed_rows_apply", "fixed_rows_matmul", "is_invariant",
            "make_invariant"]
 
 ATTN_NAME = "epic_invariant"
@@ -60,21 +60,25 @@ def fixed_rows_matmul(a: Any, b: Any, rows: int) -> Any:
     return out.reshape(*lead, m + pad, n)[..., :m, :]
 
 
-def _fixed_rows_linear(x: Any, weight: Any, bias: Any, rows: int) -> Any:
+def fixed_rows_apply(x2: Any, fn: Any, rows: int) -> Any:
+    """`fn(x2)` for a row-wise fn on x2 [M, K], called on blocks of exactly `rows` rows (zero-padded):
+    every row goes through the same kernel with the same blocking, whatever M is."""
     import torch
     import torch.nn.functional as F
 
-    lead, k = x.shape[:-1], x.shape[-1]
-    x2 = x.reshape(-1, k)
     m = x2.shape[0]
     pad = (-m) % rows
     if pad:
         x2 = F.pad(x2, (0, 0, 0, pad))
-    if x2.shape[0] == rows:
-        out = F.linear(x2, weight, bias)
-    else:
-        out = torch.cat([F.linear(c, weight, bias) for c in x2.split(rows)])
-    return out[:m].reshape(*lead, out.shape[-1])
+    out = fn(x2) if x2.shape[0] == rows else torch.cat([fn(c) for c in x2.split(rows)])
+    return out[:m]
+
+
+def _fixed_rows_linear(x: Any, weight: Any, bias: Any, rows: int) -> Any:
+    import torch.nn.functional as F
+
+    out = fixed_rows_apply(x.reshape(-1, x.shape[-1]), lambda c: F.linear(c, weight, bias), rows)
+    return out.reshape(*x.shape[:-1], out.shape[-1])
 
 
 def _linear_class() -> type:
