@@ -139,8 +139,13 @@ class TransformersBackend(Backend):
     `model`: "smollm2" (default), "tiny"/"tiny10m", a local HF directory or a hub id (offline cache).
     `ignore_eos` keeps decoding past EOS (benchmarks that need full-length rows; not for constrained calls).
     `prefix_cache_mb`: the byte budget of the batcher's prompt-prefix KV cache (0 turns it off).
-    `quantize="int8"`: int8 dynamic-quantized Linear layers on CPU (faster, changes some greedy tokens:
-    benchmarks/results/precision.md); `dtype="bfloat16"` is the other opt-in precision.
+    `dtype`: None picks bf16 on a CPU with native bf16 (AVX512-BF16 or AMX) or a CUDA GPU with bf16,
+    fp32 on other CPUs (`pick_dtype`); `dtype="float32"`/`"bfloat16"` overrides.
+    `quantize="int8"`/`"int4"`: weight-only int8 per channel / int4 per group of 32 on CPU (`quantize`
+    module; perplexity and speed in docs/precision.md).
+    `batch_invariant` (default True): a call's logits do not depend on the calls it is batched with,
+    so a program's greedy answers are the same under every strategy (`invariant` module); False
+    trades that for the plain kernels' speed.
     `regex=`/`choices=` become a per-request logits mask (see the `constrained` module for the
     semantics: full match, `stop=` ignored, `ConstraintIncomplete` when `max_tokens` runs out first).
     """
