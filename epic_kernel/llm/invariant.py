@@ -34,7 +34,7 @@ import math
 from typing import Any
 
 __all__ = ["ATTN_NAME", "DEFAULT_ROWS", "attention", "fixed_rows_apply", "fixed_rows_matmul", "is_invariant",
-           "make_invariant"]
+           "make_invariant", "supported"]
 
 ATTN_NAME = "epic_invariant"
 DEFAULT_ROWS = 16       # rows per matmul call: the waste at one row vs the number of calls at 64
@@ -203,11 +203,14 @@ def _register() -> None:
 def make_invariant(model: Any, rows: int = DEFAULT_ROWS) -> Any:
     """Make `model` (a transformers causal LM) batch-invariant in place and return it: fixed-row
     matmuls in every nn.Linear and the invariant attention. Quantized linears that define
-    `invariant_rows` (quantize.py) get the same row count."""
+    `invariant_rows` (quantize.py) get the same row count. A model whose attention is not plain
+    causal attention (`supported`) is returned unchanged, and `is_invariant` says so."""
     import torch
 
     if rows < 1:
         raise ValueError("rows must be >= 1")
+    if not supported(model.config):
+        return model          # its attention needs what `attention` does not do: left as it is, not invariant
     _register()
     cls = _cls()
     for mod in model.modules():
@@ -227,6 +230,17 @@ def make_invariant(model: Any, rows: int = DEFAULT_ROWS) -> Any:
     model.set_attn_implementation(ATTN_NAME)
     model.epic_invariant_rows = rows
     return model
+
+
+def supported(config: Any) -> bool:
+    """Whether `attention` computes what this model's attention does: plain causal attention over
+    every earlier token (no sliding window, logit soft-capping or attention sinks)."""
+    types = getattr(config, "layer_types", None)
+    if types is not None and any(t != "full_attention" for t in types):
+        return False
+    if getattr(config, "sliding_window", None) is not None and getattr(config, "use_sliding_window", True):
+        return False
+    return not any(getattr(config, k, None) for k in ("attn_logit_softcapping", "attention_sinks", "sinks"))
 
 
 def is_invariant(model: Any) -> bool:
