@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from typing import Any
 
 __all__ = ["ATTN_NAME", "DEFAULT_ROWS", "attention", "fixed_rows_apply", "fixed_rows_matmul", "is_invariant",
@@ -150,37 +151,58 @@ def attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any
     import torch
 
     b, h, q, d = query.shape
-    hkv, length = key.shape[1], key.shape[2]
+    hkv = key.shape[1]
     g = h // hkv
     rows = getattr(module, "invariant_rows", DEFAULT_ROWS)
-    if attention_mask is None:
-        vis = torch.ones((b, length), dtype=torch.bool, device=query.device)
-    else:
-        m = attention_mask[:, 0, -1, :]
-        vis = m if m.dtype == torch.bool else m == 0
-    n = vis.sum(-1)                                              # [B] keys per row
-    width = max(_KEY_BLOCK, -(-int(n.max()) // _KEY_BLOCK) * _KEY_BLOCK)
-    order = torch.argsort((~vis).to(torch.int8), dim=-1, stable=True)   # a row's keys first, in order
-    if width > length:
-        order = torch.nn.functional.pad(order, (0, width - length))
-    order = order[:, :width]
-    kpos = torch.arange(width, device=query.device)
-    live = kpos[None, :] < n[:, None]                            # [B, W]
+    n, order, allowed, live = _layout(attention_mask, b, q, key.shape[2], query.device)
+    width = order.shape[1]
     idx = order[:, None, :, None].expand(b, hkv, width, d)
-    zero = torch.zeros((), dtype=key.dtype, device=key.device)
-    k = torch.where(live[:, None, :, None], key.gather(2, idx), zero)
-    v = torch.where(live[:, None, :, None], value.gather(2, idx), zero)
+    k = key.gather(2, idx)          # dead columns hold finite cache values; their scores are masked below
+    v = torch.where(live[:, None, :, None], value.gather(2, idx), torch.zeros((), dtype=value.dtype))
     # GQA: the g query heads of one KV head become g*q rows against that head's keys
     qg = query.reshape(b, hkv, g * q, d)
     scores = fixed_rows_matmul(qg, k.transpose(-1, -2), rows).float()
     scores = scores * (scaling if scaling is not None else d ** -0.5)
-    qlim = n[:, None] - q + torch.arange(q, device=query.device)[None, :]          # [B, q] last key per query
-    allowed = kpos[None, None, :] <= qlim[:, :, None]                               # [B, q, W]
     allowed = allowed[:, None, None].expand(b, hkv, g, q, width).reshape(b, hkv, g * q, width)
     scores = scores.masked_fill(~allowed, torch.finfo(torch.float32).min)   # finite: a padding query stays finite
     probs = torch.softmax(scores, dim=-1).to(value.dtype)
     out = fixed_rows_matmul(probs, v, rows)                     # [B, Hkv, g*q, D]
     return out.reshape(b, h, q, d).transpose(1, 2).contiguous(), None
+
+
+_last = threading.local()       # per decode thread: .ref (weakref to the mask of the forward in progress), .layout
+
+
+def _layout(attention_mask: Any, b: int, q: int, length: int, device: Any) -> tuple[Any, Any, Any, Any]:
+    """Per row: key count n [B], gather order [B, W] (the row's keys first), allowed [B, q, W] (query i
+    sees keys 0..n-q+i), live [B, W]. Every layer of one forward gets the same mask object, so the
+    layout is computed once per forward (a weak reference: a freed mask never matches a new one)."""
+    import weakref
+
+    import torch
+
+    ref = getattr(_last, "ref", None)
+    if attention_mask is not None and ref is not None and ref() is attention_mask:
+        return _last.layout
+    if attention_mask is None:
+        vis = torch.ones((b, length), dtype=torch.bool, device=device)
+    else:
+        m = attention_mask[:, 0, -1, :]
+        vis = m if m.dtype == torch.bool else m == 0
+    n = vis.sum(-1)
+    width = max(_KEY_BLOCK, -(-int(n.max()) // _KEY_BLOCK) * _KEY_BLOCK)
+    order = torch.argsort((~vis).to(torch.int8), dim=-1, stable=True)   # a row's keys first, in order
+    if width > length:
+        order = torch.nn.functional.pad(order, (0, width - length))
+    order = order[:, :width]
+    kpos = torch.arange(width, device=device)
+    live = kpos[None, :] < n[:, None]
+    qlim = n[:, None] - q + torch.arange(q, device=device)[None, :]     # [B, q] the last key each query sees
+    allowed = kpos[None, None, :] <= qlim[:, :, None]
+    out = (n, order, allowed, live)
+    if attention_mask is not None:
+        _last.ref, _last.layout = weakref.ref(attention_mask), out
+    return out
 
 
 def _mask(*args: Any, **kwargs: Any) -> Any:
