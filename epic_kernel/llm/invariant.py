@@ -16,7 +16,7 @@ every row the same reduction order whatever the batch:
 * Attention gathers each row's own keys to the front of a zero-padded buffer whose length is a
   multiple of 64 (`_KEY_BLOCK`), so a row's keys sit at the same offsets alone or beside longer
   rows; queries are multiplied in fixed blocks of `rows` like the linears, masked columns add exact
-  zeros, and softmax runs in fp32 (`attention`).
+  zeros, and the attention arithmetic runs in fp32 whatever the model dtype (`attention`).
 * Norms, RoPE and activations work per token already, but torch's elementwise loops compute the
   last few elements of a tensor (its tail after whole 2-vector blocks) with scalar code, whose `exp`
   rounds differently from the vectorised one; so the activation and the rotary embedding run on
@@ -154,19 +154,19 @@ def attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any
     hkv = key.shape[1]
     g = h // hkv
     rows = getattr(module, "invariant_rows", DEFAULT_ROWS)
-    n, order, allowed, live = _layout(attention_mask, b, q, key.shape[2], query.device)
-    width = order.shape[1]
-    idx = order[:, None, :, None].expand(b, hkv, width, d)
-    k = key.gather(2, idx)          # dead columns hold finite cache values; their scores are masked below
-    v = torch.where(live[:, None, :, None], value.gather(2, idx), torch.zeros((), dtype=value.dtype))
+    n, flat, allowed, live = _layout(attention_mask, b, q, key.shape[2], query.device)
+    width = live.shape[1]
+    # all of it in fp32, like sdpa's bf16 kernel: bf16 scores (8-bit mantissa) flip answers
+    k = _take(key, flat, width).float()    # dead columns hold finite cache values; their scores are masked
+    v = torch.where(live[:, None, :, None], _take(value, flat, width).float(), torch.zeros(()))
     # GQA: the g query heads of one KV head become g*q rows against that head's keys
-    qg = query.reshape(b, hkv, g * q, d)
-    scores = fixed_rows_matmul(qg, k.transpose(-1, -2), rows).float()
+    qg = query.reshape(b, hkv, g * q, d).float()
+    scores = fixed_rows_matmul(qg, k.transpose(-1, -2), rows)
     scores = scores * (scaling if scaling is not None else d ** -0.5)
     allowed = allowed[:, None, None].expand(b, hkv, g, q, width).reshape(b, hkv, g * q, width)
     scores = scores.masked_fill(~allowed, torch.finfo(torch.float32).min)   # finite: a padding query stays finite
-    probs = torch.softmax(scores, dim=-1).to(value.dtype)
-    out = fixed_rows_matmul(probs, v, rows)                     # [B, Hkv, g*q, D]
+    probs = torch.softmax(scores, dim=-1)
+    out = fixed_rows_matmul(probs, v, rows).to(query.dtype)     # [B, Hkv, g*q, D]
     return out.reshape(b, h, q, d).transpose(1, 2).contiguous(), None
 
 
@@ -174,8 +174,8 @@ _last = threading.local()       # per decode thread: .ref (weakref to the mask o
 
 
 def _layout(attention_mask: Any, b: int, q: int, length: int, device: Any) -> tuple[Any, Any, Any, Any]:
-    """Per row: key count n [B], gather order [B, W] (the row's keys first), allowed [B, q, W] (query i
-    sees keys 0..n-q+i), live [B, W]. Every layer of one forward gets the same mask object, so the
+    """Per row: key count n [B], the token indices to take (row b's keys first, then filler; flattened
+    over [B*L] for `_take`), allowed [B, q, W] (query i sees keys 0..n-q+i), live [B, W]. Every layer of one forward gets the same mask object, so the
     layout is computed once per forward (a weak reference: a freed mask never matches a new one)."""
     import weakref
 
@@ -199,10 +199,18 @@ def _layout(attention_mask: Any, b: int, q: int, length: int, device: Any) -> tu
     live = kpos[None, :] < n[:, None]
     qlim = n[:, None] - q + torch.arange(q, device=device)[None, :]     # [B, q] the last key each query sees
     allowed = kpos[None, None, :] <= qlim[:, :, None]
-    out = (n, order, allowed, live)
+    flat = (order + torch.arange(b, device=device)[:, None] * length).reshape(-1)
+    out = (n, flat, allowed, live)
     if attention_mask is not None:
         _last.ref, _last.layout = weakref.ref(attention_mask), out
     return out
+
+
+def _take(x: Any, flat: Any, width: int) -> Any:
+    """x [B, H, L, D] -> [B, H, W, D]: row b's columns listed in flat[b*W:(b+1)*W] (indices into the
+    [B*L] token axis). One index_select of whole [H, D] token slices: ~10x faster than `gather`."""
+    b, h, length, d = x.shape
+    return x.transpose(1, 2).reshape(b * length, h, d).index_select(0, flat).view(b, width, h, d).transpose(1, 2)
 
 
 def _mask(*args: Any, **kwargs: Any) -> Any:
