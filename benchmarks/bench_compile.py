@@ -6,7 +6,10 @@ with the model run eagerly and compiled (inductor, `dynamic=True` so growing sha
 recompile every step), side by side in one process: compile time, median step time at 1/16/64 rows,
 and whether the greedy tokens stay the same. Results: benchmarks/results/compile.{md,json}.
 
-    python -m benchmarks.bench_compile [--rows 1,16,64] [--steps 24]
+    python -m benchmarks.bench_compile [--rows 1,16,64] [--steps 24] [--dtype bfloat16] [--tag -bf16]
+
+The model is the plain transformers one (not batch-invariant: the invariant attention's per-batch
+key count is data-dependent, which compiles to a graph break per layer).
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", default="1,16,64")
     ap.add_argument("--steps", type=int, default=24)
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--tag", default="", help="suffix of the result files (compile<tag>.md)")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
     import torch
@@ -61,11 +66,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     path = resolve_model("smollm2")
     with quiet_progress():
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, args.dtype)).eval()
         tok = AutoTokenizer.from_pretrained(path)
     compiled = torch.compile(model, dynamic=True)
     rows = [int(r) for r in args.rows.split(",")]
-    res: dict = {"model": "SmolLM2-135M-Instruct", "dtype": "float32", "steps": args.steps,
+    res: dict = {"model": "SmolLM2-135M-Instruct", "dtype": args.dtype, "steps": args.steps,
                  "torch": torch.__version__, "threads": torch.get_num_threads(),
                  "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": {}}
     t0 = time.perf_counter()
@@ -80,13 +85,13 @@ def main(argv: list[str] | None = None) -> dict:
                           "speedup": round(e / c, 2), "same_tokens": toks_eager == toks_comp}
         print(f"{n} rows: eager {e * 1000:.1f} ms, compiled {c * 1000:.1f} ms per step "
               f"({e / c:.2f}x), same greedy tokens: {toks_eager == toks_comp}", flush=True)
-    md = [f"# torch.compile on the decode step ({res['model']}, fp32, torch {res['torch']}, "
+    md = [f"# torch.compile on the decode step ({res['model']}, {res['dtype']}, torch {res['torch']}, "
           f"{res['threads']} threads, {res['when']})", "",
           f"Compile and first steps: {res['compile_s']} s.", "",
           "| rows | eager step | compiled step | speed-up | same greedy tokens |", "|---|---|---|---|---|"]
     for n, r in res["rows"].items():
         md.append(f"| {n} | {r['eager_ms']} ms | {r['compiled_ms']} ms | {r['speedup']}x | {r['same_tokens']} |")
-    write_results(args.out, "compile", res, "\n".join(md) + "\n", echo=True)
+    write_results(args.out, f"compile{args.tag}", res, "\n".join(md) + "\n", echo=True)
     return res
 
 

@@ -55,7 +55,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.report import write_results
+from benchmarks.report import machine_line, write_results
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -202,7 +202,8 @@ def run_engine(name: str, args: argparse.Namespace, logs: Path) -> dict:
         from epic_kernel.llm.transformers_backend import TransformersBackend
 
         b = TransformersBackend("smollm2", device=args.device, dtype=args.dtype, max_batch_size=64, shared=False,
-                                prefix_cache_mb=0 if name == "batcher-noprefix" else 256, quantize=args.quantize)
+                                prefix_cache_mb=0 if name == "batcher-noprefix" else 256, quantize=args.quantize,
+                                batch_invariant=not getattr(args, "not_invariant", False))
         try:
             return {"start_s": time.perf_counter() - t0, **measure(b, **sizes(args))}
         finally:
@@ -314,7 +315,9 @@ def markdown(results: dict) -> str:
     head += ["greedy = batcher"]
     quant = f", weights {meta['quantize']}" if meta.get("quantize") else ""
     lines = [f"# Engines side by side ({meta['device']}, {meta['dtype']}{quant})", "",
+             *([meta["cpu_line"], ""] if meta.get("cpu_line") else []),
              f"Machine: {meta['machine']}; {meta['when']}; one run, engines one after another. "
+             f"The in-process batcher is {'' if meta.get('batch_invariant', True) else 'not '}batch-invariant. "
              f"SmolLM2-135M-Instruct; fan-out answers up to {meta.get('new', NEW)} tokens, SoT "
              f"{meta.get('sot_tokens', 96)} tokens per call; CPU numbers are not GPU numbers.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -375,7 +378,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seq", type=int, default=16, help="calls in the sequential run (default 16)")
     ap.add_argument("--sot-tokens", type=int, default=96, help="SoT's max_tokens per call (default 96)")
     ap.add_argument("--workloads", default=",".join(WORKLOADS), help=f"some of {','.join(WORKLOADS)}")
-    ap.add_argument("--quantize", default=None, help="the in-process batcher's weights: int8 (default: none)")
+    ap.add_argument("--quantize", default=None, help="the in-process batcher's weights: int8 or int4 (default: none)")
+    ap.add_argument("--not-invariant", action="store_true",
+                    help="the in-process batcher without batch invariance (its plain kernels)")
     ap.add_argument("--tag", default="", help="suffix of the result files (engines<tag>.md)")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--vllm-python", default=None, help="the python of a venv with vLLM (default: make vllm-env's)")
@@ -394,7 +399,8 @@ def main(argv: list[str] | None = None) -> dict:
     if bad:
         ap.error(f"unknown workload(s) {', '.join(bad)}; choose from {', '.join(WORKLOADS)}")
     results: dict[str, Any] = {"meta": {"device": args.device, "dtype": args.dtype, "quantize": args.quantize,
-                                        "machine": machine(),
+                                        "machine": machine(), "cpu_line": machine_line(),
+                                        "batch_invariant": not args.not_invariant,
                                         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                                         **sizes(args)}, "engines": {}}
     out = args.out / ("quick" if args.quick else "")

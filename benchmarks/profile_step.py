@@ -1,6 +1,7 @@
 """Where one decode step of the shared batcher spends its time, for 1, 8, 32 and 64 rows.
 
-    python -m benchmarks.profile_step [--model smollm2] [--rows 1,8,32,64] [--steps 16] [--dtype float32]
+    python -m benchmarks.profile_step [--model smollm2] [--rows 1,8,32,64] [--steps 16] [--dtype bfloat16]
+        [--not-invariant] [--quantize int8|int4] [--tag -bf16]
 
 Drives the batcher's own `_admit`/`_step` on the calling thread (its worker stays idle: nothing is
 submitted), with prompts of 24-40 tokens, after 8 warm-up steps. For each batch size it reports the
@@ -19,14 +20,15 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from benchmarks.report import write_results
+from benchmarks.report import machine, machine_line, write_results
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 OUT = Path(__file__).parent / "results"
 
 GROUPS = {   # operator name fragments -> group (first match wins)
     "matmul": ("addmm", "aten::mm", "aten::bmm", "aten::matmul", "aten::linear", "mkldnn"),
-    "attention": ("scaled_dot_product", "_flash_attention", "aten::_softmax"),
+    "attention": ("scaled_dot_product", "_flash_attention", "aten::_softmax", "aten::gather", "aten::sort",
+                  "aten::argsort", "aten::masked_fill"),
     "kv cache cat": ("aten::cat",),
     "mask": ("aten::__and__", "aten::bitwise_and", "aten::ge", "aten::le", "aten::lt", "aten::gt",
              "aten::eq", "aten::where", "aten::arange", "aten::expand", "aten::any", "aten::all", "aten::_assert"),
@@ -48,11 +50,11 @@ def group_of(name: str) -> str:
     return "other ops"
 
 
-def load(model: str, dtype: str):
+def load(model: str, dtype: str, invariant: bool = True, quantize: str | None = None):
     from epic_kernel.llm.transformers_backend import load_batcher
 
     return load_batcher(model, device="cpu", dtype=getattr(__import__("torch"), dtype), max_batch_size=128,
-                        prefix_cache_mb=0)
+                        prefix_cache_mb=0, batch_invariant=invariant, quantize=quantize)
 
 
 def tickets(b, n: int):
@@ -107,7 +109,10 @@ def profile(b, rows: int, steps: int) -> dict:
 
 def markdown(res: dict) -> str:
     groups = list(GROUPS) + ["other ops"]
-    lines = [f"# One decode step of the batcher ({res['model']}, {res['dtype']}, {res['torch_threads']} threads)", "",
+    inv = "batch-invariant" if res.get("batch_invariant", True) else "not batch-invariant"
+    quant = f", {res['quantize']} weights" if res.get("quantize") else ""
+    lines = [f"# One decode step of the batcher ({res['model']}, {res['dtype']}{quant}, {inv}, "
+             f"{res['torch_threads']} threads)", "", machine_line(res["machine"]), "",
              f"{res['when']}; median of {res['steps']} steps after 8 warm-up steps; prompts of 24-40 tokens. "
              "Shares are of the profiled operator self time (torch.profiler); "
              "'other ops' is everything not in a named group.", "",
@@ -126,18 +131,21 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--model", default="smollm2")
     ap.add_argument("--rows", default="1,8,32,64")
     ap.add_argument("--steps", type=int, default=16)
-    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--not-invariant", action="store_true", help="plain kernels (batch_invariant=False)")
+    ap.add_argument("--quantize", default=None, choices=["int8", "int4"])
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--tag", default="", help="suffix of the result files (profile_step<tag>.md)")
     args = ap.parse_args(argv)
     import torch
 
-    b = load(args.model, args.dtype)
+    b = load(args.model, args.dtype, not args.not_invariant, args.quantize)
     try:
         runs = [profile(b, int(n), args.steps) for n in args.rows.split(",")]
     finally:
         b.close()
-    res = {"model": args.model, "dtype": args.dtype, "steps": args.steps, "torch_threads": torch.get_num_threads(),
+    res = {"model": args.model, "dtype": args.dtype, "batch_invariant": not args.not_invariant,
+           "quantize": args.quantize, "machine": machine(), "steps": args.steps, "torch_threads": torch.get_num_threads(),
            "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "runs": runs}
     write_results(args.out, f"profile_step{args.tag}", res, markdown(res), echo=True)
     return res

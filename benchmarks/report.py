@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_results"]
+__all__ = ["machine", "machine_line", "write_results"]
 
 
 def write_results(out: Path | str, name: str, data: Any, markdown: str | None = None, *,
@@ -33,3 +33,39 @@ def _write(path: Path, text: str) -> Path:
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def machine() -> dict[str, Any]:
+    """The CPU a number was measured on: model name, the flags that decide which kernels run
+    (AVX2/AVX-512/VNNI/BF16/AMX), cores, and torch's thread count when torch is loaded."""
+    import os
+    import platform
+    import sys
+
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and name in ("", platform.machine(), platform.processor()):
+                    name = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    out: dict[str, Any] = {"cpu": name, "flags": [f for f in _FLAGS if f in flags], "cores": os.cpu_count()}
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        out["torch_threads"] = torch.get_num_threads()
+    return out
+
+
+def machine_line(m: dict[str, Any] | None = None) -> str:
+    """One markdown line naming the CPU and its flags, for the header of a results table."""
+    m = m or machine()
+    flags = " ".join(m["flags"]) or "none of " + "/".join(_FLAGS)
+    threads = f", torch threads {m['torch_threads']}" if "torch_threads" in m else ""
+    return f"CPU: {m['cpu']}, {m['cores']} cores{threads}; flags: {flags}."

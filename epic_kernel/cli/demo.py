@@ -223,15 +223,18 @@ def _show_speedup(console: Any, seq: Any, opp: Any, desc: str, label: str) -> No
         for r in (seq, opp):
             t.add_row(r.strategy, f"{r.elapsed:.2f} s", str(len(r.calls)), str(r.steps), f"{r.parallelism:.1f}x")
         console.print(t)
-        same = "the same answer" if seq.value == opp.value else "different text (batched decoding can change a token)"
+        same = "the same answer" if seq.value == opp.value else (
+            "different answers (this model is not batch-invariant: batched decoding can flip a near-tie)"
+            if "not batch-invariant" in desc else "different answers")
         console.print(f"[bold green]speedup: {speedup:.2f}x[/bold green] (opportunistic over sequential, "
                       f"{seq.elapsed:.2f} s -> {opp.elapsed:.2f} s; both runs gave {same}) on {escape(desc)}")
         if label == "sim":
             console.print("[dim]simulated model: try `epic demo` with the local model installed for real text[/dim]")
         elif speedup < 1.5:
-            console.print("[dim]a small gain: on a CPU with few cores a batch decodes hardly faster than one "
-                          "request. On a GPU, or with --backend openai against a server, independent calls "
-                          "overlap far better.[/dim]")
+            console.print("[dim]a small gain: on this CPU a batch decodes hardly faster than one request "
+                          "(fp32 weights are compute-bound on few cores; bf16, the default where the CPU has "
+                          "native bf16, is where batching is nearly free). On a GPU, or with --backend openai "
+                          "against a server, independent calls overlap far better.[/dim]")
     else:
         print("answer:", str(opp.value).strip())
         print(seq.summary())

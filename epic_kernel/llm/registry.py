@@ -93,6 +93,9 @@ def describe_spec(spec: Any = None, model: str | None = None) -> str:
         if inner.name == "sim" and shown in (None, "sim-1"):
             return "sim (simulated model)"
         text = f"{inner.name} · {shown or '?'}"
+        precision = getattr(inner, "precision", None)     # local models: "bf16", "fp32", "bf16 int8 weights"
+        if isinstance(precision, str) and precision:
+            text = f"{text} · {precision}"
         url = getattr(inner, "base_url", None)
         return f"{text} @ {url}" if url else text
     name = str(spec)
