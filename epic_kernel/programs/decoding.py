@@ -155,6 +155,8 @@ class ProgramRun:
     calls: int = 0
     capped: int = 0                        # calls that used their whole max_tokens
     batches: list[list[Any]] = field(default_factory=list)    # [batch id, start, end, calls], run-relative s
+    lanes: list[list[Any]] = field(default_factory=list)      # per llm call: [id, start, end, batch id,
+                                                                # tokens out, state, prompt preview]
     answer: str = ""
     points: list[list[Any]] = field(default_factory=list)     # SoT: [index, text]
     expansions: list[str] = field(default_factory=list)
@@ -403,6 +405,9 @@ def _measure(out: ProgramRun, res: Any, probe: _Probe, max_tokens: int) -> None:
         b = batches.setdefault(c.batch_id, [c.batch_id, c.start - res.start, c.end - res.start, 0])
         b[1], b[2], b[3] = min(b[1], c.start - res.start), max(b[2], c.end - res.start), b[3] + 1
     out.batches = [[b, round(s, 4), round(e, 4), n] for b, s, e, n in sorted(batches.values())]
+    end = res.start + res.elapsed
+    out.lanes = [[c.id, round(c.start - res.start, 4), round((c.end if c.end is not None else end) - res.start, 4),
+                  c.batch_id, c.tokens_out or 0, c.state, c.args_preview[:160]] for c in llm_calls]
 
 
 def _read_value(out: ProgramRun, value: Any) -> None:
