@@ -33,8 +33,9 @@ def load_ipython_extension(ip: Any) -> None:
 
 def _register_formatters(ip: Any) -> None:
     """`decode_compare(...)`'s result shows as its view (the core class knows nothing of HTML)."""
-    from epic_kernel.programs.decoding import DecodingComparison
     from epic_kernel.widgets import decode_html
+
+    from epic_kernel.programs.decoding import DecodingComparison
 
     formatters = getattr(getattr(ip, "display_formatter", None), "formatters", {})
     if "text/html" in formatters:
