@@ -37,6 +37,7 @@ program (an epic function of the question) joins the view, the magic and the ben
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import statistics
 from collections.abc import Callable, Iterable
@@ -519,6 +520,9 @@ def decode_compare(questions: Any, **kwargs: Any) -> DecodingComparison:
     except RuntimeError:
         return asyncio.run(decode_compare_async(questions, **kwargs))
     return in_fresh_thread(lambda: decode_compare_async(questions, **kwargs), name="epic-decode")
+
+
+decode_compare.__signature__ = inspect.signature(decode_compare_async)     # help() shows every option
 
 
 async def _warm_up(backend: Backend) -> None:

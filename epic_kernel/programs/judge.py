@@ -39,7 +39,8 @@ from ..llm.builtin import llm
 from ._program import program
 
 __all__ = ["FASTCHAT_PROMPT", "LLMZOO_METRICS", "PROTOCOLS", "VERDICTS", "combine", "fastchat_prompt",
-           "judge_answers", "judge_pair", "judge_rank", "llmzoo_prompt", "net_win_rate", "parse_order",
+           "cut_in_half", "judge_answers", "judge_pair", "judge_rank", "llmzoo_prompt", "net_win_rate", "parse_order",
+           "reliability",
            "parse_score_pair", "side_verdict"]
 
 PROTOCOLS = ("fastchat", "llmzoo")
@@ -223,3 +224,28 @@ def net_win_rate(verdicts: Iterable[str]) -> dict[str, Any]:
     n = sum(counts.values())
     rate = (counts["win"] - counts["loss"]) / n if n else None
     return {"net_win_rate": rate, "questions": n, **counts}
+
+
+# ------------------------------------------------------------------------- how far to trust a judge
+def cut_in_half(answer: str) -> str:
+    """A control answer: the first half of `answer`'s words (cut mid-way, as a capped answer is)."""
+    words = answer.split()
+    return " ".join(words[: max(1, len(words) // 2)])
+
+
+def reliability(verdicts: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """A judge's reliability on control pairs (candidate = the complete answer, reference = the
+    same answer cut in half), each judged in both orders:
+
+    accuracy           complete answer judged better, over all pairs (unparsed pairs count as wrong)
+    order_consistency  pairs whose two orders gave the same verdict, over the pairs parsed both ways
+    unparsed           pairs with a reply that could not be read (never a win)
+    sides_unparsed     single replies that could not be read, over all replies (2 per pair)."""
+    vs = list(verdicts)
+    parsed = [v for v in vs if v["verdict"] != "unparsed"]
+    sides = [s for v in vs for s in (v["forward"], v["backward"])]
+    return {"pairs": len(vs), "accuracy": sum(v["verdict"] == "win" for v in vs) / len(vs) if vs else None,
+            "order_consistency": sum(bool(v["consistent"]) for v in parsed) / len(parsed) if parsed else None,
+            "unparsed": len(vs) - len(parsed),
+            "sides_unparsed": sum(s["verdict"] == "unparsed" for s in sides) / len(sides) if sides else None,
+            **{k: sum(v["verdict"] == k for v in vs) for k in ("win", "tie", "loss")}}
