@@ -286,3 +286,21 @@ def test_decode_magic_errors(ip):
         ip.run_cell_magic("epic", "--decode --strategy sequential --backend sim", "Q?")
     with pytest.raises(UsageError, match="the cell holds the question"):
         ip.run_cell_magic("epic", "--decode --backend sim", "  \n")
+
+
+# ------------------------------------------------------------------------------------ the benchmark
+def test_bench_decoding_quick_on_the_sim_resumes_and_caches_verdicts(tmp_path, capsys):
+    from benchmarks import bench_decoding
+
+    argv = ["--quick", "--backend", "sim", "--judge", "self", "--out", str(tmp_path), "--name", "d",
+            "--part", "answer,judge,report"]
+    first = bench_decoding.main(argv)
+    qs = first["questions"]
+    assert set(qs) == {"1", "11"} and all(len(q["runs"]) == 6 for q in qs.values())
+    judge = first["meta"]["judge"]
+    assert all(set(q["verdicts_by_judge"][judge]["sot"]) == {"fastchat", "llmzoo-general"} for q in qs.values())
+    assert first["meta"]["settings"]["seed"] == 0 and "seed 0 + k" in first["meta"]["seeds"]
+    again = bench_decoding.main(argv)                         # resumed: nothing answered or judged again
+    assert again["questions"] == json.loads((tmp_path / "d.json").read_text())["questions"] == qs
+    md = (tmp_path / "d.md").read_text()
+    assert "| generic | 1 |" in md and "Net win rate vs normal decoding (fastchat / llmzoo-general)" in md

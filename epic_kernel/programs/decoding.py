@@ -369,13 +369,15 @@ def rotated(names: list[str], k: int) -> list[str]:
 
 
 async def run_program(entry: DecodingProgram, question: str, backend: Backend, settings: DecodeSettings,
-                      position: int = 0) -> ProgramRun:
-    """One timed run of one program on one question (nothing else on the backend meanwhile)."""
+                      position: int = 0, strategy: str = "opportunistic") -> ProgramRun:
+    """One timed run of one program on one question (nothing else on the backend meanwhile).
+    `strategy="sequential"`: its calls one at a time (the benchmark's one-by-one baseline)."""
     args, kwargs = entry.build(question, settings)
     probe = _Probe()
     out = ProgramRun(entry.name, position=position)
     try:
-        res = await call_function_async(entry.fn, args, kwargs, backend=backend, observers=[probe.on_event])
+        res = await call_function_async(entry.fn, args, kwargs, backend=backend, observers=[probe.on_event],
+                                        strategy=strategy)
     except EpicError as e:
         res = e.result
         out.ok = False
