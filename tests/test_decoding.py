@@ -304,3 +304,18 @@ def test_bench_decoding_quick_on_the_sim_resumes_and_caches_verdicts(tmp_path, c
     assert again["questions"] == json.loads((tmp_path / "d.json").read_text())["questions"] == qs
     md = (tmp_path / "d.md").read_text()
     assert "| generic | 1 |" in md and "Net win rate vs normal decoding (fastchat / llmzoo-general)" in md
+
+
+def test_judge_an_existing_comparison_without_answering_again():
+    from epic_kernel.programs import judge_comparison
+
+    backend = SimBackend(scripts=[sim_script])
+    cmp = decode_compare(["How do I sleep better?", "Why is the sky blue?"], programs=["normal", "sot"], backend=backend)
+    before = {q.question_id: q.runs["sot"].answer for q in cmp.questions}
+    calls = backend.stats.requests
+    judge_comparison(cmp, length_judge(), protocols=("fastchat", "llmzoo"), metrics=("coherence",))
+    assert {q.question_id: q.runs["sot"].answer for q in cmp.questions} == before
+    assert backend.stats.requests == calls                                   # the answer model was not asked
+    assert all(set(q.verdicts["sot"]) == {"fastchat", "llmzoo-coherence"} for q in cmp.questions)
+    assert cmp.judge.startswith("sim") and cmp.protocols == ["fastchat", "llmzoo"]
+    assert cmp.table()[1]["net_win"]["fastchat"]["questions"] == 2

@@ -7,7 +7,13 @@ Epic code sees these names without importing them (`import epic_kernel` register
 """
 
 from ._program import emit_event, program
-from .decoding import DECODING_PROGRAMS, decode_compare, decode_compare_async, register_decoding_program
+from .decoding import (
+    DECODING_PROGRAMS,
+    decode_compare,
+    decode_compare_async,
+    judge_comparison,
+    register_decoding_program,
+)
 from .judge import judge_answers, judge_pair, judge_rank, net_win_rate
 from .sampling import best_of_n, self_consistency
 from .sot import sot
@@ -15,7 +21,7 @@ from .tools import answer_all, answer_with_tools
 from .tot import tot24
 
 __all__ = ["DECODING_PROGRAMS", "answer_all", "answer_with_tools", "best_of_n", "decode_compare",
-           "decode_compare_async", "emit_event", "judge_answers", "judge_pair", "judge_rank", "net_win_rate",
+           "decode_compare_async", "emit_event", "judge_answers", "judge_comparison", "judge_pair", "judge_rank", "net_win_rate",
            "program", "register_decoding_program", "self_consistency", "sot", "tot24"]
 
 from ..runtime.context import register_builtin  # noqa: E402

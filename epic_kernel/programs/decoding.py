@@ -57,8 +57,8 @@ from .sampling import best_of_n, self_consistency
 from .sot import sot
 
 __all__ = ["DECODING_PROGRAMS", "DEFAULT_PROGRAMS", "DecodeSettings", "DecodingComparison", "DecodingProgram",
-           "ProgramRun", "QuestionRun", "decode_compare", "decode_compare_async", "normal_decoding",
-           "register_decoding_program"]
+           "ProgramRun", "QuestionRun", "decode_compare", "decode_compare_async", "judge_comparison",
+           "judge_comparison_async", "normal_decoding", "register_decoding_program"]
 
 DEFAULT_PROGRAMS = ("normal", "sot", "sot-r", "sot-stream")
 
@@ -525,6 +525,30 @@ def decode_compare(questions: Any, **kwargs: Any) -> DecodingComparison:
 
 
 decode_compare.__signature__ = inspect.signature(decode_compare_async)     # help() shows every option
+
+
+async def judge_comparison_async(cmp: DecodingComparison, judge: Any, *, protocols: Iterable[str] = ("fastchat",),
+                                 metrics: Iterable[str] = ("general",)) -> DecodingComparison:
+    """Judge (again) the answers of a finished comparison on `judge` (a backend or its name), without
+    answering again: every question's judge calls at once. Verdicts under the same protocol key are
+    replaced; the comparison is returned (changed in place)."""
+    backend = await asyncio.to_thread(resolve_backend, judge, {})
+    protocols, metrics = tuple(protocols), tuple(metrics)
+    await asyncio.gather(*(judge_question(q, backend, protocols, metrics) for q in cmp.questions))
+    cmp.judge = describe_spec(backend)
+    cmp.protocols = list(protocols)
+    if "llmzoo" in protocols:
+        cmp.settings["llmzoo_metrics"] = list(metrics)
+    return cmp
+
+
+def judge_comparison(cmp: DecodingComparison, judge: Any, **kwargs: Any) -> DecodingComparison:
+    """`judge_comparison_async` from synchronous code."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(judge_comparison_async(cmp, judge, **kwargs))
+    return in_fresh_thread(lambda: judge_comparison_async(cmp, judge, **kwargs), name="epic-judge")
 
 
 async def _warm_up(backend: Backend) -> None:
