@@ -92,8 +92,8 @@ def _summary_table(cmp: Any) -> str:
     ths = "".join(f"<th>{_e(h)}</th>" for h in head)
     note = ("runs capped: runs with a call that used its whole max_tokens (a cut answer); a shorter answer is "
             "faster without being better: compare answer chars and the judge's verdicts with the speed-up")
-    return (f'<table class="epic-calls epic-decode-table"><thead><tr>{ths}</tr></thead><tbody>{"".join(body)}'
-            f'</tbody></table><div class="epic-note">{_e(note)}</div>')
+    return (f'<div class="epic-decode-scroll"><table class="epic-calls epic-decode-table"><thead><tr>{ths}</tr>'
+            f'</thead><tbody>{"".join(body)}</tbody></table></div><div class="epic-note">{_e(note)}</div>')
 
 
 def _category_table(cmp: Any) -> str:
@@ -157,7 +157,8 @@ def _question_table(cmp: Any, q: Any) -> str:
         tds = "".join(f"<td>{_e(c)}</td>" for c in cells)
         body.append(f'<tr data-program="{_e(name)}" data-state="{"done" if r.ok else "failed"}">{tds}</tr>')
     ths = "".join(f"<th>{_e(h)}</th>" for h in head)
-    return f'<table class="epic-calls epic-decode-table"><thead><tr>{ths}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    return (f'<div class="epic-decode-scroll"><table class="epic-calls epic-decode-table"><thead><tr>{ths}</tr>'
+            f'</thead><tbody>{"".join(body)}</tbody></table></div>')
 
 
 def _pack(lanes: list[list[Any]]) -> list[int]:
