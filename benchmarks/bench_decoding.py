@@ -94,7 +94,9 @@ def judge_backend(spec: str, model: str, answers: Any, stack: ExitStack, out: Pa
     if spec == "llama-server":
         from epic_kernel.testing.engines import EngineServer, free_port, llama_server_cmd
         port = free_port()
-        srv = stack.enter_context(EngineServer(llama_server_cmd(port), port, out / "llama-server-judge.log"))
+        # 4 slots of 4,096 tokens: two 512-token answers, the prompt and the reply fit in one slot
+        srv = stack.enter_context(EngineServer(llama_server_cmd(port, parallel=4, ctx=16384), port,
+                                               out / "llama-server-judge.log"))
         return (OpenAIBackend(base_url=srv.base_url, api_key="none", model="smollm2", timeout=600.0),
                 "llama-server · SmolLM2-135M-Instruct Q4_1")
     return (OpenAIBackend(base_url=spec, api_key=os.environ.get("OPENAI_API_KEY", "none"), model=model,
