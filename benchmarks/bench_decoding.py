@@ -48,6 +48,7 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -96,7 +97,7 @@ def judge_backend(spec: str, model: str, answers: Any, stack: ExitStack, out: Pa
         port = free_port()
         # 4 slots of 4,096 tokens: two 512-token answers, the prompt and the reply fit in one slot
         srv = stack.enter_context(EngineServer(llama_server_cmd(port, parallel=4, ctx=16384), port,
-                                               out / "llama-server-judge.log"))
+                                               Path(tempfile.gettempdir()) / "epic-bench-llama-server-judge.log"))
         return (OpenAIBackend(base_url=srv.base_url, api_key="none", model="smollm2", timeout=600.0),
                 "llama-server · SmolLM2-135M-Instruct Q4_1")
     return (OpenAIBackend(base_url=spec, api_key=os.environ.get("OPENAI_API_KEY", "none"), model=model,
