@@ -24,6 +24,7 @@ pytestmark = pytest.mark.engines
 CONTROLS = Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "judge_controls.jsonl"
 
 
+@pytest.mark.timeout(900)          # ~1 min on a quiet 2-core machine; a loaded one is many times slower
 def test_smollm2_judge_on_llama_server_in_both_orders(engine_factory, capsys):
     srv = engine_factory("llama.cpp")
     judge = OpenAIBackend(base_url=srv.base_url, api_key="none", model="smollm2", timeout=120.0)
