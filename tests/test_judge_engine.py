@@ -17,8 +17,9 @@ import pytest
 
 pytest.importorskip("openai")
 
+from epic_kernel import run  # noqa: E402
 from epic_kernel.llm.openai_backend import OpenAIBackend  # noqa: E402
-from epic_kernel.programs.judge import cut_in_half, judge_pair, reliability  # noqa: E402
+from epic_kernel.programs.judge import cut_in_half, reliability  # noqa: E402
 
 pytestmark = pytest.mark.engines
 CONTROLS = Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "judge_controls.jsonl"
@@ -30,7 +31,11 @@ def test_smollm2_judge_on_llama_server_in_both_orders(engine_factory, capsys):
     judge = OpenAIBackend(base_url=srv.base_url, api_key="none", model="smollm2", timeout=120.0)
     pairs = [json.loads(line) for line in CONTROLS.read_text(encoding="utf-8").splitlines() if line.strip()]
     assert len(pairs) >= 10
-    verdicts = [judge_pair(p["question"], p["answer"], cut_in_half(p["answer"]), backend=judge) for p in pairs]
+    # every pair in one epic run: all 2 x 12 judge calls in flight at once (llama-server's slots batch them);
+    # 32 tokens: FastChat's verdict is the reply's first line (the explanation after it is not read)
+    triples = [(p["question"], p["answer"], cut_in_half(p["answer"])) for p in pairs]
+    verdicts = run("[judge_pair(q, full, half, 32) for q, full, half in triples]", backend=judge,
+                   namespace={"triples": triples}).value
     for v in verdicts:
         for side, at in (("forward", 1), ("backward", 2)):
             s = v[side]
