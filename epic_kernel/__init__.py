@@ -12,6 +12,7 @@ tests/test_public_api.py pins the public API.
 from . import programs  # noqa: E402,F401  (registers `sot` and `emit_event` as builtins of epic code)
 from .errors import EpicError, EpicException, EpicInterrupted, EpicSyntaxError
 from .llm.builtin import llm
+from .programs.decoding import decode_compare, decode_compare_async
 from .runtime.api import run, run_async
 from .runtime.events import CallRecord
 from .runtime.interop import EpicFunction, epic, tool
@@ -21,7 +22,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CallRecord", "EpicError", "EpicException", "EpicFunction", "EpicInterrupted", "EpicSyntaxError",
-    "RunResult", "epic", "llm", "run", "run_async", "tool",
+    "RunResult", "decode_compare", "decode_compare_async", "epic", "llm", "run", "run_async", "tool",
 ]
 
 

@@ -23,11 +23,23 @@ def load_ipython_extension(ip: Any) -> None:
     """Register the magics and the input transformer that runs `%%epic` cells on the shell's loop."""
     ip.register_magics(EpicMagics(ip))
     install_transformer(ip)
+    _register_formatters(ip)
     if type(ip).__name__ == "ZMQInteractiveShell":
         try:                                   # registers the widget comm targets before a view needs them
             import ipywidgets  # noqa: F401
         except ImportError:
             pass
+
+
+def _register_formatters(ip: Any) -> None:
+    """`decode_compare(...)`'s result shows as its view (the core class knows nothing of HTML)."""
+    from epic_kernel.widgets import decode_html
+
+    from epic_kernel.programs.decoding import DecodingComparison
+
+    formatters = getattr(getattr(ip, "display_formatter", None), "formatters", {})
+    if "text/html" in formatters:
+        formatters["text/html"].for_type(DecodingComparison, decode_html)
 
 
 def unload_ipython_extension(ip: Any) -> None:

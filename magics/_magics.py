@@ -32,6 +32,7 @@ from epic_kernel.runtime.api import RunHandle
 from epic_kernel.runtime.options import STRATEGIES, parse_budget
 
 from ._config import SessionConfig
+from ._decoding import DecodeMixin, wants_decode
 from ._errors import short, short_syntax_error
 from ._teaching import TeachingMixin, cell_number, ends_with_semicolon, wants_compare
 
@@ -75,7 +76,7 @@ def _named(name: str) -> Any:
 
 
 @magics_class
-class EpicMagics(TeachingMixin, Magics):
+class EpicMagics(DecodeMixin, TeachingMixin, Magics):
     """The `%%epic` cell magic and the `%epic` line magic (register one instance per shell)."""
 
     def __init__(self, shell: Any = None):
@@ -111,6 +112,12 @@ class EpicMagics(TeachingMixin, Magics):
                    "(small programs: the first few thousand steps are recorded)")
     @argument("--compare", action="store_true",
               help="run the cell under every strategy (same answers) and show their timelines side by side")
+    @argument("--decode", metavar="PROGRAMS", nargs="?", const="normal,sot,sot-r,sot-stream",
+              help="the cell is a question: answer it with each decoding program (comma-separated: normal, sot, "
+                   "sot-r, sot-stream, self-consistency, best-of-n; default the first four), each timed alone, "
+                   "side by side")
+    @argument("--judge", metavar="B",
+              help="with --decode: judge each answer against normal decoding's on backend B (or `self`)")
     @no_var_expand
     @cell_magic("epic")
     def epic_cell(self, line: str, cell: str) -> Any:
@@ -124,10 +131,13 @@ class EpicMagics(TeachingMixin, Magics):
         Session defaults: `%epic config backend=sim strategy=opportunistic view=auto cache=on`.
         The last run's trace: `%epic trace` (`%epic trace FILE.json` writes a Perfetto trace).
         `--step` opens the reduction stepper (`%epic step` shows it again); `--compare` runs the
-        cell under sequential, opportunistic, opportunistic-dfs and random and compares them.
+        cell under sequential, opportunistic, opportunistic-dfs and random and compares them;
+        `--decode` answers the cell's question with several decoding programs side by side.
         """
         from epic_kernel import run
 
+        if wants_decode(line):
+            return self._decode_sync(line, cell)
         if wants_compare(line):
             return self._compare_sync(line, cell)
 
@@ -152,6 +162,8 @@ class EpicMagics(TeachingMixin, Magics):
         """The async path (what the input transformer calls): run on the current loop."""
         from epic_kernel import run_async
 
+        if wants_decode(line):
+            return await self._decode_async(line, cell)
         if wants_compare(line):
             return await self._compare_async(line, cell)
         job = self._prepare(line, cell, lazy_show=True, cancellable=_comms_during_cells(), progress=True)

@@ -15,6 +15,7 @@ from typing import Any
 
 from ._coalesce import Coalescer
 from ._compare import CompareView, compare_html, compare_snapshot, compare_text
+from ._decoding import DecodeView, decode_html, decode_text
 from ._model import RunModel
 from ._snapshot import snapshot_html, snapshot_text
 from ._stepper import Stepper, stepper_html, stepper_text
@@ -30,8 +31,9 @@ from ._views import (
 )
 
 __all__ = [
-    "VIEW_KINDS", "Coalescer", "CompareView", "HTMLView", "LiveWidget", "NullView", "RunModel", "RunView",
-    "Stepper", "TextView", "WidgetView", "compare_html", "compare_snapshot", "compare_text", "make_view",
+    "VIEW_KINDS", "Coalescer", "CompareView", "DecodeView", "HTMLView", "LiveWidget", "NullView", "RunModel", "RunView",
+    "Stepper", "TextView", "WidgetView", "compare_html", "compare_snapshot", "compare_text", "decode_html",
+    "decode_text", "make_view",
     "resolve_view_kind", "snapshot_html", "snapshot_text", "stepper_html", "stepper_text",
 ]
 
