@@ -43,6 +43,8 @@ class CallRecord:
     path: int = 0                            # the call's place in the program, the same under every strategy
     user_line: int | None = None             # the run's own line that led here (site_line, or for a
                                              # call inside library code, the line calling into it)
+    tokens: Any = None                       # per-token record (llm.logprobs.TokenLog) when the call
+                                             # asked for logprobs=; set by llm() when it resolves
 
     @property
     def latency(self) -> float | None:
