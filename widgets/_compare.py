@@ -19,6 +19,7 @@ from typing import Any
 
 from ._model import RunModel
 from ._snapshot import _STYLE, _timeline_svg
+from ._tokens import tokens_panel_html
 
 __all__ = ["CompareView", "compare_html", "compare_snapshot", "compare_text"]
 
@@ -62,7 +63,7 @@ def compare_snapshot(cmp: Any, *, title: str = "") -> dict[str, Any]:
             sp = cmp.speedup(r)
             row.update(elapsed=round(res.elapsed, 4), speedup=None if sp is None else round(sp, 2),
                        parallelism=round(res.parallelism, 2), steps=res.steps, calls=len(res.calls),
-                       header=snap["header"], bars=snap["bars"], batches=_batches(res))
+                       header=snap["header"], bars=snap["bars"], batches=_batches(res), tokens=snap["tokens"])
         rows.append(row)
     bound = cmp.bound
     return {"title": title, "backend": cmp.backend, "span": span, "ok": cmp.ok, "problems": cmp.problems(),
@@ -104,6 +105,8 @@ def compare_html(snap: dict[str, Any]) -> str:
             parts.append(_timeline_svg(row["bars"], row["header"]))
         if row["batches"]:
             parts.append(_batches_svg(row["batches"], snap["span"], _max_batch(snap)))
+        if row.get("tokens"):
+            parts.append(tokens_panel_html(row["tokens"]))
         parts.append("</div>")
     parts.append("</div>")
     return "\n".join(parts)

@@ -24,8 +24,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TOKENS_STYLE", "call_tokens", "tokens_compare_html", "tokens_html", "tokens_panel_html",
-           "tokens_text"]
+__all__ = ["TOKENS_STYLE", "align", "call_tokens", "token_summary", "tokens_compare_html", "tokens_html",
+           "tokens_panel_html", "tokens_text"]
 
 TOKENS_STYLE = "<style>" + (Path(__file__).parent / "tokens.css").read_text(encoding="utf-8") + "</style>"
 
@@ -66,7 +66,7 @@ def _alts(d: dict[str, Any], i: int) -> str:
     return " · ".join(items)
 
 
-def _summary(d: dict[str, Any]) -> str:
+def token_summary(d: dict[str, Any]) -> str:
     n = len(d["tok"])
     probs = [math.exp(lp) for lp in d["lp"] if lp > -50]
     mean = sum(probs) / len(probs) if probs else 0.0
@@ -89,7 +89,7 @@ def tokens_html(d: dict[str, Any], *, open_: bool = False, style: bool = True) -
             cells += f"<td>{_alts(d, i)}"
         rows.append(f"<tr class=p{min(9, p // 10)}>{cells}")
     return (f'{TOKENS_STYLE if style else ""}<details class="epic-tokview" data-call="{d["id"]}"'
-            f'{" open" if open_ else ""}><summary>{_e(_summary(d))}</summary>'
+            f'{" open" if open_ else ""}><summary>{_e(token_summary(d))}</summary>'
             f'{_timeline(d)}<table class="epic-toks"><thead><tr>{head}</thead><tbody>{"".join(rows)}'
             f"</tbody></table></details>")
 
@@ -133,7 +133,7 @@ def tokens_text(records: list[dict[str, Any]], width: int = 100) -> str:
     """Plain text for consoles: one line per call, then its tokens with their probabilities."""
     lines = []
     for d in records:
-        lines.append(_summary(d))
+        lines.append(token_summary(d))
         line = "  "
         for tok, lp in zip(d["tok"], d["lp"], strict=True):
             item = f"{tok!r}:{_pct(lp)} "

@@ -47,9 +47,9 @@ import time
 from collections import Counter, deque
 from typing import Any
 
+from . import logprobs as _lp
 from .base import Feeders, LLMRequest, LLMResponse
 from .errors import BackendError
-from . import logprobs as _lp
 from .kvcache import cache_kwarg as _cache_kwarg
 from .kvcache import cache_of as _cache_of
 from .kvcache import merge as _merge

@@ -71,6 +71,7 @@ from typing import Any
 
 import openai
 
+from ..runtime.events import clock
 from . import dialects
 from .base import Backend, LLMRequest, LLMResponse, StreamChunk, UnsupportedFeature
 from .errors import (
@@ -82,7 +83,6 @@ from .errors import (
     RateLimited,
     ServerError,
 )
-from ..runtime.events import clock
 from .limiter import AdaptiveLimiter
 from .logprobs import TokenLog, extend_from_openai
 from .openai_wire import (

@@ -11,8 +11,8 @@ from typing import Any
 
 import openai
 
-from .base import LLMResponse
 from ..runtime.events import clock
+from .base import LLMResponse
 from .errors import BackendError
 from .logprobs import TokenLog, extend_from_openai
 
