@@ -278,17 +278,31 @@ class TokenTexts:
             with self.lock:
                 text = self.tokenizer.decode([i], skip_special_tokens=False)
                 if "\ufffd" in text:
-                    text = self._escaped(i, text)
+                    try:
+                        text = self._escaped(i, text)
+                    except Exception:          # never fail a decode batch over a token's label
+                        text = text.replace("\ufffd", "\\ufffd")
             self.cache[i] = text
         return text
 
     def _escaped(self, i: int, text: str) -> str:
         if self._bytes is None:
-            from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
-
-            self._bytes = {c: b for b, c in bytes_to_unicode().items()}
+            self._bytes = {c: b for b, c in _byte_chars().items()}
         piece = self.tokenizer.convert_ids_to_tokens(i)
         if isinstance(piece, str) and all(c in self._bytes for c in piece):
             raw = bytes(self._bytes[c] for c in piece)
             return raw.decode("utf-8", errors="backslashreplace")
         return text.replace("\ufffd", "\\ufffd")
+
+
+def _byte_chars() -> dict[int, str]:
+    """GPT-2's byte-level BPE alphabet: byte -> the printable character that stands for it."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("\xa1"), ord("\xac") + 1), *range(ord("\xae"), 256)]
+    out, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            out[b] = chr(b)
+        else:
+            out[b] = chr(256 + extra)
+            extra += 1
+    return out
