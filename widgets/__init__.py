@@ -18,6 +18,7 @@ from ._compare import CompareView, compare_html, compare_snapshot, compare_text
 from ._model import RunModel
 from ._snapshot import snapshot_html, snapshot_text
 from ._stepper import Stepper, stepper_html, stepper_text
+from ._tokens import TokenView
 from ._views import (
     VIEW_KINDS,
     HTMLView,
@@ -31,7 +32,7 @@ from ._views import (
 
 __all__ = [
     "VIEW_KINDS", "Coalescer", "CompareView", "HTMLView", "LiveWidget", "NullView", "RunModel", "RunView",
-    "Stepper", "TextView", "WidgetView", "compare_html", "compare_snapshot", "compare_text", "make_view",
+    "Stepper", "TextView", "TokenView", "WidgetView", "compare_html", "compare_snapshot", "compare_text", "make_view",
     "resolve_view_kind", "snapshot_html", "snapshot_text", "stepper_html", "stepper_text",
 ]
 

@@ -24,7 +24,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TOKENS_STYLE", "align", "call_tokens", "token_summary", "tokens_compare_html", "tokens_html",
+__all__ = ["TOKENS_STYLE", "TokenView", "align", "call_tokens", "token_summary", "tokens_compare_html", "tokens_html",
            "tokens_panel_html", "tokens_text"]
 
 TOKENS_STYLE = "<style>" + (Path(__file__).parent / "tokens.css").read_text(encoding="utf-8") + "</style>"
@@ -219,3 +219,35 @@ def _span(d: dict[str, Any], start: int, n: int) -> str:
 
 def _e(x: Any) -> str:
     return html.escape(str(x), quote=True)
+
+
+class TokenView:
+    """The token view of one call, or two or more side by side (aligned where they agree).
+
+        TokenView(_epic_last.calls)                         # every call that asked for logprobs=
+        TokenView(res.calls[:3], labels=["greedy", "t=0.7", "top-p"])
+
+    Takes CallRecords (or a RunResult); calls without a per-token record are skipped. Displays as
+    HTML (a table where scripts and styles are stripped) and as text."""
+
+    def __init__(self, calls: Any, labels: list[str] | None = None):
+        calls = list(getattr(calls, "calls", calls))
+        t0 = min((c.start for c in calls), default=0.0)
+        self.records = call_tokens(calls, t0)
+        if not self.records:
+            raise ValueError("none of these calls has a per-token record: ask for one with llm(..., logprobs=5)")
+        if labels is not None and len(labels) != len(self.records):
+            raise ValueError(f"{len(labels)} labels for {len(self.records)} calls with tokens")
+        self.labels = labels
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        return {"text/html": self.html(), "text/plain": tokens_text(self.records)}
+
+    def html(self) -> str:
+        if len(self.records) == 1:
+            return tokens_html(self.records[0], open_=True)
+        views = "".join(tokens_html(d, open_=False, style=False) for d in self.records)
+        return tokens_compare_html(self.records, self.labels) + views
+
+    def __repr__(self) -> str:
+        return tokens_text(self.records)
