@@ -71,9 +71,10 @@ def throughput(model: str, new: int, reps: int) -> dict:
 
 def size(model: str, n: int) -> dict:
     """Bytes of one n-token call's token view in a saved run snapshot (HTML), and its compact record."""
+    from epic_kernel.widgets import RunModel, snapshot_html
+
     from epic_kernel import run
     from epic_kernel.llm.transformers_backend import TransformersBackend
-    from epic_kernel.widgets import RunModel, snapshot_html
 
     backend = TransformersBackend(model, device="cpu", ignore_eos=True, prefix_cache_mb=0)
     out = {}
