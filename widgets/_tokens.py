@@ -63,7 +63,7 @@ def _alts(d: dict[str, Any], i: int) -> str:
         items.append(f"<s title=masked>{_shown(tok)}</s>")
     if d.get("allowed") is not None:
         items.append(f"<i>{d['allowed'][i]} allowed</i>")
-    return " · ".join(items)
+    return "; ".join(items)
 
 
 def token_summary(d: dict[str, Any]) -> str:
@@ -100,8 +100,8 @@ def _timeline(d: dict[str, Any], width: int = 600, height: int = 28) -> str:
     if len(ms) < 2:
         return ""
     lo, hi = ms[0], max(ms[-1], ms[0] + 1)
-    x = [round((m - lo) * width / (hi - lo), 1) for m in ms]
-    ticks = "".join(f"M{v} {height - 6}v6" for v in x)
+    x = [round((m - lo) * width / (hi - lo)) for m in ms]
+    ticks = "".join(f"M{v} {height - 6}v6" for v in sorted(set(x)))      # one tick per pixel at most
     parts = [f'<path class="tk" d="{ticks}"/>']
     rows = d.get("rows")
     label = f"{len(ms)} tokens over {hi - lo} ms"
@@ -212,7 +212,7 @@ def _span(d: dict[str, Any], start: int, n: int) -> str:
     for i in range(start, start + n):
         p = _pct(d["lp"][i])
         alts = _alts(d, i) if d.get("top") or d.get("allowed") is not None else ""
-        tip = f"<b>{p}% · {d['ms'][i]} ms{' · ' + alts if alts else ''}</b>"
+        tip = f"<b>{p}% · {d['ms'][i]} ms{'; ' + alts if alts else ''}</b>"
         out.append(f"<span class=p{min(9, p // 10)}>{_shown(d['tok'][i])}{tip}</span>")
     return "".join(out)
 
