@@ -120,3 +120,21 @@ def test_a_thousand_token_record_stays_small():
         if k:       # five alternatives of typical length
             d["top"] = [[[f" w{j}", -1.234] for j in range(5)] for _ in words]
         assert len(tokens_html(d, style=False).encode()) < budget
+
+
+def test_live_widget_syncs_the_token_view_and_keeps_it_in_its_static_form():
+    import pytest
+
+    pytest.importorskip("anywidget")
+    from epic_kernel.widgets import LiveWidget
+
+    model = RunModel(title="t")
+    model.calls = [call(1, log(["a", "<b>"]))]
+    model.t0 = 10.0
+    w = LiveWidget()
+    w.set_snapshot(model.snapshot(12.0))
+    assert 'data-call="1"' in w.tokens_html and "&lt;b&gt;" in w.tokens_html and "<b>" not in w.tokens_html.split("<td>")[2]
+    data, _ = w._repr_mimebundle_()
+    assert 'data-call="1"' in data["text/html"]
+    w.set_snapshot(RunModel().snapshot(0.0))
+    assert w.tokens_html == ""
