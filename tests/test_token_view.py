@@ -8,10 +8,11 @@ from __future__ import annotations
 import html.parser
 import math
 
-from epic_kernel.llm.logprobs import TokenLog
-from epic_kernel.runtime.events import CallRecord
 from epic_kernel.widgets import RunModel, TokenView, snapshot_html, snapshot_text
 from epic_kernel.widgets._tokens import align, call_tokens, tokens_compare_html, tokens_html
+
+from epic_kernel.llm.logprobs import TokenLog
+from epic_kernel.runtime.events import CallRecord
 
 
 def log(tokens: list[str], k: int = 3, constrained: bool = False, t0: float = 10.0) -> TokenLog:
@@ -59,11 +60,12 @@ def test_model_text_is_escaped_and_readable_as_a_table():
     t = _Table()
     t.feed(h)
     head, *rows = [r for r in t.rows if r]
-    assert head == ["token", "p %", "ms", "alternatives"]
+    assert head == ["token", "p %", "ms", "alternatives (p %)"]
     assert rows[0][0] == " <script>" and rows[1][0] == "x&y" and rows[2][0] == "\u21b5"
     assert rows[0][1] == str(round(100 * math.exp(-0.05)))
     assert rows[0][2] == "100" and rows[1][2] == "120"                  # ms since the call's dispatch
-    assert "<script> 14%" in rows[0][3] and "7 allowed" in rows[0][3]    # masked favourite + allowed count
+    assert "<script> 14" in rows[0][3] and "7 allowed" in rows[0][3]    # masked favourite + allowed count
+    assert not rows[0][3].startswith(" <script> 95")                     # the chosen token is not its own alternative
     assert 'title=masked' in h
 
 

@@ -54,12 +54,19 @@ def _shown(tok: str) -> str:
 
 
 def _alts(d: dict[str, Any], i: int) -> str:
+    """The other candidates at step i as "text p" (p in %), best first: the chosen token is left out
+    (its probability has its own column); struck through where the constraint masked them."""
     masked = set(d["masked"][i]) if d.get("masked") else set()
+    chosen = d["tok"][i]
+    top = d["top"][i] if d.get("top") else []
     items = []
-    for tok, lp in d["top"][i] if d.get("top") else ():
-        text = f"{_shown(tok)} {_pct(lp)}%"
+    for tok, lp in top:
+        if tok == chosen:
+            chosen = None                      # leave it out once
+            continue
+        text = f"{_shown(tok)} {_pct(lp)}"
         items.append(f"<s title=masked>{text}</s>" if tok in masked else text)
-    for tok in sorted(masked - {t for t, _ in (d["top"][i] if d.get("top") else ())}):
+    for tok in sorted(masked - {t for t, _ in top}):
         items.append(f"<s title=masked>{_shown(tok)}</s>")
     if d.get("allowed") is not None:
         items.append(f"<i>{d['allowed'][i]} allowed</i>")
@@ -80,7 +87,7 @@ def token_summary(d: dict[str, Any]) -> str:
 def tokens_html(d: dict[str, Any], *, open_: bool = False, style: bool = True) -> str:
     """One call's token view (a compact record from `call_tokens`)."""
     has_alts = bool(d.get("top") or d.get("allowed") is not None)
-    head = "<th>token<th>p %<th>ms" + ("<th>alternatives" if has_alts else "")
+    head = "<th>token<th>p %<th>ms" + ("<th>alternatives (p %)" if has_alts else "")
     rows = []
     for i, (tok, lp, ms) in enumerate(zip(d["tok"], d["lp"], d["ms"], strict=True)):
         p = _pct(lp)
@@ -212,7 +219,7 @@ def _span(d: dict[str, Any], start: int, n: int) -> str:
     for i in range(start, start + n):
         p = _pct(d["lp"][i])
         alts = _alts(d, i) if d.get("top") or d.get("allowed") is not None else ""
-        tip = f"<b>{p}% · {d['ms'][i]} ms{'; ' + alts if alts else ''}</b>"
+        tip = f"<b>{p}% · {d['ms'][i]} ms{'; alternatives (p %): ' + alts if alts else ''}</b>"
         out.append(f"<span class=p{min(9, p // 10)}>{_shown(d['tok'][i])}{tip}</span>")
     return "".join(out)
 
