@@ -41,6 +41,10 @@ class TeachingMixin:
         value = "" if res is None or res.value is None else show_value(res.value)
         self.last_recording = job.recorder.recording(title=job.title, source=job.source, first_line=2,
                                                      value=value, state=getattr(res, "state", ""))
+        if res is not None:       # the token views of calls that asked for logprobs=
+            from epic_kernel.widgets._tokens import call_tokens
+
+            self.last_recording["tokens"] = call_tokens(res.calls, res.start)
         stepper = Stepper(self.last_recording)
         handle = getattr(job.view, "handle", None)
         if handle is not None:                  # the live view showed the run: the stepper takes its place

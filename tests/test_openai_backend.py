@@ -128,13 +128,13 @@ def test_guided_decoding_and_prefill_fields(srv):
         with pytest.raises(ConstraintViolation):
             await llama.generate(choice)
         plain = backend(srv, model="m", guided=None)
-        assert plain.capabilities == {"stream", "raw", "seed"}
+        assert plain.capabilities == {"stream", "raw", "seed", "logprobs"}
         with pytest.raises(UnsupportedFeature, match="regex"):
             await plain.generate(req)
         auto = backend(srv, model="m")                 # the fake's owned_by is unknown: plain OpenAI
         with pytest.raises(UnsupportedFeature, match="choices"):
             await auto.generate(choice)
-        assert auto.dialect is None and auto.capabilities == {"stream", "raw", "seed"}
+        assert auto.dialect is None and auto.capabilities == {"stream", "raw", "seed", "logprobs"}
         for x in (v, legacy, s, llama, plain, auto):
             await x.aclose()
 

@@ -19,6 +19,7 @@ from ._decoding import DecodeView, decode_html, decode_text
 from ._model import RunModel
 from ._snapshot import snapshot_html, snapshot_text
 from ._stepper import Stepper, stepper_html, stepper_text
+from ._tokens import TokenView
 from ._views import (
     VIEW_KINDS,
     HTMLView,
@@ -32,7 +33,7 @@ from ._views import (
 
 __all__ = [
     "VIEW_KINDS", "Coalescer", "CompareView", "DecodeView", "HTMLView", "LiveWidget", "NullView", "RunModel", "RunView",
-    "Stepper", "TextView", "WidgetView", "compare_html", "compare_snapshot", "compare_text", "decode_html",
+    "Stepper", "TextView", "TokenView", "WidgetView", "compare_html", "compare_snapshot", "compare_text", "decode_html",
     "decode_text", "make_view",
     "resolve_view_kind", "snapshot_html", "snapshot_text", "stepper_html", "stepper_text",
 ]

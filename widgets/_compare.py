@@ -26,6 +26,7 @@ from typing import Any
 
 from ._model import RunModel
 from ._snapshot import _STYLE, _timeline_svg
+from ._tokens import tokens_panel_html
 
 __all__ = ["CompareView", "compare_html", "compare_snapshot", "compare_text"]
 
@@ -72,7 +73,7 @@ def compare_snapshot(cmp: Any, *, title: str = "") -> dict[str, Any]:
             sp = cmp.speedup(r)
             row.update(elapsed=round(res.elapsed, 4), speedup=None if sp is None else round(sp, 2),
                        parallelism=round(res.parallelism, 2), steps=res.steps, calls=len(res.calls),
-                       cached=sum(bool(c.cached) for c in res.calls),
+                       cached=sum(bool(c.cached) for c in res.calls), tokens=snap["tokens"],
                        header=snap["header"], bars=snap["bars"], batches=_batches(res))
         rows.append(row)
     bound = cmp.bound
@@ -118,6 +119,10 @@ def compare_html(snap: dict[str, Any]) -> str:
                      f"failed:<ul>{items}</ul></div>")
     parts.append(_table(snap))
     parts.append(_charts(snap))
+    for row in snap["rows"]:            # token views are script-free HTML: outside the inserted charts
+        if row.get("tokens"):
+            parts.append(f'<div class="epic-compare-label">{_e(row["strategy"])}: tokens</div>')
+            parts.append(tokens_panel_html(row["tokens"]))
     parts.append("</div>")
     return "\n".join(parts)
 

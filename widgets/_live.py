@@ -18,6 +18,7 @@ import traitlets
 from epic_kernel.runtime.calltable import WIDGET_COLUMNS, column_specs
 
 from ._snapshot import snapshot_html, snapshot_text
+from ._tokens import tokens_panel_html
 
 __all__ = ["LiveWidget"]
 
@@ -36,6 +37,7 @@ class LiveWidget(anywidget.AnyWidget):
     trace = traitlets.Dict().tag(sync=True)         # steps, rules, full, recent steps
     sot = traitlets.Dict().tag(sync=True)           # question, points [{index, text, expansion, done}], answer
     cancellable = traitlets.Bool(False).tag(sync=True)
+    tokens_html = traitlets.Unicode("").tag(sync=True)   # the token view (widgets/_tokens.py), escaped HTML
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
@@ -51,10 +53,12 @@ class LiveWidget(anywidget.AnyWidget):
             self.bars = snap["bars"]
             self.trace = snap["trace"]
             self.sot = snap["sot"]
+            self._tokens = snap.get("tokens") or []
+            self.tokens_html = tokens_panel_html(self._tokens) if self._tokens else ""
 
     def snapshot(self) -> dict[str, Any]:
         return {"header": dict(self.header), "rows": list(self.rows), "bars": list(self.bars),
-                "trace": dict(self.trace), "sot": dict(self.sot)}
+                "trace": dict(self.trace), "sot": dict(self.sot), "tokens": list(getattr(self, "_tokens", []))}
 
     def on_cancel(self, callback: Callable[[], None]) -> None:
         self._cancel_callbacks.append(callback)

@@ -28,6 +28,8 @@ from typing import Any
 from epic_kernel.runtime.calltable import call_row
 from epic_kernel.text import clip
 
+from ._tokens import call_tokens
+
 __all__ = ["RunModel"]
 
 _FINISHED = ("done", "failed", "cancelled")
@@ -222,6 +224,8 @@ class RunModel:
             "trace": {"steps": self.steps, "rules": dict(self.rules), "full": self.full_trace,
                       "recent": [list(s) for s in self.recent_steps]},
             "sot": self._sot(),
+            # per-token records of calls that asked for logprobs= (the token view); [] when none did
+            "tokens": call_tokens(calls, t0) if any(c.tokens is not None for c in calls) else [],
         }
 
     def _rows(self, calls: list[Any], limit: int, now: float) -> list[Any]:

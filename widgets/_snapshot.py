@@ -16,6 +16,8 @@ from typing import Any
 
 from epic_kernel.runtime.calltable import WIDGET_COLUMNS, cells, column_specs, plain_table
 
+from ._tokens import token_summary, tokens_panel_html
+
 __all__ = ["snapshot_html", "snapshot_text", "STATE_COLORS", "state_color"]
 
 STATE_COLORS = {"queued": "#f9ab00", "running": "#1a73e8", "done": "#188038", "failed": "#d93025",
@@ -40,6 +42,8 @@ def snapshot_html(snap: dict[str, Any]) -> str:
         parts.append(f'<div class="epic-error">{_e(h["error"])}</div>')
     if snap["rows"]:
         parts.append(_table_html(snap["rows"], h))
+    if snap.get("tokens"):
+        parts.append(tokens_panel_html(snap["tokens"]))
     if snap["bars"]:
         parts.append(_timeline_svg(snap["bars"], h))
     parts.append(_trace_html(snap["trace"]))
@@ -268,6 +272,8 @@ def snapshot_text(snap: dict[str, Any], *, max_rows: int = 20, width: int = 110)
         more = h["calls"] - min(len(rows), max_rows)
         if more > 0:
             lines.append(f"  … {more} more calls")
+    for d in snap.get("tokens") or ():
+        lines.append(f"  {token_summary(d)}")
     rules = " · ".join(f"{k} {v}" for k, v in snap["trace"]["rules"].items() if v)
     if rules:
         lines.append(f"  rules: {rules}")

@@ -20,6 +20,8 @@ from typing import Any
 
 from epic_kernel.runtime.recorder import iter_states
 
+from ._tokens import tokens_panel_html
+
 __all__ = ["Stepper", "counts_text", "run_state", "stepper_html", "stepper_text"]
 
 _HERE = Path(__file__).parent
@@ -61,8 +63,9 @@ def stepper_html(rec: dict[str, Any]) -> str:
     return (f'<div class="epic-stepper" data-epic-stepper="{uid}" data-steps="{len(rec["steps"])}">'
             f"<style>{css}</style>"
             f'<div class="epic-stepper-static">{_static_html(rec)}</div>'
-            f'<script type="application/json" class="epic-stepper-data">{_script_json(rec)}</script>'
-            f"<script>{boot}</script></div>")
+            f'<script type="application/json" class="epic-stepper-data">'
+            f'{_script_json({k: v for k, v in rec.items() if k != "tokens"})}</script>'
+            f"<script>{boot}</script></div>" + tokens_panel_html(rec.get("tokens") or []))
 
 
 def run_state(rec: dict[str, Any]) -> str:

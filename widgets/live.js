@@ -117,6 +117,10 @@ function render({ model, el: host }) {
   callsPanel.append(filterBar, scroll, callsNote);
   const trs = new Map();  // call id -> <tr>, reused across updates
 
+  // token views of calls that asked for logprobs= (HTML rendered and escaped by widgets/_tokens.py)
+  const tokensBox = el("div", "epic-tokens-box");
+  callsPanel.after(tokensBox);
+
   // timeline
   const [timePanel, timeSummary] = panel(root, "epic-timeline-panel", true);
   const svg = document.createElementNS(SVG, "svg");
@@ -362,7 +366,20 @@ function render({ model, el: host }) {
     sotList.replaceChildren(...items);
   });
 
-  const drawAll = () => { drawHeader(); drawRows(); drawBars(); drawTrace(); drawSot(); };
+  let shownTokens = null;
+  const drawTokens = guard("tokens", () => {
+    const html = model.get("tokens_html") || "";
+    if (html === shownTokens) return;
+    shownTokens = html;
+    // keep the views a reader opened open across updates
+    const opened = [...tokensBox.querySelectorAll("details.epic-tokview[open]")].map((d) => d.dataset.call);
+    tokensBox.innerHTML = html;
+    for (const d of tokensBox.querySelectorAll("details.epic-tokview")) {
+      if (opened.includes(d.dataset.call)) d.open = true;
+    }
+  });
+
+  const drawAll = () => { drawHeader(); drawRows(); drawBars(); drawTrace(); drawSot(); drawTokens(); };
   drawAll();
   const handlers = [
     ["change:header", () => { drawHeader(); drawBars(); }],
@@ -371,6 +388,7 @@ function render({ model, el: host }) {
     ["change:bars", drawBars],
     ["change:trace", drawTrace],
     ["change:sot", drawSot],
+    ["change:tokens_html", drawTokens],
   ];
   for (const [ev, fn] of handlers) model.on(ev, fn);
   // the timeline is drawn to the host's width, which is 0 until the view is attached (Lab renders

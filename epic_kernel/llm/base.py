@@ -21,6 +21,7 @@ from typing import Any
 
 from ..errors import UnsupportedFeature
 from ..text import clip
+from .logprobs import TokenLog
 
 __all__ = [
     "Backend", "Feeders", "LLMRequest", "LLMResponse", "SamplingParams", "StreamChunk",
@@ -60,6 +61,7 @@ class LLMRequest:
     prefill: str | None = None
     raw: bool = False
     sample_index: int = 0
+    logprobs: int | None = None          # per-token record with this many alternatives (llm.logprobs)
 
     @classmethod
     def build(cls, prompt: str | list | tuple, *, system: str | None = None, raw: bool = False,
@@ -85,6 +87,8 @@ class LLMRequest:
     def key(self, backend: str) -> str:
         """A stable digest of everything that determines the answer (used by the cache and replay)."""
         d = asdict(self)
+        if d["logprobs"] is None:        # keys of requests made before logprobs existed stay the same
+            del d["logprobs"]
         d["backend"] = backend
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -105,6 +109,11 @@ class LLMResponse:
     batch_id: int | None = None          # which decode batch produced it (local batcher only)
     cached: bool = False
     tokens_cached: int = 0               # prompt tokens whose KV was reused, not recomputed (prefix cache)
+    tokens: TokenLog | None = None       # per-token record, when the request asked for logprobs
+
+    def __post_init__(self) -> None:
+        if isinstance(self.tokens, dict):    # read back from JSON (answer cache, replay)
+            self.tokens = TokenLog.from_dict(self.tokens)
 
 
 @dataclass(slots=True)
@@ -113,6 +122,7 @@ class StreamChunk:
 
     text: str
     response: LLMResponse | None = None
+    tokens: TokenLog | None = None       # the tokens behind `text`, when logprobs were asked (streamed)
 
 
 class Feeders:
@@ -176,7 +186,7 @@ class Feeder:
 class Backend(ABC):
     """What every model backend implements. Subclasses set `name` and `capabilities`.
 
-    capabilities: a subset of {"stream", "regex", "choices", "prefill", "raw", "seed"}. `llm()` raises
+    capabilities: a subset of {"stream", "regex", "choices", "prefill", "raw", "seed", "logprobs"}. `llm()` raises
     `UnsupportedFeature` before dispatch when a request needs something the backend lacks.
     """
 
@@ -203,7 +213,8 @@ class Backend(ABC):
         """Raise UnsupportedFeature if this backend cannot honour the request."""
         p = request.params
         need = {"regex": p.regex is not None, "choices": p.choices is not None,
-                "prefill": request.prefill is not None, "raw": request.raw}
+                "prefill": request.prefill is not None, "raw": request.raw,
+                "logprobs": request.logprobs is not None}
         missing = [k for k, v in need.items() if v and k not in self.capabilities]
         if missing:
             raise UnsupportedFeature(

@@ -47,6 +47,7 @@ import time
 from collections import Counter, deque
 from typing import Any
 
+from . import logprobs as _lp
 from .base import Feeders, LLMRequest, LLMResponse
 from .errors import BackendError
 from .kvcache import cache_kwarg as _cache_kwarg
@@ -89,6 +90,7 @@ class Batcher:
         self.prefix = (PrefixCache(int(prefix_cache_mb * 2**20))
                        if prefix_cache_mb > 0 and _plain_layers(_new_cache(model)) else None)
         self._tok_lock = threading.Lock()    # fast tokenizers raise "Already borrowed" if used concurrently
+        self._token_text = _lp.TokenTexts(tokenizer, self._tok_lock)   # per-token records' texts
         self._cond = threading.Condition()
         self._pending: deque[Ticket] = deque()
         self._flush_requested = False
@@ -388,9 +390,21 @@ class Batcher:
         return [self._accept(t, tok) for t, tok in zip(rows, self._sample(rows, logits), strict=True)]
 
     def _sample(self, rows: list[Ticket], logits: Any) -> list[int]:
+        """The next token of every row; rows that asked for logprobs get them recorded (llm.logprobs)
+        from these logits. Without such a row this adds no tensor operation."""
+        logits = logits.float()
+        asking = [i for i, t in enumerate(rows) if t.tokens is not None]
+        if not asking:
+            return self._choose(rows, logits)
+        pre = _lp.before_masks(logits, asking, _lp.kmax_for(rows, asking))
+        out = self._choose(rows, logits)
+        batch_rows = len(self._rows) + (0 if rows is self._rows else len(rows))
+        _lp.record_step(rows, asking, pre, logits, out, batch_rows, time.perf_counter())
+        return out
+
+    def _choose(self, rows: list[Ticket], logits: Any) -> list[int]:
         import torch
 
-        logits = logits.float()
         if all(t.params.greedy and t.hook is None for t in rows):
             return logits.argmax(-1).tolist()
         for i, t in enumerate(rows):       # hooks mask their own row (in place, or return a new one)
@@ -452,7 +466,7 @@ class Batcher:
         if t.stream:
             safe = len(t.text) - holdback(t.text, stops)
             if safe > t.emitted:
-                self._post(t, ("text", t.text[t.emitted:safe]))
+                self._post(t, ("text", self._chunk(t, t.text[t.emitted:safe])))
                 t.emitted = safe
         return False
 
@@ -464,9 +478,20 @@ class Batcher:
             reason = "stop"
         resp = LLMResponse(t.text, tokens_in=len(t.prompt_ids), tokens_out=len(t.token_ids),
                            finish_reason=reason, batch_id=t.batch_id, tokens_cached=t.reused)
+        if t.tokens is not None:       # the EOS that ended the answer is no token of its text
+            ended = bool(t.token_ids) and t.token_ids[-1] in self.eos_ids and not t.ignore_eos
+            resp.tokens = t.tokens.log(self._token_text, 0, len(t.tokens.ids) - ended)
         self._post(t, ("done", (t.text[t.emitted:], resp)))
         self._bump("finished")
         return False
+
+    def _chunk(self, t: Ticket, text: str) -> Any:
+        """A streamed text delta, with the tokens recorded since the last one when logprobs were asked."""
+        tr = t.tokens
+        if tr is None:
+            return text
+        start, tr.sent = tr.sent, len(tr.ids)
+        return text, None, tr.log(self._token_text, start, tr.sent)
 
     def _post(self, t: Ticket, item: tuple[str, Any]) -> None:
         try:

@@ -47,7 +47,8 @@ cancelled, closes the connection, which is how vLLM, llama-server and `epic serv
 the request, queued or running. `stream_generate=False` sends plain requests (one SSE event per
 token costs client CPU at GPU rates), and `timeout` then bounds the whole answer, queueing included.
 Usage comes from `stream_options.include_usage`; a server that ignores it leaves tokens unknown
-(None), never 0.
+(None), never 0. `logprobs=k` is asked for in each endpoint's spelling and read back from either of
+OpenAI's two shapes (llm/logprobs.py), each token stamped with its chunk's arrival.
 
 Raise `max_concurrency` to what the deployment can batch (vLLM's --max-num-seqs, 256 by default);
 the AIMD cap backs off by itself if the server pushes back with 429s. Several `epic serve`
@@ -72,6 +73,7 @@ from typing import Any
 
 import openai
 
+from ..runtime.events import clock
 from . import dialects
 from .base import Backend, LLMRequest, LLMResponse, StreamChunk, UnsupportedFeature
 from .errors import (
@@ -84,6 +86,7 @@ from .errors import (
     ServerError,
 )
 from .limiter import AdaptiveLimiter
+from .logprobs import TokenLog, extend_from_openai
 from .openai_wire import (
     Failure,
     Malformed,
@@ -97,7 +100,7 @@ from .openai_wire import (
 
 __all__ = ["AdaptiveLimiter", "OpenAIBackend", "parse_retry_after"]
 
-_BASE_CAPS = frozenset({"stream", "raw", "seed"})
+_BASE_CAPS = frozenset({"stream", "raw", "seed", "logprobs"})
 _GUIDED = ("auto", *dialects.DIALECTS)
 
 
@@ -283,6 +286,9 @@ class OpenAIBackend(Backend):
             kw["stop"] = list(p.stop)
         if p.seed is not None:
             kw["seed"] = p.seed
+        if request.logprobs is not None:    # chat: a flag + top_logprobs; completions: the count
+            kw.update({"logprobs": request.logprobs} if request.raw else
+                      {"logprobs": True, "top_logprobs": request.logprobs})
         extra = dict(self.extra_body)
         extra.update(dialects.constraint_fields(self.dialect, p))
         if request.raw:
@@ -317,7 +323,7 @@ class OpenAIBackend(Backend):
                     assert resp is not None
                 else:
                     create = st.client.completions.create if request.raw else st.client.chat.completions.create
-                    resp = to_response(await create(**kw), request.raw)
+                    resp = to_response(await create(**kw), request.raw, request.logprobs)
             except Exception as exc:
                 failure, cause = self._classify(exc), exc
                 if failure.overload:
@@ -379,6 +385,7 @@ class OpenAIBackend(Backend):
               "timeout": openai.Timeout(self.timeout, read=None)}
         parts: list[str] = []
         finish, usage, stream = None, None, None
+        tokens = None if request.logprobs is None else TokenLog(k=request.logprobs)
         loop = asyncio.get_running_loop()
         start = loop.time()
 
@@ -412,6 +419,8 @@ class OpenAIBackend(Backend):
                 for choice in getattr(chunk, "choices", None) or ():
                     text = (choice.text if request.raw else choice.delta.content) or ""
                     finish = choice.finish_reason or finish
+                    if tokens is not None:
+                        extend_from_openai(tokens, choice.logprobs, clock())
                     if text:
                         parts.append(text)
                         yield text, None
@@ -421,7 +430,7 @@ class OpenAIBackend(Backend):
             if stream is not None:
                 with suppress(Exception):
                     await stream.close()
-        yield "", LLMResponse("".join(parts), *usage_counts(usage), finish_reason(finish))
+        yield "", LLMResponse("".join(parts), *usage_counts(usage), finish_reason(finish), tokens=tokens)
 
     def _check_answer(self, request: LLMRequest, resp: LLMResponse, model: str) -> None:
         p = request.params

@@ -11,8 +11,10 @@ from typing import Any
 
 import openai
 
+from ..runtime.events import clock
 from .base import LLMResponse
 from .errors import BackendError
+from .logprobs import TokenLog, extend_from_openai
 
 __all__ = ["Failure", "Malformed", "Timeout", "finish_reason", "parse_retry_after", "server_message", "to_response", "usage_counts"]
 
@@ -77,11 +79,17 @@ def finish_reason(reason: str | None) -> str:
     return "length" if reason == "length" else "stop"
 
 
-def to_response(resp: Any, raw: bool) -> LLMResponse:
-    """Convert a (chat) completion; anything else (a str body, no choices) is malformed."""
+def to_response(resp: Any, raw: bool, logprobs: int | None = None) -> LLMResponse:
+    """Convert a (chat) completion; anything else (a str body, no choices) is malformed. With
+    `logprobs` (k) the per-token record is read too, every token stamped with the answer's arrival."""
     choices = getattr(resp, "choices", None)
     if not choices:
         raise Malformed(f"expected a completion with choices, got {str(resp)[:200]!r}")
     c = choices[0]
     text = c.text if raw else c.message.content
-    return LLMResponse(text or "", *usage_counts(getattr(resp, "usage", None)), finish_reason(c.finish_reason))
+    tokens = None
+    if logprobs is not None:
+        tokens = TokenLog(k=logprobs)
+        extend_from_openai(tokens, getattr(c, "logprobs", None), clock())
+    return LLMResponse(text or "", *usage_counts(getattr(resp, "usage", None)), finish_reason(c.finish_reason),
+                       tokens=tokens)

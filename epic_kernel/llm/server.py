@@ -13,7 +13,8 @@ Bad input never produces a 500 traceback: every rejection is a 4xx JSON body in 
 extra fields (`structured_outputs: {"regex"|"choice"}`, the older `guided_regex`/`guided_choice`,
 `continue_final_message`), so `OpenAIBackend` pointed at this server (it lists itself as
 `owned_by: "epic-kernel"`, which the backend reads as the vLLM dialect) keeps every feature of the
-local backend. As vLLM does, a request naming a model the server does not serve is a 404 (the model
+local backend. Log-probabilities come back in OpenAI's shape for each endpoint (chat: `logprobs: true`,
+`top_logprobs: k`; completions: `logprobs: k`), in streamed chunks too (llm/logprobs.py). As vLLM does, a request naming a model the server does not serve is a 404 (the model
 field may be left out); `strict_model=False` (`epic serve --any-model`) serves any name.
 
 Bound to 127.0.0.1 unless told otherwise; `api_key=` requires `Authorization: Bearer <key>` on /v1.
@@ -28,6 +29,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable
+from dataclasses import replace
 from typing import Any
 
 from starlette.applications import Starlette
@@ -38,6 +40,7 @@ from starlette.routing import Route
 
 from .base import Backend, LLMRequest, LLMResponse, SamplingParams, UnsupportedFeature
 from .errors import BackendError
+from .logprobs import MAX_TOP, TokenLog
 
 __all__ = ["ServerThread", "create_app", "serve"]
 
@@ -205,6 +208,7 @@ class _App:
         try:
             body = await _json_body(request)
             req = _chat_request(body) if chat else _completion_request(body)
+            req = replace(req, logprobs=_logprobs_k(body, chat))
             model = body.get("model")
             if model is not None and not isinstance(model, str):
                 raise _Invalid("'model' must be a string", "model")
@@ -246,8 +250,32 @@ class _App:
 
 
 def _sample(req: LLMRequest, i: int) -> LLMRequest:
-    from dataclasses import replace
     return replace(req, sample_index=req.sample_index + i)
+
+
+def _logprobs_k(body: dict, chat: bool) -> int | None:
+    """The alternatives per token a request asks for, in either endpoint's spelling (chat: `logprobs`
+    true + `top_logprobs` k; completions: `logprobs` k); None when it asks for none."""
+    if chat:
+        on = body.get("logprobs")
+        if on is not None and not isinstance(on, bool):
+            raise _Invalid("'logprobs' must be a boolean on /v1/chat/completions", "logprobs")
+        k = _int(body, "top_logprobs", None, 0)
+        if k is not None and not on:
+            raise _Invalid("'top_logprobs' needs 'logprobs': true", "top_logprobs")
+        if k is not None and k > MAX_TOP:
+            raise _Invalid(f"'top_logprobs' must be at most {MAX_TOP}", "top_logprobs")
+        return (k or 0) if on else None
+    k = _int(body, "logprobs", None, 0)
+    if k is not None and k > MAX_TOP:
+        raise _Invalid(f"'logprobs' must be at most {MAX_TOP}", "logprobs")
+    return k
+
+
+def _wire_logprobs(tokens: TokenLog | None, chat: bool, offset: int = 0) -> dict | None:
+    if tokens is None:
+        return None
+    return tokens.to_openai_chat() if chat else tokens.to_openai_completion(offset)
 
 
 def _unauthorized() -> JSONResponse:
@@ -306,10 +334,11 @@ def _usage(resps: list[LLMResponse]) -> dict[str, int] | None:
 def _completion_body(resps: list[LLMResponse], chat: bool, model: str) -> dict:
     if chat:
         choices = [{"index": i, "message": {"role": "assistant", "content": r.text},
-                    "finish_reason": r.finish_reason, "logprobs": None} for i, r in enumerate(resps)]
-    else:
-        choices = [{"index": i, "text": r.text, "finish_reason": r.finish_reason, "logprobs": None}
+                    "finish_reason": r.finish_reason, "logprobs": _wire_logprobs(r.tokens, chat)}
                    for i, r in enumerate(resps)]
+    else:
+        choices = [{"index": i, "text": r.text, "finish_reason": r.finish_reason,
+                    "logprobs": _wire_logprobs(r.tokens, chat)} for i, r in enumerate(resps)]
     return {"id": ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24],
             "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
             "model": model, "choices": choices, "usage": _usage(resps)}
@@ -326,11 +355,17 @@ async def _sse(backend: Backend, req: LLMRequest, chat: bool, model: str, includ
     def event(choices: list, **extra: Any) -> str:
         return "data: " + json.dumps({**head, "choices": choices, **extra}) + "\n\n"
 
-    def delta(text: str, finish: str | None = None, first: bool = False) -> dict:
+    sent = [0, 0]      # tokens and characters already streamed with their logprobs
+
+    def delta(text: str, finish: str | None = None, first: bool = False, tokens: TokenLog | None = None) -> dict:
+        lp = _wire_logprobs(tokens, chat, sent[1]) if tokens is not None and len(tokens) else None
+        if tokens is not None:
+            sent[0] += len(tokens)
+            sent[1] += len(tokens.text)
         if chat:
             d = {"role": "assistant", "content": text} if first else ({"content": text} if text else {})
-            return {"index": 0, "delta": d, "finish_reason": finish, "logprobs": None}
-        return {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
+            return {"index": 0, "delta": d, "finish_reason": finish, "logprobs": lp}
+        return {"index": 0, "text": text, "finish_reason": finish, "logprobs": lp}
 
     if chat:
         yield event([delta("", first=True)])
@@ -338,10 +373,13 @@ async def _sse(backend: Backend, req: LLMRequest, chat: bool, model: str, includ
     final: LLMResponse | None = None
     try:
         async for chunk in chunks:
-            if chunk.text:
-                yield event([delta(chunk.text)])
+            rest = chunk.tokens
             if chunk.response is not None:
                 final = chunk.response
+                if final.tokens is not None:      # tokens not streamed yet come with the last text
+                    rest = final.tokens.sliced(sent[0])
+            if chunk.text or (rest is not None and len(rest)):
+                yield event([delta(chunk.text, tokens=rest)])
     except Exception as e:  # headers are sent: report in-band, as OpenAI does
         etype = "server_error"
         yield "data: " + json.dumps({"error": {"message": f"backend error: {type(e).__name__}: {e}",

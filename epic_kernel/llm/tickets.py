@@ -11,6 +11,7 @@ from typing import Any
 
 from .base import LLMRequest, LLMResponse, StreamChunk
 from .errors import BackendError
+from .logprobs import TokenTrace
 
 __all__ = ["BatcherFull", "LogitsHook", "Ticket", "eos_ids", "holdback"]
 
@@ -59,6 +60,9 @@ class Ticket:
         self.pos = 0                       # position id of next_token
         self.reused = 0                    # prompt tokens whose KV came from the prefix cache
         self.generator: Any = None
+        # per-token record (llm.logprobs.TokenTrace) when the request asked for logprobs, else None
+        self.tokens: TokenTrace | None = (None if request.logprobs is None
+                                          else TokenTrace(request.logprobs, constrained=hook is not None))
         self.cancel_hook: Callable[[Ticket], None] | None = None
 
     def cancel(self) -> None:
@@ -80,7 +84,7 @@ class Ticket:
         while True:
             kind, val = await self.events.get()
             if kind == "text":
-                yield StreamChunk(val)
+                yield StreamChunk(*val) if isinstance(val, tuple) else StreamChunk(val)
             elif kind == "done":
                 self.finished = True
                 yield StreamChunk(val[0], val[1])

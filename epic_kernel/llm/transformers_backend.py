@@ -151,7 +151,7 @@ class TransformersBackend(Backend):
     """
 
     name = "transformers"
-    capabilities = frozenset({"stream", "prefill", "raw", "seed", "regex", "choices"})
+    capabilities = frozenset({"stream", "prefill", "raw", "seed", "regex", "choices", "logprobs"})
 
     def __init__(self, model: str | None = None, *, device: str = "auto", dtype: Any = None,
                  max_batch_size: int = 32, flush_ms: float = 5.0, join_ms: float = 30.0,

@@ -46,6 +46,8 @@ class CallRecord:
     prompt_text: str = ""                    # an llm() call's whole prompt (its last message)
     prompt_shown: str = ""                   # the part of it the call table shows, when it shares a
                                              # long head with another call's (llm/shown_prompt.py)
+    tokens: Any = None                       # per-token record (llm.logprobs.TokenLog) when the call
+                                             # asked for logprobs=; set by llm() when it resolves
 
     @property
     def latency(self) -> float | None:
