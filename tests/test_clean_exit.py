@@ -137,6 +137,7 @@ def test_exit_during_a_decode_step(tiny_model_dir: str) -> None:
     assert p.stdout.strip() == "left mid step"
 
 
+@pytest.mark.timeout(1800)       # ~1 min on a quiet 2-core machine; much longer on a loaded one
 def test_exit_stress_tiny_model(tiny_model_dir: str) -> None:
     def one(job: tuple[str, ...]) -> str | None:
         seed = job[0]
@@ -149,6 +150,7 @@ def test_exit_stress_tiny_model(tiny_model_dir: str) -> None:
 
 @pytest.mark.smollm2
 @needs_smollm2
+@pytest.mark.timeout(1200)
 def test_plain_script_on_the_default_model_exits_cleanly_every_time() -> None:
     code = 'from epic_kernel import run; print(run("[llm(\\"Say hi.\\", max_tokens=4), llm(\\"Count.\\", max_tokens=24)][0]").value)'
 
@@ -162,6 +164,7 @@ def test_plain_script_on_the_default_model_exits_cleanly_every_time() -> None:
 
 @pytest.mark.smollm2
 @needs_smollm2
+@pytest.mark.timeout(1200)
 def test_epic_run_on_the_default_model_exits_cleanly_every_time(tmp_path: Path) -> None:
     prog = tmp_path / "prog.py"
     prog.write_text('xs = [llm(f"Name a colour ({i}).", max_tokens=3 + 4 * i) for i in range(4)]\nxs[0]\n')
@@ -182,6 +185,7 @@ def test_epic_run_on_the_default_model_exits_cleanly_every_time(tmp_path: Path) 
 
 
 @pytest.mark.kernel
+@pytest.mark.timeout(1200)
 def test_kernel_shutdown_after_a_local_model_cell_exits_cleanly(tiny_model_dir: str, tmp_path: Path) -> None:
     """The EPIC kernel runs a `%%epic` cell on the local model (a second cell is left decoding), then
     is asked to shut down: its process exits 0 and writes nothing to stderr."""

@@ -70,7 +70,7 @@ from typing import Any
 
 import openai
 
-from . import dialects
+from . import dialects, openai_sse
 from .base import Backend, LLMRequest, LLMResponse, StreamChunk, UnsupportedFeature
 from .errors import (
     AuthError,
@@ -176,11 +176,16 @@ class OpenAIBackend(Backend):
             st = self._states.get(loop)
             if st is None:
                 shards = -(-self.max_concurrency // _SHARD)
-                clients = [self._client_factory() if self._client_factory else
-                           openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key,
-                                              max_retries=0, timeout=self.timeout) for _ in range(shards)]
+                clients = [self._client_factory() if self._client_factory else self._new_client()
+                           for _ in range(shards)]
                 st = self._states[loop] = _LoopState(clients, AdaptiveLimiter(self.max_concurrency))
             return st
+
+    def _new_client(self) -> openai.AsyncOpenAI:
+        """A client whose HTTP layer notes whether each event stream reached [DONE] (openai_sse)."""
+        http = openai.DefaultAsyncHttpxClient(event_hooks={"response": [openai_sse.watch]})
+        return openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key, max_retries=0,
+                                  timeout=self.timeout, http_client=http)
 
     def limiter(self) -> AdaptiveLimiter | None:
         """The calling loop's limiter (None before its first call); for tests and benchmarks."""
@@ -394,8 +399,11 @@ class OpenAIBackend(Backend):
                     if text:
                         parts.append(text)
                         yield text, None
-            if finish is None:
-                raise Malformed("the stream ended without a finish_reason")
+            # [DONE] without a finish_reason is a whole answer whose finish is unknown (None); a body
+            # that ended before [DONE] was cut, however cleanly. Unwatched (a client_factory client
+            # without openai_sse.watch): only a finish_reason proves the answer whole.
+            if finish is None and not openai_sse.reached_done(stream.response):
+                raise Malformed("the stream ended before [DONE], without a finish_reason")
         finally:
             if stream is not None:
                 with suppress(Exception):
