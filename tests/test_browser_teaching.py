@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from test_browser import (
+    BROWSER_MARKS,
     CHROME_ARGS,
     CHROMIUM,
     _console_errors,
@@ -29,7 +30,7 @@ from test_browser import (
 )
 
 expect = sync_api.expect
-pytestmark = [pytest.mark.browser]
+pytestmark = BROWSER_MARKS
 
 SETUP = "from epic_kernel.llm.sim import SimBackend\nslow = SimBackend(latency=0.2)"
 STEP = """%%epic --backend sim --step
