@@ -100,7 +100,7 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _python(code: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def _python(code: str, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=_env(), capture_output=True,
                           text=True, timeout=timeout)
 
@@ -172,7 +172,7 @@ def test_epic_run_on_the_default_model_exits_cleanly_every_time(tmp_path: Path) 
 
     def one(job: tuple[str, ...]) -> str | None:
         p = subprocess.run([sys.executable, "-m", "epic_kernel", "run", str(prog)], cwd=tmp_path, env=_env(),
-                           capture_output=True, text=True, timeout=300)
+                           capture_output=True, text=True, timeout=900)
         if p.returncode != 0:
             return f"epic run {job[0]}: exit {p.returncode}, stderr:\n{p.stderr[-2000:]}"
         # `epic run` draws its calls table on stderr: only an abort, a traceback or a warning is wrong there
