@@ -136,7 +136,7 @@ def test_wheel_installs_and_runs_in_a_fresh_venv(tmp_path: Path) -> None:
     local = _run([epic, "demo"], work, env)
     _clean_stderr(local, "epic demo")
     assert "speedup" in local.stdout and "using the simulated model" not in local.stdout, local.stdout[-2000:]
-    assert "SmolLM2" in local.stdout
+    assert "transformers:smollm2" in local.stdout         # the default model, not the sim
 
     _run([epic, "install", "--sys-prefix"], work, env)
     specs = _run([str(venv / "bin" / "jupyter"), "kernelspec", "list", "--json"], work, env)
