@@ -25,7 +25,9 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/epic demo
 
+# what the tests need beyond the venv: Debian's chromium (installed when root; else the browser tests skip)
 test: $(STAMP)
+	.ci/chromium
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 

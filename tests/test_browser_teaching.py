@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 from test_browser import (
+    BROWSER_MARKS,
     CHROME_ARGS,
     CHROMIUM,
     _console_errors,
@@ -36,7 +37,7 @@ from test_browser import (
 )
 
 expect = sync_api.expect
-pytestmark = [pytest.mark.browser]
+pytestmark = BROWSER_MARKS
 
 SETUP = "from epic_kernel.llm.sim import SimBackend\nslow = SimBackend(latency=0.4)"
 STEP = """%%epic --backend sim --step

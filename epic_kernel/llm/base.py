@@ -105,7 +105,7 @@ class LLMResponse:
     text: str
     tokens_in: int = 0
     tokens_out: int = 0
-    finish_reason: str = "stop"          # "stop" | "length"
+    finish_reason: str | None = "stop"   # "stop" | "length"; None: the server did not say (unknown)
     batch_id: int | None = None          # which decode batch produced it (local batcher only)
     cached: bool = False
     tokens_cached: int = 0               # prompt tokens whose KV was reused, not recomputed (prefix cache)

@@ -60,6 +60,7 @@ from .kvcache import select_rows as _select_rows
 from .prefill import layout, row_kv, shared_prefixes
 from .prefix_cache import PrefixCache
 from .tickets import BatcherFull, LogitsHook, Ticket, eos_ids, holdback
+from .workers import register as _stop_at_exit
 
 __all__ = ["Batcher", "BatcherFull", "LogitsHook", "Ticket"]
 
@@ -105,8 +106,11 @@ class Batcher:
                                        "requests": 0, "finished": 0, "cancelled": 0, "tokens_out": 0,
                                        "prefill_tokens_requested": 0, "prefill_tokens_computed": 0}
         self._sizes: Counter[int] = Counter()
+        # a daemon, so a forgotten batcher never keeps a process alive; closed at exit all the same,
+        # because a daemon thread still inside torch aborts the interpreter's finalization (workers.py)
         self._thread = threading.Thread(target=self._run, name=f"epic-batcher[{name}]", daemon=True)
         self._thread.start()
+        _stop_at_exit(self)
 
     # ------------------------------------------------------------------ caller side (any thread/loop)
 

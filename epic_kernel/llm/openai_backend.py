@@ -74,7 +74,7 @@ from typing import Any
 import openai
 
 from ..runtime.events import clock
-from . import dialects
+from . import dialects, openai_sse
 from .base import Backend, LLMRequest, LLMResponse, StreamChunk, UnsupportedFeature
 from .errors import (
     AuthError,
@@ -139,9 +139,11 @@ def _ssl_context() -> Any:
 
 
 def _http_client() -> Any:
-    """A default HTTP client on the shared TLS context (None: the openai client builds its own)."""
+    """The HTTP client under each openai client: on the shared TLS context, and noting whether each
+    event stream reached [DONE] (openai_sse)."""
     ctx = _ssl_context()
-    return openai.DefaultAsyncHttpxClient(verify=ctx) if ctx is not None else None
+    extra = {"verify": ctx} if ctx is not None else {}
+    return openai.DefaultAsyncHttpxClient(event_hooks={"response": [openai_sse.watch]}, **extra)
 
 
 class OpenAIBackend(Backend):
@@ -198,13 +200,15 @@ class OpenAIBackend(Backend):
             st = self._states.get(loop)
             if st is None:
                 shards = -(-self.max_concurrency // _SHARD)
-                clients = [self._client_factory() if self._client_factory else
-                           openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key,
-                                              max_retries=0, timeout=self.timeout,
-                                              http_client=_http_client())
+                clients = [self._client_factory() if self._client_factory else self._new_client()
                            for _ in range(shards)]
                 st = self._states[loop] = _LoopState(clients, AdaptiveLimiter(self.max_concurrency))
             return st
+
+    def _new_client(self) -> openai.AsyncOpenAI:
+        """A client on `_http_client()`: one TLS context per process, [DONE] noted on every stream."""
+        return openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key, max_retries=0,
+                                  timeout=self.timeout, http_client=_http_client())
 
     def limiter(self) -> AdaptiveLimiter | None:
         """The calling loop's limiter (None before its first call); for tests and benchmarks."""
@@ -424,8 +428,11 @@ class OpenAIBackend(Backend):
                     if text:
                         parts.append(text)
                         yield text, None
-            if finish is None:
-                raise Malformed("the stream ended without a finish_reason")
+            # [DONE] without a finish_reason is a whole answer whose finish is unknown (None); a body
+            # that ended before [DONE] was cut, however cleanly. Unwatched (a client_factory client
+            # without openai_sse.watch): only a finish_reason proves the answer whole.
+            if finish is None and not openai_sse.reached_done(stream.response):
+                raise Malformed("the stream ended before [DONE], without a finish_reason")
         finally:
             if stream is not None:
                 with suppress(Exception):

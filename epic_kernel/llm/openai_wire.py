@@ -75,7 +75,10 @@ def usage_counts(usage: Any) -> tuple[int | None, int | None]:
     return count("prompt_tokens"), count("completion_tokens")
 
 
-def finish_reason(reason: str | None) -> str:
+def finish_reason(reason: str | None) -> str | None:
+    """"length" or "stop"; None where the server gave none (unknown, shown as "?")."""
+    if reason is None:
+        return None
     return "length" if reason == "length" else "stop"
 
 

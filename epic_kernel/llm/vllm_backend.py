@@ -33,6 +33,7 @@ from typing import Any
 
 from .base import Backend, LLMRequest, LLMResponse, StreamChunk
 from .models import model_key, resolve_model
+from .workers import register as _stop_at_exit
 
 __all__ = ["VLLMBackend", "VLLMEngine", "shared_engine"]
 
@@ -78,6 +79,7 @@ class VLLMEngine:
         self.engine = self._call(self._make(AsyncLLM, args)).result()
         self.tokenizer = self._call(self._tokenizer()).result()
         self.closed = False
+        _stop_at_exit(self)          # the engine's loop thread ends before the interpreter finalizes
 
     @staticmethod
     async def _make(cls: Any, args: Any) -> Any:

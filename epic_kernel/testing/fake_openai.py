@@ -15,7 +15,10 @@ Faults are queued with `add_fault()` and consumed by matching requests in order:
 Kinds: "status" (any HTTP error with an OpenAI error body, optional Retry-After), "delay" (sleep
 `seconds` before answering, e.g. longer than the client's timeout), "drop" (close the connection
 without answering), "malformed" (200 with a body that is not JSON), "cut" (a stream that stops
-after `after` chunks without [DONE]). `capacity=N` answers 429 (after `reject_delay` s) whenever more
+after `after` chunks without [DONE]), and three ways a stream can end without a finish_reason:
+"no-finish" (every chunk, then `data: [DONE]`, but no chunk carries a finish_reason, as some
+compatible servers and proxies do), "end" (after `after` chunks the body ends cleanly, the
+connection closed, no [DONE]) and "reset" (after `after` chunks the connection is reset: TCP RST). `capacity=N` answers 429 (after `reject_delay` s) whenever more
 than N requests are in flight, which is how an overloaded vLLM or OpenAI behaves.
 
 Sleeps poll the socket, so a client that gives up (timeout, cancellation) is seen at once and
@@ -27,6 +30,7 @@ from __future__ import annotations
 import json
 import select
 import socket
+import struct
 import threading
 import time
 import uuid
@@ -34,12 +38,14 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["FakeOpenAIServer", "Fault"]
+__all__ = ["FAULTS", "FakeOpenAIServer", "Fault"]
+
+FAULTS = ("status", "delay", "drop", "malformed", "cut", "no-finish", "end", "reset")
 
 
 @dataclass
 class Fault:
-    kind: str                      # "status" | "delay" | "drop" | "malformed" | "cut"
+    kind: str                      # one of FAULTS
     match: str | None = None       # only requests whose prompt contains this text; None: any request
     times: int | None = 1          # how many requests it hits; None: forever
     status: int = 500
@@ -226,11 +232,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         obj = "chat.completion.chunk" if chat else "text_completion"
         head = {"id": rid, "object": obj, "created": int(time.time()), "model": model}
+        kind = fault.kind if fault is not None else None
         for i, w in enumerate(words):
-            if fault is not None and fault.kind == "cut" and i >= fault.after:
-                self.close_connection = True
-                self.connection.shutdown(socket.SHUT_RDWR)
-                return
+            if kind in ("cut", "end", "reset") and i >= fault.after:
+                return self._end_early(kind)
             piece = w if i == 0 else " " + w
             if chat:
                 delta = {"content": piece, **({"role": "assistant"} if i == 0 else {})}
@@ -240,13 +245,29 @@ class _Handler(BaseHTTPRequestHandler):
             self._chunk("data: " + json.dumps({**head, "choices": [choice]}) + "\n\n")
             if self.server.chunk_delay and not self._sleep(self.server.chunk_delay):
                 return self._hung_up()
-        last = {"index": 0, "finish_reason": finish, **({"delta": {}} if chat else {"text": "", "logprobs": None})}
-        self._chunk("data: " + json.dumps({**head, "choices": [last]}) + "\n\n")
+        if kind in ("end", "reset"):          # fewer words than `after`: still end without [DONE]
+            return self._end_early(kind)
+        if kind != "no-finish":
+            last = {"index": 0, "finish_reason": finish, **({"delta": {}} if chat else {"text": "", "logprobs": None})}
+            self._chunk("data: " + json.dumps({**head, "choices": [last]}) + "\n\n")
         if self.server.usage and (body.get("stream_options") or {}).get("include_usage"):
             self._chunk("data: " + json.dumps({**head, "choices": [], "usage": usage}) + "\n\n")
         self._chunk("data: [DONE]\n\n")
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
+
+    def _end_early(self, kind: str) -> None:
+        """Stop a stream before [DONE]: "cut" half-closes mid-body (an incomplete chunked body),
+        "end" finishes the body cleanly and closes, "reset" aborts the connection with a TCP RST."""
+        self.close_connection = True
+        if kind == "end":
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        elif kind == "reset":
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+            return
+        self.connection.shutdown(socket.SHUT_RDWR)
 
     def _hung_up(self) -> None:
         self.close_connection = True
@@ -310,7 +331,7 @@ class FakeOpenAIServer:
 
     def add_fault(self, kind: str, *, match: str | None = None, times: int | None = 1, **kw: Any) -> Fault:
         """Queue a fault for the next matching request(s); see the module docstring for the kinds."""
-        if kind not in ("status", "delay", "drop", "malformed", "cut"):
+        if kind not in FAULTS:
             raise ValueError(f"unknown fault kind {kind!r}")
         fault = Fault(kind, match=match, times=times, **kw)
         with self._srv.state.lock:
