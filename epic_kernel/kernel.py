@@ -11,6 +11,7 @@ This module imports ipykernel: the core (`epic_kernel` itself) never imports it.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import traitlets
@@ -82,11 +83,30 @@ class Hints:
                 print(NAME_HINT.format(name=err.name))
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+TCP_NOTE = "Kernel is running over TCP without encryption"
+
+
+class _LoopbackNote(logging.Filter):
+    """Drops ipykernel's start-up warning about unencrypted TCP, for a kernel bound to loopback only:
+    nothing leaves the machine there, and the note would be the one line a clean kernel writes to
+    stderr. A kernel listening on any other address keeps the warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(TCP_NOTE)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Launch the kernel (argv as ipykernel takes it: `-f CONNECTION_FILE`)."""
     from ipykernel.kernelapp import IPKernelApp
 
-    IPKernelApp.launch_instance(argv=argv, kernel_class=EpicKernel)
+    class EpicKernelApp(IPKernelApp):
+        def init_sockets(self) -> None:
+            if self.transport == "tcp" and self.ip in LOOPBACK:
+                self.log.addFilter(_LoopbackNote())
+            super().init_sockets()
+
+    EpicKernelApp.launch_instance(argv=argv, kernel_class=EpicKernel)
 
 
 if __name__ == "__main__":
