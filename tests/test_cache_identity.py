@@ -56,7 +56,10 @@ def test_a_failing_sim_fails_instead_of_returning_cached_answers():
     with pytest.raises(EpicError) as info:
         run(PROGRAM, backend=SimBackend(answers=[(r"Capital", boom)]), cache=True)
     calls = info.value.result.calls
-    assert [c.state for c in calls] == ["failed"] * 3 and not any(c.cached for c in calls)
+    # the first failure in program order stops the run: the other calls failed or were cancelled,
+    # and none was answered from the cache
+    assert calls[0].state == "failed" and {c.state for c in calls[1:]} <= {"failed", "cancelled"}
+    assert not any(c.cached for c in calls)
 
 
 def test_openai_backends_on_different_urls_do_not_share_answers(tmp_path):
