@@ -317,7 +317,7 @@ def _check_final(cell: Any) -> None:
     expect(snap.locator("table.epic-calls tbody tr[data-state='done']")).to_have_count(CALLS)
     expect(snap.locator("table.epic-calls tbody tr:not([data-state='done'])")).to_have_count(0)
     expect(snap.locator(".epic-status")).to_have_text("done")
-    expect(snap.locator(".epic-counts")).to_have_text(f"{CALLS} calls: 0 running, {CALLS} done")
+    expect(snap.locator(".epic-counts")).to_have_text(f"{CALLS} calls (budget 10,000): 0 running, {CALLS} done")
     expect(snap.locator("svg.epic-timeline rect[data-state='done']")).to_have_count(CALLS)
     expect(snap.locator(".epic-legend")).to_contain_text(f"done {CALLS}")
     expect(snap.locator(".epic-cancel")).to_have_count(0)
