@@ -134,7 +134,7 @@ def test_prefill_matches_the_local_batcher_on_vllm(engine):
     from epic_kernel.llm.transformers_backend import TransformersBackend
 
     req = LLMRequest.build("List two fruits.", prefill="1.", params=SamplingParams(max_tokens=16))
-    local = TransformersBackend("smollm2", device="cpu", shared=False)
+    local = TransformersBackend("smollm2", device="cpu", dtype="float32", shared=False)
     b = backend(engine)
 
     async def main():
@@ -271,33 +271,6 @@ def test_queued_requests_wait_instead_of_timing_out(engine, engine_factory):
     assert 0 <= extra <= 1
 
 
-def test_server_killed_mid_run_keeps_finished_calls(engine, engine_factory):
-    """Kill -9 the server while a long call is decoding: one EpicError naming that call, and the
-    finished calls kept. Last in the module: on vLLM it kills the module's server."""
-    srv = engine_factory("llama.cpp", parallel=4, ctx=4096) if engine.kind == "llama.cpp" else engine
-    if srv.proc is None:
-        pytest.skip("attached to a server started by hand (EPIC_TEST_VLLM_PORT)")
-    b = backend(srv, extra_body={"ignore_eos": True}, max_retries=2)
-
-    async def kill_when_decoding(after: str) -> str:
-        while srv.metric(RUNNING[engine.kind]) < 1:
-            await asyncio.sleep(0.05)
-        await asyncio.to_thread(srv.kill)
-        return "killed"
-
-    src = ('a = llm("Say hi.", max_tokens=4)\n'
-           f'story = llm("Tell a long story about " + a, max_tokens={LONG[engine.kind]})\n'
-           'k = kill_when_decoding(a)\n'
-           '[a, k, story]')
-    with pytest.raises(EpicError) as ei:
-        run(src, backend=b, namespace={"kill_when_decoding": kill_when_decoding})
-    b.close()
-    (failure,) = ei.value.failures
-    assert isinstance(failure.error, BackendConnectionError), failure.error
-    done = {c.args_preview: c for c in ei.value.result.calls if c.state == "done"}
-    assert "Say hi." in done and done["Say hi."].tokens_out
-
-
 def test_makefile_and_harness_agree_on_versions():
     from epic_kernel.testing import engines
 
@@ -351,7 +324,7 @@ def test_vllm_logprobs_match_the_local_batcher(engine):
     from epic_kernel.llm.transformers_backend import TransformersBackend
 
     req = LLMRequest.build("Name three colours.", params=SamplingParams(max_tokens=12), logprobs=3)
-    local = TransformersBackend("smollm2", device="cpu", shared=False)
+    local = TransformersBackend("smollm2", device="cpu", dtype="float32", shared=False)
     b = backend(engine)
 
     async def main():
@@ -364,3 +337,30 @@ def test_vllm_logprobs_match_the_local_batcher(engine):
     assert mine.tokens.tokens == theirs.tokens.tokens
     assert max(abs(x - y) for x, y in zip(mine.tokens.logprobs, theirs.tokens.logprobs, strict=True)) < 1e-2
     assert [[a for a, _ in s][:2] for s in mine.tokens.top] == [[a for a, _ in s][:2] for s in theirs.tokens.top]
+
+
+def test_server_killed_mid_run_keeps_finished_calls(engine, engine_factory):
+    """Kill -9 the server while a long call is decoding: one EpicError naming that call, and the
+    finished calls kept. Last in the module: on vLLM it kills the module's server."""
+    srv = engine_factory("llama.cpp", parallel=4, ctx=4096) if engine.kind == "llama.cpp" else engine
+    if srv.proc is None:
+        pytest.skip("attached to a server started by hand (EPIC_TEST_VLLM_PORT)")
+    b = backend(srv, extra_body={"ignore_eos": True}, max_retries=2)
+
+    async def kill_when_decoding(after: str) -> str:
+        while srv.metric(RUNNING[engine.kind]) < 1:
+            await asyncio.sleep(0.05)
+        await asyncio.to_thread(srv.kill)
+        return "killed"
+
+    src = ('a = llm("Say hi.", max_tokens=4)\n'
+           f'story = llm("Tell a long story about " + a, max_tokens={LONG[engine.kind]})\n'
+           'k = kill_when_decoding(a)\n'
+           '[a, k, story]')
+    with pytest.raises(EpicError) as ei:
+        run(src, backend=b, namespace={"kill_when_decoding": kill_when_decoding})
+    b.close()
+    (failure,) = ei.value.failures
+    assert isinstance(failure.error, BackendConnectionError), failure.error
+    done = {c.args_preview: c for c in ei.value.result.calls if c.state == "done"}
+    assert "Say hi." in done and done["Say hi."].tokens_out

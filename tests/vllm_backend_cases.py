@@ -104,7 +104,7 @@ def test_seeded_sampled_fanout_of_long_prompts(vb):
 def test_matches_the_local_batcher_token_for_token(vb):
     """Same fp32 weights, same prompt ids: the greedy answers of vLLM and the project's batcher agree."""
     tb = pytest.importorskip("epic_kernel.llm.transformers_backend")
-    local = tb.TransformersBackend("smollm2", device="cpu", shared=False)
+    local = tb.TransformersBackend("smollm2", device="cpu", dtype="float32", shared=False)
     reqs = [LLMRequest.build(f"Explain {t} in one sentence.", params=SamplingParams(max_tokens=24)) for t in TOPICS[:4]]
     reqs.append(LLMRequest.build("List two fruits.", prefill="1.", params=SamplingParams(max_tokens=16)))
 
