@@ -22,7 +22,7 @@ import random
 import re
 from typing import Any
 
-from ..llm.base import LLMRequest
+from ..llm.base import LLMRequest, UnsupportedFeature
 from ..llm.builtin import llm
 from ..llm.constrained import ConstraintIncomplete
 from ..llm.sim import VOCAB, prompt_text
@@ -70,7 +70,10 @@ async def graph_skeleton_llm(prompt: str, prefill: bool, max_tokens: int, stop: 
                              max_points: int) -> str:
     """The skeleton call: `llm()` with the graph regex where the backend supports `regex=`
     (`constrained=None`), always (True) or never (False). Named "llm" in the calls table: it is one
-    model call. A constrained reply that ran out of tokens is an empty skeleton (normal decoding)."""
+    model call. A constrained reply that ran out of tokens is an empty skeleton (normal decoding).
+    An OpenAI backend with guided="auto" promises `regex=` until it has probed the server; if the
+    server turns out to have no constraint dialect, the call is refused before anything is sent and
+    the skeleton is asked for unconstrained."""
     run = current_run()
     backend = await run.backend() if run is not None and constrained is None else None
     use = constrained if constrained is not None else "regex" in getattr(backend, "capabilities", ())
@@ -81,6 +84,11 @@ async def graph_skeleton_llm(prompt: str, prefill: bool, max_tokens: int, stop: 
         return await llm(prompt, **kw)
     except ConstraintIncomplete:
         return ""
+    except UnsupportedFeature:
+        if constrained or "regex" not in kw or "regex" in getattr(backend, "capabilities", ()):
+            raise                                 # not a probe that took `regex=` back
+        del kw["regex"]
+        return await llm(prompt, **kw)
 
 
 graph_skeleton_llm.__epic_name__ = "llm"
