@@ -17,7 +17,15 @@ Options
                 still being generated; each expansion then streams too. A point's prompt shows the
                 skeleton so far (the points after it do not exist yet).
     router      SoT-R: first ask the model whether the answer is a list of independent points (the
-                paper's prompting router, A/B/C); anything but "A", or no clear letter, decodes normally.
+                paper's prompting router, A/B/C). "A": SoT; "B" (points that build on earlier ones):
+                a skeleton graph (`graph=True`); "C", or no clear letter: normal decoding.
+    graph       a skeleton graph (`programs.skeleton_graph`): the skeleton also says which earlier
+                points each point depends on, and a point's prompt holds those points' expansions,
+                so it waits for them and for nothing else. With `router=True` too, "A" and "B" both
+                get the graph.
+    constrained the graph skeleton's `regex=` constraint: None (the default) uses it where the
+                backend supports `regex=` (local models, the sim, vLLM/SGLang/llama.cpp servers),
+                True always, False never.
     max_points  points beyond this many are dropped.
     max_tokens  the budget of every generated part: skeleton, each expansion, a normal answer.
     prefill     True: start the model's answers ourselves (the paper's partial answer, "1." for the
