@@ -255,9 +255,9 @@ def _sot_graph_svg(g: dict[str, Any]) -> str:
                      f'data-state="{n["state"]}"><title>{n["index"]}. {_e(n["text"])}</title>'
                      f'<circle cx="{n["x"]}" cy="{n["y"]}" r="9"/>'
                      f'<text x="{n["x"]}" y="{n["y"] + 4}" text-anchor="middle">{n["index"]}</text>'
-                     f'<text class="epic-node-label" x="{n["x"] + 13}" y="{n["y"] + 4}">{_e(label)}</text></g>')
-    marker = ('<defs><marker id="epic-arrow" viewBox="0 0 8 8" refX="8" refY="4" markerWidth="6" '
-              'markerHeight="6" orient="auto"><path d="M0,0 L8,4 L0,8 z"/></marker></defs>')
+                     f'<text class="epic-node-label" x="{n["x"]}" y="{n["y"] + 23}" text-anchor="middle">{_e(label)}</text></g>')
+    marker = ('<defs><marker id="epic-arrow" viewBox="0 0 8 8" refX="8" refY="4" markerUnits="userSpaceOnUse" '
+              'markerWidth="7" markerHeight="7" orient="auto"><path d="M0,0 L8,4 L0,8 z"/></marker></defs>')
     return (f'<svg class="epic-graph" width="{g["width"]}" height="{g["height"]}" '
             f'viewBox="0 0 {g["width"]} {g["height"]}">{marker}{"".join(parts)}</svg>'
             f'<div class="epic-note epic-critical-path">{_e(critical_text(g))}</div>')

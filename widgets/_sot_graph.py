@@ -13,7 +13,7 @@ from typing import Any
 
 __all__ = ["COL_W", "ROW_H", "graph_layout"]
 
-COL_W, ROW_H, PAD = 170, 30, 14
+COL_W, ROW_H, PAD, PAD_X = 160, 46, 14, 76       # a label sits under its node, centred
 
 
 def graph_layout(points: list[dict[str, Any]], edges: list, critical: list) -> dict[str, Any]:
@@ -37,12 +37,12 @@ def graph_layout(points: list[dict[str, Any]], edges: list, critical: list) -> d
         rows[depth[i]] = row + 1
         state = "done" if p.get("done") else "running" if p.get("expansion") else "waiting"
         nodes.append({"index": i, "text": p.get("text", ""), "state": state, "depth": depth[i],
-                      "x": PAD + (depth[i] - 1) * COL_W, "y": PAD + row * ROW_H, "critical": i in on_path})
+                      "x": PAD_X + (depth[i] - 1) * COL_W, "y": PAD + row * ROW_H, "critical": i in on_path})
     where = {n["index"]: n for n in nodes}
     crit_edges = set(zip(critical, critical[1:], strict=False))
     lines = [{"from": a, "to": b, "x1": where[a]["x"] + 10, "y1": where[a]["y"], "x2": where[b]["x"] - 10,
               "y2": where[b]["y"], "critical": (a, b) in crit_edges} for a, b in pairs]
     most = max(depth.values(), default=0)
     return {"nodes": nodes, "edges": lines, "depth": most,
-            "width": PAD * 2 + max(0, most - 1) * COL_W + COL_W - 20,
-            "height": PAD * 2 + max(rows.values(), default=1) * ROW_H - ROW_H // 2}
+            "width": PAD_X * 2 + max(0, most - 1) * COL_W,
+            "height": PAD + max(rows.values(), default=1) * ROW_H}

@@ -377,8 +377,8 @@ function render({ model, el: host }) {
       return e;
     };
     const defs = svgEl2("defs", {});
-    const marker = svgEl2("marker", { id: "epic-arrow", viewBox: "0 0 8 8", refX: 8, refY: 4, markerWidth: 6,
-      markerHeight: 6, orient: "auto" });
+    const marker = svgEl2("marker", { id: "epic-arrow", viewBox: "0 0 8 8", refX: 8, refY: 4,
+      markerUnits: "userSpaceOnUse", markerWidth: 7, markerHeight: 7, orient: "auto" });
     marker.append(svgEl2("path", { d: "M0,0 L8,4 L0,8 z" }));
     defs.append(marker);
     const items = [defs];
@@ -393,7 +393,7 @@ function render({ model, el: host }) {
       node.append(svgEl2("title", {}, `${n.index}. ${n.text}`),
         svgEl2("circle", { cx: n.x, cy: n.y, r: 9 }),
         svgEl2("text", { x: n.x, y: n.y + 4, "text-anchor": "middle" }, String(n.index)),
-        svgEl2("text", { class: "epic-node-label", x: n.x + 13, y: n.y + 4 }, label));
+        svgEl2("text", { class: "epic-node-label", x: n.x, y: n.y + 23, "text-anchor": "middle" }, label));
       items.push(node);
     }
     svgEl.replaceChildren(...items);
