@@ -223,3 +223,27 @@ def test_over_an_openai_compatible_server():
     assert by_point[1].start < by_point[2].end and by_point[2].start < by_point[1].end     # 1, 2 together
     assert by_point[3].start >= by_point[1].end
     assert by_point[4].start >= max(by_point[2].end, by_point[3].end) and by_point[5].start >= by_point[4].end
+
+
+@pytest.mark.engines
+def test_on_llama_server_with_the_default_model(engine_factory):
+    """A real engine: llama-server serving SmolLM2 (GGUF). Its dialect has no `regex=`, so after the
+    probe the skeleton is asked for unconstrained; whatever the model writes, the run ends cleanly
+    with a graph whose edges all point backwards, or a normal answer when the skeleton has fewer than
+    two points."""
+    from epic_kernel.llm.openai_backend import OpenAIBackend
+
+    srv = engine_factory("llama.cpp")
+    backend = OpenAIBackend(base_url=srv.base_url, api_key="none", model="smollm2", timeout=120.0)
+    res = sot.run("How do I plan a birthday party for a friend?", graph=True, prefill=False, expand_with="point",
+                  max_tokens=96, backend=backend)
+    out = res.value
+    assert all(c.state == "done" for c in res.calls) and backend.dialect == "llama.cpp"
+    assert res.calls[0].fn == "llm"                                      # one skeleton call, unconstrained
+    if out["used_sot"]:
+        assert len(out["expansions"]) == len(out["points"]) >= 2 and len(res.calls) == 1 + len(out["points"])
+        order = [i for i, _ in out["points"]]
+        assert all(order.index(a) < order.index(b) for a, b in out["edges"])
+        assert 1 <= len(out["critical_path"]) <= len(out["points"])
+    else:
+        assert out["points"] == [] and len(res.calls) == 2
