@@ -297,7 +297,8 @@ class SoTResult(dict):
         if "edges" in self:
             how = (f"a skeleton graph: {len(self['points'])} points, {len(self['edges'])} edges, "
                    f"critical path {len(self['critical_path'])} points")
-        p.text(f"sot answer ({how}; a dict: answer, points, expansions, used_sot):\n{self['answer']}")
+        keys = "answer, points, expansions, used_sot" + (", edges, dropped, critical_path" if "edges" in self else "")
+        p.text(f"sot answer ({how}; a dict: {keys}):\n{self['answer']}")
 
 
 def sot_result(answer: str, points: list, expansions: list, used_sot: bool) -> SoTResult:
