@@ -158,6 +158,12 @@ def markdown(results: dict) -> str:
     allq = summary["all"]
     lines += ["", "Mean tokens generated per question: "
               + ", ".join(f"{m} {v:.0f}" for m, v in allq["tokens_out"].items()) + "."]
+    if "graph" in modes:
+        fell = [r for r in qs if not r["modes"]["graph"]["used_sot"]]
+        lines += ["", f"The graph fell back to normal decoding (a skeleton of fewer than two points, or a "
+                  f"constrained skeleton that ran out of tokens) on {len(fell)} of {len(qs)} questions"
+                  + (f" ({', '.join('q' + str(r['id']) for r in fell)}); its points, edges and critical path "
+                     "columns count the others." if fell else ".")]
     if "router" in modes:
         classes = [r["modes"]["router"]["class"] for r in qs]
         lines += ["", "Router classes: " + ", ".join(f"{c or 'unclear'} {classes.count(c)}"
