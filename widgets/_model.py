@@ -30,8 +30,8 @@ from typing import Any
 from epic_kernel.runtime.calltable import call_row
 from epic_kernel.text import clip
 
-from ._tokens import call_tokens
 from ._sot_graph import graph_layout
+from ._tokens import call_tokens
 
 __all__ = ["RunModel"]
 
