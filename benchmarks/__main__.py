@@ -11,6 +11,8 @@
     sot      bench_sot.py      Skeleton-of-Thought on Vicuna-80 (SmolLM2): normal vs SoT vs streaming SoT per
                                category; questions not yet in benchmarks/recordings/sot run live, then every
                                recorded question is replayed (latencies / 10 in `make bench`)
+    sot_graph  bench_sot_graph.py  skeleton graphs (sot(graph=True)) vs SoT vs normal on Vicuna-80, on the sim
+                               (the default model by hand: see docs/skeleton-graphs.md)
     constrained  bench_constrained_decoding.py  regex=/choices= masks vs unconstrained, 32 calls
     recorder bench_recorder.py what `%%epic --step`'s recording costs per step, and its size
     scale    bench_scale.py    10,000-call fan-out and a 2,000-call ToT against a 50 ms fake server: evaluator
@@ -43,6 +45,8 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "sot": ("benchmarks.bench_sot", ["--speed", "10"],
             ["--model", "sim", "--questions", "1,21", "--speed", "20", "--out", str(QUICK_OUT),
              "--recordings", str(QUICK_OUT / "recordings" / "sot")]),
+    "sot_graph": ("benchmarks.bench_sot_graph", ["--model", "sim"],
+                  ["--model", "sim", "--questions", "1,21", "--out", str(QUICK_OUT)]),
     "constrained": ("benchmarks.bench_constrained_decoding", [],
                     ["--models", "tiny10m", "--reps", "1", "--out", str(QUICK_OUT)]),
     "recorder": ("benchmarks.bench_recorder", [], ["--quick", "--out", str(QUICK_OUT)]),

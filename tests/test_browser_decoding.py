@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from test_browser import (
+    BROWSER_MARKS,
     CHROME_ARGS,
     CHROMIUM,
     _console_errors,
@@ -26,7 +27,7 @@ from test_browser import (
 )
 
 expect = sync_api.expect
-pytestmark = [pytest.mark.browser]
+pytestmark = BROWSER_MARKS
 
 SETUP = """from epic_kernel.llm.sim import SimBackend
 from epic_kernel.programs.sot import sim_script

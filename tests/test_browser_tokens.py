@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from test_browser import (
+    BROWSER_MARKS,
     CHROME_ARGS,
     CHROMIUM,
     _console_errors,
@@ -25,7 +25,7 @@ from test_browser import (
 )
 
 expect = sync_api.expect
-pytestmark = [pytest.mark.browser]
+pytestmark = BROWSER_MARKS
 
 
 def _hover_first_token(page: Any, cell: Any) -> str:

@@ -202,12 +202,15 @@ def test_an_expansion_ends_at_its_first_blank_line(stream):
 
 
 # ------------------------------------------------------------------------------- SoT-R
-@pytest.mark.parametrize("reply, used_sot", [("A", True), ("A.", True), ("B", False), ("C", False),
+@pytest.mark.parametrize("reply, used_sot", [("A", True), ("A.", True), ("B", True), ("C", False),
                                              ("I cannot tell.", False), ("", False)])
 def test_router_decides_between_sot_and_normal_decoding(reply, used_sot):
+    """A: SoT; B (points that depend on each other): a skeleton graph (tests/test_sot_graph.py;
+    unconstrained here, since this sim's skeleton has no dependency notes); anything else: normal."""
     log: list = []
-    res = sot.run(QUESTION, router=True, backend=sim(router=reply, log=log))
+    res = sot.run(QUESTION, router=True, constrained=False, backend=sim(router=reply, log=log))
     assert res.value["used_sot"] is used_sot
+    assert ("edges" in res.value) is (reply == "B")
     router_call, *rest = log
     assert "Just say A, B, or C." in router_call.messages[-1]["content"]
     assert router_call.params.max_tokens == 10

@@ -15,6 +15,8 @@ Skeleton-of-Thought panel. Programs may emit (through the evaluator's `emit`):
                                                        `chunk` appends); `done=True` marks it finished
     program.sot.answer     data: text                  the assembled answer (optional)
     program.sot.retry      data: index, reason         a weak expansion is being asked for again
+    program.sot.graph      data: edges, dropped, critical   a skeleton graph's edges [(from, to)], the
+                                                       edges it dropped (why), its critical path
 The panel appears as soon as one of these arrives.
 """
 
@@ -28,6 +30,7 @@ from typing import Any
 from epic_kernel.runtime.calltable import call_row
 from epic_kernel.text import clip
 
+from ._sot_graph import graph_layout
 from ._tokens import call_tokens
 
 __all__ = ["RunModel"]
@@ -70,6 +73,7 @@ class RunModel:
         self.sot_answer = ""
         self.sot_points: dict[int, dict[str, Any]] = {}
         self.sot_retries: dict[int, str] = {}   # point index -> why its first expansion was redone
+        self.sot_graph: dict[str, Any] | None = None   # a skeleton graph's edges, dropped, critical
         self.changes = 0                 # bumped on every recorded event: views flush only when it moved
         self.loading = ""                # the backend being loaded (a local model), while it loads
         self.loading_t: float | None = None
@@ -124,6 +128,10 @@ class RunModel:
             self.sot_question = str(data.get("text", ""))
         elif what == "answer":
             self.sot_answer = str(data.get("text", ""))
+        elif what == "graph":
+            self.sot_graph = {"edges": [tuple(e) for e in data.get("edges", ())],
+                              "dropped": [str(d) for d in data.get("dropped", ())],
+                              "critical": [int(i) for i in data.get("critical", ())]}
         elif what == "retry":
             index = int(data.get("index", 0))
             self.sot_retries[index] = str(data.get("reason") or "weak")
@@ -251,6 +259,12 @@ class RunModel:
             out["note"] = (f"point{'s' * (n != 1)} {which}: the paper's skeleton prompt gave no expansion "
                            f"({reasons}) on this model, so {'they were' if n != 1 else 'it was'} expanded "
                            "again with the one-point prompt (expand_with=\"point\")")
+        if self.sot_graph is not None:
+            g = self.sot_graph
+            out["graph"] = graph_layout(points, g["edges"], g["critical"])
+            if g["dropped"]:
+                note = "; ".join(g["dropped"])
+                out["note"] = f"{out['note']}. {note}" if out.get("note") else note
         return out
 
 

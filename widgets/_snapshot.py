@@ -249,8 +249,46 @@ def _sot_html(sot: dict[str, Any]) -> str:
         body = f'<div class="epic-answer">{_e(sot["answer"])}</div>'
         a = (f'<details class="epic-answer-panel"><summary>assembled answer</summary>{body}</details>'
              if sot["points"] else body)
-    return (f'<details open class="epic-sot"><summary>Skeleton-of-Thought ({len(sot["points"])} points)</summary>'
-            f'{q}{note}<ol>{"".join(items)}</ol>{a}</details>')
+    graph = _sot_graph_svg(sot["graph"]) if sot.get("graph") else ""
+    return (f'<details open class="epic-sot"><summary>{_e(sot_title(sot))}</summary>'
+            f'{q}{note}{graph}<ol>{"".join(items)}</ol>{a}</details>')
+
+
+def sot_title(sot: dict[str, Any]) -> str:
+    g = sot.get("graph")
+    if not g:
+        return f'Skeleton-of-Thought ({len(sot["points"])} points)'
+    return f'Skeleton graph ({len(sot["points"])} points, {len(g["edges"])} edges)'
+
+
+def critical_text(g: dict[str, Any]) -> str:
+    """The caption under a skeleton graph: its critical path, or its depth while that is unknown."""
+    path = [n["index"] for n in g["nodes"] if n["critical"]]
+    if not path:
+        return f"{g['depth']} rounds of expansions at least (longest chain of dependencies)"
+    return (f"critical path: {' → '.join(str(i) for i in path)} ({len(path)} of {len(g['nodes'])} points "
+            "in a row; every other point runs beside it)")
+
+
+def _sot_graph_svg(g: dict[str, Any]) -> str:
+    """The skeleton graph: one node per point in the column of its depth, an edge per dependency,
+    the critical path drawn heavier (live.js draws the same)."""
+    parts = []
+    for e in g["edges"]:
+        parts.append(f'<line class="epic-edge{" epic-critical" * e["critical"]}" x1="{e["x1"]}" y1="{e["y1"]}" '
+                     f'x2="{e["x2"]}" y2="{e["y2"]}" marker-end="url(#epic-arrow)"/>')
+    for n in g["nodes"]:
+        label = n["text"] if len(n["text"]) <= 20 else n["text"][:19] + "…"
+        parts.append(f'<g class="epic-node{" epic-critical" * n["critical"]}" data-index="{n["index"]}" '
+                     f'data-state="{n["state"]}"><title>{n["index"]}. {_e(n["text"])}</title>'
+                     f'<circle cx="{n["x"]}" cy="{n["y"]}" r="9"/>'
+                     f'<text x="{n["x"]}" y="{n["y"] + 4}" text-anchor="middle">{n["index"]}</text>'
+                     f'<text class="epic-node-label" x="{n["x"]}" y="{n["y"] + 23}" text-anchor="middle">{_e(label)}</text></g>')
+    marker = ('<defs><marker id="epic-arrow" viewBox="0 0 8 8" refX="8" refY="4" markerUnits="userSpaceOnUse" '
+              'markerWidth="7" markerHeight="7" orient="auto"><path d="M0,0 L8,4 L0,8 z"/></marker></defs>')
+    return (f'<svg class="epic-graph" width="{g["width"]}" height="{g["height"]}" '
+            f'viewBox="0 0 {g["width"]} {g["height"]}">{marker}{"".join(parts)}</svg>'
+            f'<div class="epic-note epic-critical-path">{_e(critical_text(g))}</div>')
 
 
 def _e(x: Any) -> str:

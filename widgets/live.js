@@ -145,7 +145,10 @@ function render({ model, el: host }) {
   const sotAnswer = el("div", "epic-answer");
   const sotFold = el("details", "epic-answer-panel");
   sotFold.append(el("summary", null, "assembled answer"));
-  sotPanel.append(sotQuestion, sotNote, sotList, sotFold, sotAnswer);
+  const sotGraph = document.createElementNS(SVG, "svg");
+  sotGraph.classList.add("epic-graph");
+  const sotCritical = el("div", "epic-note epic-critical-path");
+  sotPanel.append(sotQuestion, sotNote, sotGraph, sotCritical, sotList, sotFold, sotAnswer);
 
   const drawHeader = guard("header", () => {
     const h = model.get("header") || {};
@@ -341,7 +344,10 @@ function render({ model, el: host }) {
     const s = model.get("sot") || {};
     const points = s.points || [];
     sotPanel.style.display = points.length || s.question || s.answer ? "" : "none";
-    sotSummary.textContent = `Skeleton-of-Thought (${points.length} points)`;
+    const g = s.graph;
+    sotSummary.textContent = g ? `Skeleton graph (${points.length} points, ${g.edges.length} edges)`
+      : `Skeleton-of-Thought (${points.length} points)`;
+    drawGraph(sotGraph, sotCritical, g);
     sotQuestion.textContent = s.question || "";
     sotNote.textContent = s.note || "";
     sotNote.style.display = s.note ? "" : "none";
@@ -378,6 +384,47 @@ function render({ model, el: host }) {
       if (opened.includes(d.dataset.call)) d.open = true;
     }
   });
+
+  // the skeleton graph (mirrors _snapshot._sot_graph_svg; the layout comes from widgets/_sot_graph.py)
+  function drawGraph(svgEl, caption, g) {
+    svgEl.style.display = g ? "" : "none";
+    caption.style.display = g ? "" : "none";
+    if (!g) return;
+    svgEl.setAttribute("width", g.width);
+    svgEl.setAttribute("height", g.height);
+    svgEl.setAttribute("viewBox", `0 0 ${g.width} ${g.height}`);
+    const svgEl2 = (tag, attrs, text) => {
+      const e = document.createElementNS(SVG, tag);
+      for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+      if (text !== undefined) e.textContent = text;
+      return e;
+    };
+    const defs = svgEl2("defs", {});
+    const marker = svgEl2("marker", { id: "epic-arrow", viewBox: "0 0 8 8", refX: 8, refY: 4,
+      markerUnits: "userSpaceOnUse", markerWidth: 7, markerHeight: 7, orient: "auto" });
+    marker.append(svgEl2("path", { d: "M0,0 L8,4 L0,8 z" }));
+    defs.append(marker);
+    const items = [defs];
+    for (const e of g.edges) {
+      items.push(svgEl2("line", { class: e.critical ? "epic-edge epic-critical" : "epic-edge", x1: e.x1, y1: e.y1,
+        x2: e.x2, y2: e.y2, "marker-end": "url(#epic-arrow)" }));
+    }
+    for (const n of g.nodes) {
+      const node = svgEl2("g", { class: n.critical ? "epic-node epic-critical" : "epic-node",
+        "data-index": n.index, "data-state": n.state });
+      const label = n.text.length <= 20 ? n.text : n.text.slice(0, 19) + "…";
+      node.append(svgEl2("title", {}, `${n.index}. ${n.text}`),
+        svgEl2("circle", { cx: n.x, cy: n.y, r: 9 }),
+        svgEl2("text", { x: n.x, y: n.y + 4, "text-anchor": "middle" }, String(n.index)),
+        svgEl2("text", { class: "epic-node-label", x: n.x, y: n.y + 23, "text-anchor": "middle" }, label));
+      items.push(node);
+    }
+    svgEl.replaceChildren(...items);
+    const path = g.nodes.filter((n) => n.critical).map((n) => n.index);
+    caption.textContent = path.length
+      ? `critical path: ${path.join(" → ")} (${path.length} of ${g.nodes.length} points in a row; every other point runs beside it)`
+      : `${g.depth} rounds of expansions at least (longest chain of dependencies)`;
+  }
 
   const drawAll = () => { drawHeader(); drawRows(); drawBars(); drawTrace(); drawSot(); drawTokens(); };
   drawAll();

@@ -17,7 +17,15 @@ Options
                 still being generated; each expansion then streams too. A point's prompt shows the
                 skeleton so far (the points after it do not exist yet).
     router      SoT-R: first ask the model whether the answer is a list of independent points (the
-                paper's prompting router, A/B/C); anything but "A", or no clear letter, decodes normally.
+                paper's prompting router, A/B/C). "A": SoT; "B" (points that build on earlier ones):
+                a skeleton graph (`graph=True`); "C", or no clear letter: normal decoding.
+    graph       a skeleton graph (`programs.skeleton_graph`): the skeleton also says which earlier
+                points each point depends on, and a point's prompt holds those points' expansions,
+                so it waits for them and for nothing else. With `router=True` too, "A" and "B" both
+                get the graph.
+    constrained the graph skeleton's `regex=` constraint: None (the default) uses it where the
+                backend supports `regex=` (local models, the sim, vLLM/SGLang/llama.cpp servers),
+                True always, False never.
     max_points  points beyond this many are dropped.
     max_tokens  the budget of every generated part: skeleton, each expansion, a normal answer.
     prefill     True: start the model's answers ourselves (the paper's partial answer, "1." for the
@@ -56,6 +64,14 @@ from ..llm.builtin import llm
 from ..llm.sim import VOCAB, prompt_text
 from ..runtime.context import builtin
 from ._program import emit_event, program
+from .skeleton_graph import (
+    GRAPH_SKELETON_PROMPT,
+    critical_path,
+    dependency_line,
+    graph_skeleton_llm,
+    parse_graph,
+    plain_skeleton,
+)
 
 __all__ = ["SoTResult", "assemble", "check_expand_with", "parse_point", "parse_skeleton", "router_choice", "sot",
            "sim_script", "weak_expansion", "weak_reason"]
@@ -99,20 +115,28 @@ ROUTER_PROMPT = (
     "C. Do not organize the answer as a list of points or perspectives.\n\n"
     "Just say A, B, or C. Do not explain. Do not provide an answer to the question."
 )
+CONTEXT = ("\n\nThis point builds on these points of the answer, already written:\n\n{context}\n\n"
+           "Use what they say; do not repeat them.")
 START_FROM = '\n\nPlease start your answer from "{start}" and do not output other things before that'
 
 
 # ----------------------------------------------------------------------------------- the program
 @program
 def sot(question, stream=False, router=False, max_points=10, max_tokens=256, prefill=True,
-        expand_with="auto"):
+        expand_with="auto", graph=False, constrained=None):
     """Answer `question` with Skeleton-of-Thought; see the module docstring for the options.
 
     Returns {"answer": str, "points": [(index, text)], "expansions": [str], "used_sot": bool}
-    (no points and no expansions when it decoded normally)."""
+    (no points and no expansions when it decoded normally); a skeleton graph's answer adds
+    "edges", "dropped" and "critical_path"."""
     emit_event("program.sot.question", text=question)
     check_expand_with(expand_with)
-    if router and route(question) != "A":
+    choice = "A"
+    if router:
+        choice = route(question)
+    if choice == "B" or (graph and choice == "A"):
+        return graph_answer(question, stream, max_points, max_tokens, prefill, expand_with, constrained)
+    if choice != "A":
         return normal(question, max_tokens)
     if stream:
         points, expansions = stream_points(question, max_points, max_tokens, prefill, expand_with)
@@ -161,30 +185,70 @@ def stream_points(question, max_points, max_tokens, prefill, expand_with="auto")
 
 
 @program
-def expand(question, skeleton, point, max_tokens, prefill, expand_with="auto", stream=False):
+def graph_answer(question, stream, max_points, max_tokens, prefill, expand_with, constrained):
+    """A skeleton graph: each point is expanded with the text of the points it depends on."""
+    skeleton, needs, expansions = graph_points(question, stream, max_points, max_tokens, prefill, expand_with,
+                                               constrained)
+    points = skeleton["points"]
+    if len(points) < 2:
+        return normal(question, max_tokens)
+    answer = assemble(points, expansions)
+    emit_event("program.sot.answer", text=answer)
+    critical = [points[k][0] for k in critical_path(needs, [len(e) for e in expansions])]
+    emit_event("program.sot.graph", edges=skeleton["edges"], dropped=skeleton["dropped"], critical=critical)
+    return graph_result(answer, points, expansions, skeleton, critical)
+
+
+@program
+def graph_points(question, stream, max_points, max_tokens, prefill, expand_with, constrained):
+    """The graph's skeleton, then one expansion per point whose prompt holds the expansions of the
+    points it depends on. Nothing here orders the calls: an expansion waits for exactly the texts
+    its prompt needs, so independent points run together, as in plain SoT."""
+    prompt = with_start(GRAPH_SKELETON_PROMPT.format(question=question), "1.", prefill)
+    reply = graph_skeleton_llm(prompt, prefill, max_tokens, SKELETON_STOP, constrained, max_points)
+    skeleton = parse_graph(("1." + reply) if prefill else reply, max_points)
+    points = skeleton["points"]
+    needs = skeleton["needs"]
+    for index, text in points:
+        emit_event("program.sot.point", index=index, text=text)
+    emit_event("program.sot.graph", edges=skeleton["edges"], dropped=skeleton["dropped"], critical=[])
+    if len(points) < 2:
+        return skeleton, needs, []
+    plain = plain_skeleton(points)
+    expansions = []
+    for k in range(len(points)):
+        context = "\n".join([dependency_line(points[d], expansions[d]) for d in needs[k]])
+        expansions.append(expand(question, plain, points[k], max_tokens, prefill, expand_with, stream, context))
+    return skeleton, needs, expansions
+
+
+@program
+def expand(question, skeleton, point, max_tokens, prefill, expand_with="auto", stream=False, context=""):
     """Point `index`'s expansion; with "auto", a weak one (empty, or a copy of the skeleton) is
-    asked for again with the one-point prompt."""
+    asked for again with the one-point prompt. `context` (the skeleton graph's points this one
+    depends on, already written out) goes into the prompt; empty, the prompt is plain SoT's."""
     if expand_with != "auto":
-        return expand_once(question, skeleton, point, max_tokens, prefill, expand_with, stream)
-    first = expand_once(question, skeleton, point, max_tokens, prefill, "skeleton", stream)
+        return expand_once(question, skeleton, point, max_tokens, prefill, expand_with, stream, context)
+    first = expand_once(question, skeleton, point, max_tokens, prefill, "skeleton", stream, context)
     if not weak_expansion(first, point[0]):
         return first
     emit_event("program.sot.retry", index=point[0], reason=weak_reason(first, point[0]))
     emit_event("program.sot.expansion", index=point[0], text="")
-    return expand_once(question, skeleton, point, max_tokens, prefill, "point", stream)
+    return expand_once(question, skeleton, point, max_tokens, prefill, "point", stream, context)
 
 
 @program
-def expand_once(question, skeleton, point, max_tokens, prefill, expand_with, stream=False):
+def expand_once(question, skeleton, point, max_tokens, prefill, expand_with, stream=False, context=""):
     """One expansion of point `index`: the text the model writes after "index. text", up to its
     first blank line (the prompt asks for 1~2 sentences; small models go on to write the whole answer)."""
     index, text = point
     if expand_with == "point":
         start = ""                                # nothing to prefill or ask for: the reply is the expansion
-        prompt = EXPAND_POINT_PROMPT.format(question=question, point=text)
+        prompt = with_context(EXPAND_POINT_PROMPT.format(question=question, point=text), context)
     else:
         start = f"{index}. {text}"
-        prompt = EXPAND_PROMPT.format(question=question, skeleton=skeleton.strip(), index=index)
+        prompt = with_context(EXPAND_PROMPT.format(question=question, skeleton=skeleton.strip(), index=index),
+                              context)
     if stream:
         chunks = llm(with_start(prompt, start, prefill), stream=True, max_tokens=max_tokens, stop="\n\n",
                      prefill=start if prefill and start else None)
@@ -230,11 +294,22 @@ class SoTResult(dict):
             p.text("SoTResult(...)")
             return
         how = f"{len(self['points'])} points expanded in parallel" if self["used_sot"] else "answered directly"
-        p.text(f"sot answer ({how}; a dict: answer, points, expansions, used_sot):\n{self['answer']}")
+        if "edges" in self:
+            how = (f"a skeleton graph: {len(self['points'])} points, {len(self['edges'])} edges, "
+                   f"critical path {len(self['critical_path'])} points")
+        keys = "answer, points, expansions, used_sot" + (", edges, dropped, critical_path" if "edges" in self else "")
+        p.text(f"sot answer ({how}; a dict: {keys}):\n{self['answer']}")
 
 
 def sot_result(answer: str, points: list, expansions: list, used_sot: bool) -> SoTResult:
     return SoTResult(answer=answer, points=points, expansions=expansions, used_sot=used_sot)
+
+
+def graph_result(answer: str, points: list, expansions: list, skeleton: dict, critical: list) -> SoTResult:
+    """A skeleton graph's result: sot_result's keys, plus its edges (from index, to index), the
+    edges it dropped (why, in words) and its critical path (point indices)."""
+    return SoTResult(answer=answer, points=points, expansions=expansions, used_sot=True,
+                     edges=skeleton["edges"], dropped=skeleton["dropped"], critical_path=critical)
 
 
 _POINT = re.compile(r"^\s*(\d+)[.)](?!\d)\s*(.*\S)")     # "3. Point", " 3) Point"; not "3.5 kg"
@@ -295,6 +370,12 @@ def router_choice(reply: str) -> str | None:
     """The router's letter: the first standalone A, B or C in its reply (None for anything else)."""
     m = _LETTER.search(reply)
     return m.group(1) if m else None
+
+
+def with_context(prompt: str, context: str) -> str:
+    """A point's prompt with the points it depends on written out (skeleton graphs); unchanged
+    without any, so a graph without edges sends plain SoT's prompts."""
+    return prompt + CONTEXT.format(context=context) if context else prompt
 
 
 def with_start(prompt: str, start: str, prefill: bool) -> str:
