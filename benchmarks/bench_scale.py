@@ -46,7 +46,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.report import write_results
+from benchmarks.report import machine, write_results
 
 OUT = Path(__file__).resolve().parent / "results"
 FANOUT_SRC = 'out = [llm(f"Question {i}: say something.", max_tokens=8) for i in range(n)]\nlen(out)'
@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     server, url = start_server(args.latency, args.slots)
     res: dict[str, Any] = {"meta": {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                                     "latency_s": args.latency, "slots": args.slots, "quick": args.quick,
-                                    "python": platform.python_version(), "cpu": _cpu(), "cpus": os.cpu_count(),
+                                    "python": platform.python_version(), "cpu": machine()["cpu"], "cpus": os.cpu_count(),
                                     "load_before": os.getloadavg()},
                            "local": {}, "fanout": {}, "tot": {}}
     try:
@@ -441,15 +441,6 @@ def markdown(res: dict) -> str:
 def _fl(r: dict) -> str:
     return f"{r['server']['inflight_at_arrival_mean']}/{r['server']['inflight_at_arrival_peak']}"
 
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.bench_core import PURE
-from benchmarks.report import write_results
+from benchmarks.report import machine, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -67,16 +67,6 @@ def per_step(tree: Path, src: str, sizes: tuple[int, int]) -> dict:
             "per_step": (i2 - i1) / (s2 - s1)}
 
 
-def _cpu() -> str:
-    """The CPU model as /proc/cpuinfo names it (platform.processor() is often empty on Linux)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} CPUs"
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_step_cost", description=__doc__.split("\n\n")[0])
@@ -100,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     when = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     head = ["program", "instructions / step"] + (["base", "change"] if args.base else [])
     md = ["# Instructions per reduction step (callgrind)\n",
-          f"{_cpu()}, CPython {platform.python_version()}; {when}. "
+          f"{machine()['cpu']}, {os.cpu_count()} CPUs, CPython {platform.python_version()}; {when}. "
           f"`python -m benchmarks.bench_step_cost{' --base ' + str(args.base) if args.base else ''} "
           f"--sizes {lo},{hi}`: (instructions at N={hi} - at N={lo}) / (steps at N={hi} - at N={lo}), "
           "the programs of bench_core part 1 (`print_for`: the same `for` printing each iteration).\n",
